@@ -1,0 +1,54 @@
+//! The admin HTTP endpoint for ops (axum): query stats as JSON, Prometheus metrics, health.
+//! Binds loopback by default; an optional bearer token guards everything but `/healthz`.
+
+mod routes;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::error::{Error, listen_addr};
+
+/// `[admin]` in pgward.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Address of the admin HTTP endpoint; "" disables it.
+    pub listen: String,
+    /// When set, requests need `Authorization: Bearer <token>` (except `/healthz`).
+    pub token: Option<String>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings { listen: "127.0.0.1:6480".into(), token: None }
+    }
+}
+
+/// Binds the admin listener, or returns `None` when it is disabled.
+pub async fn bind(settings: &AdminSettings) -> Result<Option<TcpListener>, Error> {
+    if settings.listen.is_empty() {
+        return Ok(None);
+    }
+    let addr = listen_addr(&settings.listen)?;
+    let listener = TcpListener::bind(addr).await.map_err(|e| Error::bind(&settings.listen, e))?;
+    Ok(Some(listener))
+}
+
+/// Serves admin requests until shutdown.
+pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let router = routes::router(app);
+    let stop = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+        tracing::error!(error = %e, "admin endpoint failed");
+    }
+}

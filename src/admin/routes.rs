@@ -1,0 +1,120 @@
+//! Admin routes and their JSON error shape (`{"error": "..."}` with a 4xx/5xx status).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::app::App;
+use crate::fingerprint::FingerprintId;
+use crate::protocol::startup::encode_ssl_request;
+use crate::stats::{SortKey, render_prometheus};
+
+const DEFAULT_LIMIT: usize = 100;
+
+pub fn router(app: Arc<App>) -> Router {
+    let guarded = Router::new()
+        .route("/stats/queries", get(list_queries))
+        .route("/stats/queries/{fingerprint}", get(one_query))
+        .route("/stats/reset", post(reset))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(guarded)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(app)
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+async fn require_token(State(app): State<Arc<App>>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    if let Some(token) = &app.config.admin.token {
+        let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(token.as_str()) {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into());
+        }
+    }
+    next.run(request).await
+}
+
+async fn list_queries(State(app): State<Arc<App>>, Query(params): Query<HashMap<String, String>>) -> Response {
+    for key in params.keys() {
+        if key != "sort" && key != "limit" {
+            return error(StatusCode::BAD_REQUEST, format!("unknown parameter {key:?}; use sort and limit"));
+        }
+    }
+    let sort = match params.get("sort").map(|s| s.parse::<SortKey>()) {
+        None => SortKey::TotalExecTime,
+        Some(Ok(sort)) => sort,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let limit = match params.get("limit").map(|s| s.parse::<usize>()) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(limit)) => limit,
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "limit must be a non-negative integer".into()),
+    };
+    let snapshot = app.stats.snapshot();
+    let queries = snapshot.sorted(sort, limit);
+    Json(json!({ "proxy": snapshot.proxy, "stats_reset": snapshot.stats_reset, "queries": queries })).into_response()
+}
+
+async fn one_query(State(app): State<Arc<App>>, Path(fingerprint): Path<String>) -> Response {
+    let Ok(id) = fingerprint.parse::<FingerprintId>() else {
+        return error(StatusCode::BAD_REQUEST, format!("{fingerprint:?} is not a fingerprint (16 hex digits)"));
+    };
+    match app.stats.get(id) {
+        Some(query) => Json(query).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no stats for fingerprint {id}")),
+    }
+}
+
+async fn reset(State(app): State<Arc<App>>) -> Response {
+    app.stats.reset();
+    Json(json!({ "reset": true })).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let snapshot = app.stats.snapshot();
+    let body = render_prometheus(&snapshot, app.config.stats.metrics_top, true);
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+/// 200 when the upstream accepts a connection and answers an SSLRequest like a PostgreSQL
+/// server; 503 with the reason otherwise.
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let probe = async {
+        let mut tcp = app.upstream.connect_tcp().await.map_err(|e| e.to_string())?;
+        tcp.write_all(&encode_ssl_request()).await.map_err(|e| e.to_string())?;
+        match tcp.read_u8().await.map_err(|e| e.to_string())? {
+            b'S' | b'N' => Ok(()),
+            other => Err(format!("upstream answered SSLRequest with byte {other}, not like PostgreSQL")),
+        }
+    };
+    let result = tokio::time::timeout(Duration::from_secs(3), probe)
+        .await
+        .unwrap_or_else(|_| Err("upstream did not answer within 3s".into()));
+    let upstream = app.upstream.address();
+    match result {
+        Ok(()) => Json(json!({ "status": "ok", "upstream": upstream })).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "upstream": upstream, "reason": reason })),
+        )
+            .into_response(),
+    }
+}

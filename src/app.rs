@@ -1,0 +1,101 @@
+//! [`App`]: the shared handles every session and the admin endpoint use (config, upstream,
+//! TLS, stats, cancel keys), built from a [`Config`] with no globals, so tests can run many
+//! proxies in one process. [`start`] binds the listeners and returns a [`Running`] handle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::error::{Error, listen_addr};
+use crate::pipeline::{self, FingerprintCache};
+use crate::server::{CancelKeys, client_tls_acceptor};
+use crate::stats::Stats;
+use crate::upstream::Upstream;
+
+/// How many distinct statement texts keep their fingerprints cached.
+const FINGERPRINT_CACHE_TEXTS: usize = 20_000;
+
+/// Shared state of one pgward instance.
+pub struct App {
+    pub config: Config,
+    pub upstream: Upstream,
+    pub client_tls: Option<TlsAcceptor>,
+    pub stats: Arc<Stats>,
+    pub cancel_keys: CancelKeys,
+    pub pipeline: Arc<pipeline::Shared>,
+    clients: AtomicUsize,
+}
+
+impl App {
+    /// Validates `config` and builds every shared handle.
+    pub fn new(config: Config) -> Result<App, Error> {
+        config.validate()?;
+        let upstream = Upstream::new(config.upstream.clone())?;
+        let client_tls = client_tls_acceptor(&config.server.tls).map_err(Error::ClientTls)?;
+        let stats = Arc::new(Stats::new(&config.stats));
+        let pipeline = Arc::new(pipeline::Shared {
+            stats: stats.clone(),
+            fingerprints: FingerprintCache::new(FINGERPRINT_CACHE_TEXTS),
+        });
+        Ok(App { config, upstream, client_tls, stats, cancel_keys: CancelKeys::default(), pipeline, clients: AtomicUsize::new(0) })
+    }
+
+    /// Takes a client slot; false when max_client_connections are already in use.
+    pub fn admit_client(&self) -> bool {
+        let max = self.config.server.max_client_connections;
+        self.clients.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    pub fn release_client(&self) {
+        self.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A started pgward: its bound addresses and the handle to stop it.
+pub struct Running {
+    pub app: Arc<App>,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts a graceful shutdown: no new clients; sessions close when idle.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until the proxy and admin tasks have stopped.
+    pub async fn wait(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Binds the proxy (and admin, when configured) listeners and starts serving.
+pub async fn start(config: Config) -> Result<Running, Error> {
+    let app = Arc::new(App::new(config)?);
+    let listen = &app.config.server.listen;
+    let listener = TcpListener::bind(listen_addr(listen)?).await.map_err(|e| Error::bind(listen, e))?;
+    let proxy_addr = listener.local_addr()?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = vec![tokio::spawn(crate::server::serve(app.clone(), listener, shutdown_rx.clone()))];
+    let admin_addr = match crate::admin::bind(&app.config.admin).await? {
+        Some(admin) => {
+            let addr = admin.local_addr()?;
+            tasks.push(tokio::spawn(crate::admin::serve(app.clone(), admin, shutdown_rx)));
+            Some(addr)
+        }
+        None => None,
+    };
+    tracing::info!(%proxy_addr, ?admin_addr, upstream = app.upstream.address(), "pgward listening");
+    Ok(Running { app, proxy_addr, admin_addr, shutdown, tasks })
+}

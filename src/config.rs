@@ -1,0 +1,166 @@
+//! pgward.toml + command-line flags -> [`Config`], composed of each module's own settings.
+//! Loading collects TOML errors with file, line, column and key; [`Config::validate`] checks what
+//! TOML cannot (addresses, file pairs) before anything starts.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::admin::AdminSettings;
+use crate::server::ServerSettings;
+use crate::stats::StatsSettings;
+use crate::upstream::{UpstreamSettings, UpstreamTlsMode};
+
+/// Everything pgward needs to run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    #[serde(flatten)]
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    pub admin: AdminSettings,
+    pub stats: StatsSettings,
+    pub log: LogSettings,
+    /// Path of the rules file; relative paths are resolved against the config file's folder.
+    pub rules: Option<PathBuf>,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A tracing filter, e.g. "info" or "pgward=debug"; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { level: "info".into() }
+    }
+}
+
+/// A configuration problem; `pgward` exits with status 2 on any of them.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {key}: {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, key: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Reads and parses a config file (without validating it).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut config = Config::parse(path, &text)?;
+        if let Some(rules) = &config.rules
+            && rules.is_relative()
+            && let Some(dir) = path.parent()
+        {
+            config.rules = Some(dir.join(rules));
+        }
+        Ok(config)
+    }
+
+    /// Parses config text; `path` is only used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, column, key) = locate(text, e.span());
+            ConfigError::Parse { path: path.into(), line, column, key, message: e.message().to_owned() }
+        })
+    }
+
+    /// Checks the values TOML types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("listen", format!("{:?} is not an IP:port address", self.server.listen));
+        }
+        if !self.admin.listen.is_empty() && self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("admin.listen", format!("{:?} is not an IP:port address (or \"\" to disable)", self.admin.listen));
+        }
+        if crate::upstream::split_host_port(&self.upstream.address).is_none() {
+            return invalid("upstream.address", format!("{:?} is not HOST:PORT", self.upstream.address));
+        }
+        if self.server.tls.cert.is_some() != self.server.tls.key.is_some() {
+            return invalid("tls", "tls.cert and tls.key must be set together".into());
+        }
+        if self.upstream.tls == UpstreamTlsMode::VerifyFull && self.upstream.ca_file.is_none() {
+            return invalid("upstream.ca_file", "upstream.tls = \"verify-full\" needs upstream.ca_file".into());
+        }
+        if self.server.max_message_size.0 < 1024 {
+            return invalid("max_message_size", "must be at least 1KiB".into());
+        }
+        if self.server.max_client_connections == 0 {
+            return invalid("max_client_connections", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Line and column (1-based) of a byte span, and the key written on that line.
+fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> (usize, usize, String) {
+    let Some(span) = span else {
+        return (1, 1, String::from("(file)"));
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or("");
+    let key = match line_text.split_once('=') {
+        Some((key, _)) => key.trim().to_owned(),
+        None => line_text.trim().to_owned(),
+    };
+    (line, column, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse(Path::new("x.toml"), "").unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:6432");
+        assert_eq!(c.upstream.address, "127.0.0.1:5432");
+        assert_eq!(c.admin.listen, "127.0.0.1:6480");
+        assert_eq!(c.server.max_message_size.0, 1 << 30);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = "listen = \"127.0.0.1:7000\"\n[upstream]\naddres = \"db:5432\"\n";
+        let err = Config::parse(Path::new("pgward.toml"), text).unwrap_err().to_string();
+        assert!(err.starts_with("pgward.toml:3:1: addres: unknown field `addres`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = Config::parse(Path::new("p.toml"), "max_client_connections = \"many\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:1:"), "{err}");
+        assert!(err.contains("max_client_connections"), "{err}");
+    }
+
+    #[test]
+    fn validation_catches_bad_values() {
+        let mut c = Config::default();
+        c.upstream.address = "nohost".into();
+        assert!(c.validate().unwrap_err().to_string().contains("upstream.address"));
+        let mut c = Config::default();
+        c.server.tls.cert = Some("a.pem".into());
+        assert!(c.validate().unwrap_err().to_string().contains("tls.key"));
+    }
+
+    #[test]
+    fn example_file_in_the_repository_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pgward.toml");
+        let c = Config::load(&path).unwrap();
+        c.validate().unwrap();
+    }
+}

@@ -1,0 +1,40 @@
+//! pgward: a PostgreSQL wire-protocol proxy that guards a database from its own queries.
+//!
+//! Applications connect to pgward instead of Postgres and notice nothing else. pgward relays
+//! every message unchanged (one upstream connection per client, in session mode), fingerprints
+//! each statement, and keeps per-fingerprint statistics that ops read over HTTP. Later layers
+//! (time budgets, concurrency caps, rewrites, the result cache) plug into [`pipeline`].
+//!
+//! Module map, lower layers first (a module imports only from layers below it):
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`protocol`] | wire format, sans IO: frames, startup packets, inspected messages, builders |
+//! | [`units`] | "30s" / "64MiB" values in config files |
+//! | [`fingerprint`] | normalization, stable 64-bit ids, statement kind, referenced tables |
+//! | [`stats`] | per-fingerprint counters and latency histograms, snapshots, Prometheus text |
+//! | [`net`] | the plain-or-TLS byte stream under each leg |
+//! | [`upstream`] | connecting to Postgres (TCP, TLS) and cancelling its queries |
+//! | [`pipeline`] | the per-statement phases: fingerprint -> (rules, cache) -> record |
+//! | [`server`] | listener, startup/TLS handshake, the session relay, cancel-key mapping |
+//! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/healthz` |
+//! | [`config`], [`app`], [`error`] | config loading, the shared handles, top-level errors |
+//!
+//! See `docs/architecture.md` for the path of one query.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod fingerprint;
+pub mod net;
+pub mod pipeline;
+pub mod protocol;
+pub mod server;
+pub mod stats;
+pub mod units;
+pub mod upstream;
+
+pub use app::{App, Running, start};
+pub use config::Config;
+pub use error::Error;

@@ -1,0 +1,137 @@
+//! Borrowed views of the server messages pgward inspects: authentication requests (to keep
+//! SCRAM channel binding from being offered across two TLS legs), BackendKeyData (to hand the
+//! client pgward's own cancel key), CommandComplete (row counts), ErrorResponse (SQLSTATE and
+//! severity) and ReadyForQuery (transaction status).
+
+use super::{take_cstr, take_i32};
+
+/// Authentication request codes in an 'R' message.
+pub mod auth {
+    pub const OK: i32 = 0;
+    pub const SASL: i32 = 10;
+}
+
+/// The code of an authentication request ('R').
+pub fn auth_code(body: &[u8]) -> Option<i32> {
+    take_i32(body).map(|(code, _)| code)
+}
+
+/// Iterates the mechanism names of an AuthenticationSASL body (after the code).
+pub fn sasl_mechanisms(body: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let Some((_, mut rest)) = take_i32(body) else {
+        return out;
+    };
+    while let Some((name, after)) = take_cstr(rest) {
+        if name.is_empty() {
+            break;
+        }
+        out.push(name);
+        rest = after;
+    }
+    out
+}
+
+/// BackendKeyData ('K'): process id and secret key (4 bytes in 3.0, longer in 3.2).
+pub fn backend_key(body: &[u8]) -> Option<(u32, &[u8])> {
+    let (pid, secret) = body.split_first_chunk::<4>()?;
+    (!secret.is_empty()).then_some((u32::from_be_bytes(*pid), secret))
+}
+
+/// Transaction status in ReadyForQuery ('Z').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionStatus {
+    Idle,
+    InTransaction,
+    Failed,
+}
+
+pub fn ready_status(body: &[u8]) -> Option<TransactionStatus> {
+    match body {
+        [b'I'] => Some(TransactionStatus::Idle),
+        [b'T'] => Some(TransactionStatus::InTransaction),
+        [b'E'] => Some(TransactionStatus::Failed),
+        _ => None,
+    }
+}
+
+/// Rows affected or returned, from a CommandComplete ('C') tag such as `SELECT 5`,
+/// `INSERT 0 3`, `COPY 100`; 0 for tags without a count (`CREATE TABLE`).
+pub fn command_rows(body: &[u8]) -> u64 {
+    let tag = body.strip_suffix(&[0]).unwrap_or(body);
+    let last = tag.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    if last.is_empty() || !last.iter().all(u8::is_ascii_digit) || last.len() == tag.len() {
+        return 0;
+    }
+    last.iter().fold(0u64, |acc, d| acc.saturating_mul(10).saturating_add(u64::from(d - b'0')))
+}
+
+/// The fields pgward reads from an ErrorResponse ('E').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorFields<'a> {
+    pub severity: &'a [u8],
+    pub code: Option<[u8; 5]>,
+}
+
+impl ErrorFields<'_> {
+    pub fn is_fatal(&self) -> bool {
+        self.severity == b"FATAL" || self.severity == b"PANIC"
+    }
+}
+
+pub fn error_fields(body: &[u8]) -> ErrorFields<'_> {
+    let mut fields = ErrorFields { severity: b"ERROR", code: None };
+    let mut rest = body;
+    while let Some((&kind, after)) = rest.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let Some((value, after)) = take_cstr(after) else { break };
+        match kind {
+            b'V' => fields.severity = value,
+            b'C' => fields.code = value.try_into().ok(),
+            _ => {}
+        }
+        rest = after;
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_counts_from_command_tags() {
+        assert_eq!(command_rows(b"SELECT 5\0"), 5);
+        assert_eq!(command_rows(b"INSERT 0 3\0"), 3);
+        assert_eq!(command_rows(b"COPY 100000\0"), 100_000);
+        assert_eq!(command_rows(b"CREATE TABLE\0"), 0);
+        assert_eq!(command_rows(b"12\0"), 0);
+        assert_eq!(command_rows(b""), 0);
+    }
+
+    #[test]
+    fn error_fields_are_found() {
+        let body = b"SERROR\0VFATAL\0C28P01\0Mpassword authentication failed\0\0";
+        let f = error_fields(body);
+        assert_eq!(f.code, Some(*b"28P01"));
+        assert!(f.is_fatal());
+        assert_eq!(error_fields(b"garbage").code, None);
+    }
+
+    #[test]
+    fn sasl_mechanism_list() {
+        let body = b"\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0";
+        assert_eq!(sasl_mechanisms(body), vec![&b"SCRAM-SHA-256-PLUS"[..], &b"SCRAM-SHA-256"[..]]);
+        assert_eq!(auth_code(body), Some(auth::SASL));
+    }
+
+    #[test]
+    fn keys_and_status() {
+        assert_eq!(backend_key(b"\0\0\0\x07abcd"), Some((7, &b"abcd"[..])));
+        assert_eq!(backend_key(b"\0\0\0\x07"), None);
+        assert_eq!(ready_status(b"T"), Some(TransactionStatus::InTransaction));
+        assert_eq!(ready_status(b"TT"), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! Builders for the messages pgward writes itself: errors and notices it raises, the cancel key
+//! it hands clients, ReadyForQuery after a reply it produced, and a filtered SASL offer.
+
+use super::backend::TransactionStatus;
+
+/// Severity of an ErrorResponse pgward raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// An error or notice pgward raises, with the fields clients display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report<'a> {
+    pub severity: Severity,
+    pub code: &'a str,
+    pub message: &'a str,
+    pub detail: Option<&'a str>,
+    pub hint: Option<&'a str>,
+}
+
+impl<'a> Report<'a> {
+    pub fn error(code: &'a str, message: &'a str) -> Self {
+        Report { severity: Severity::Error, code, message, detail: None, hint: None }
+    }
+
+    pub fn fatal(code: &'a str, message: &'a str) -> Self {
+        Report { severity: Severity::Fatal, code, message, detail: None, hint: None }
+    }
+
+    pub fn with_detail(mut self, detail: &'a str) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub fn with_hint(mut self, hint: &'a str) -> Self {
+        self.hint = Some(hint);
+        self
+    }
+
+    /// Appends an ErrorResponse ('E').
+    pub fn write_error(&self, out: &mut Vec<u8>) {
+        self.write(b'E', self.severity.as_str(), out);
+    }
+
+    /// Appends a NoticeResponse ('N') with severity NOTICE.
+    pub fn write_notice(&self, out: &mut Vec<u8>) {
+        self.write(b'N', "NOTICE", out);
+    }
+
+    fn write(&self, tag: u8, severity: &str, out: &mut Vec<u8>) {
+        let start = begin(out, tag);
+        field(out, b'S', severity);
+        field(out, b'V', severity);
+        field(out, b'C', self.code);
+        field(out, b'M', self.message);
+        if let Some(detail) = self.detail {
+            field(out, b'D', detail);
+        }
+        if let Some(hint) = self.hint {
+            field(out, b'H', hint);
+        }
+        out.push(0);
+        finish(out, start);
+    }
+}
+
+fn field(out: &mut Vec<u8>, kind: u8, value: &str) {
+    out.push(kind);
+    // A NUL inside a value would end the field early; drop it rather than corrupt the frame.
+    out.extend(value.bytes().filter(|&b| b != 0));
+    out.push(0);
+}
+
+/// Writes the tag and a placeholder length; returns the frame's start offset.
+fn begin(out: &mut Vec<u8>, tag: u8) -> usize {
+    let start = out.len();
+    out.push(tag);
+    out.extend_from_slice(&[0; 4]);
+    start
+}
+
+/// Fills in the length of the frame that starts at `start`.
+fn finish(out: &mut [u8], start: usize) {
+    let len = (out.len() - start - 1) as u32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Appends ReadyForQuery ('Z').
+pub fn ready_for_query(out: &mut Vec<u8>, status: TransactionStatus) {
+    let start = begin(out, b'Z');
+    out.push(match status {
+        TransactionStatus::Idle => b'I',
+        TransactionStatus::InTransaction => b'T',
+        TransactionStatus::Failed => b'E',
+    });
+    finish(out, start);
+}
+
+/// Appends BackendKeyData ('K').
+pub fn backend_key_data(out: &mut Vec<u8>, pid: u32, secret: &[u8]) {
+    let start = begin(out, b'K');
+    out.extend_from_slice(&pid.to_be_bytes());
+    out.extend_from_slice(secret);
+    finish(out, start);
+}
+
+/// Appends AuthenticationSASL ('R', code 10) offering `mechanisms`.
+pub fn auth_sasl(out: &mut Vec<u8>, mechanisms: &[&[u8]]) {
+    let start = begin(out, b'R');
+    out.extend_from_slice(&10i32.to_be_bytes());
+    for m in mechanisms {
+        out.extend_from_slice(m);
+        out.push(0);
+    }
+    out.push(0);
+    finish(out, start);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{backend, frame};
+    use super::*;
+
+    #[test]
+    fn error_response_is_well_formed() {
+        let mut out = Vec::new();
+        Report::error("57014", "canceling statement").with_hint("raise the budget").write_error(&mut out);
+        let header = frame::parse_header(&out, 1 << 20).unwrap().unwrap();
+        assert_eq!(header.tag, b'E');
+        assert_eq!(header.frame_len(), out.len());
+        let fields = backend::error_fields(&out[5..]);
+        assert_eq!(fields.code, Some(*b"57014"));
+        assert!(!fields.is_fatal());
+        assert!(out.windows(16).any(|w| w == b"Hraise the budge"));
+    }
+
+    #[test]
+    fn nul_in_message_does_not_break_framing() {
+        let mut out = Vec::new();
+        Report::fatal("08P01", "bad\0message").write_error(&mut out);
+        let header = frame::parse_header(&out, 1 << 20).unwrap().unwrap();
+        assert_eq!(header.frame_len(), out.len());
+        assert!(backend::error_fields(&out[5..]).is_fatal());
+    }
+
+    #[test]
+    fn small_messages() {
+        let mut out = Vec::new();
+        ready_for_query(&mut out, TransactionStatus::Failed);
+        assert_eq!(out, b"Z\0\0\0\x05E");
+        out.clear();
+        backend_key_data(&mut out, 9, &[1, 2, 3, 4]);
+        assert_eq!(out, b"K\0\0\0\x0c\0\0\0\x09\x01\x02\x03\x04");
+        out.clear();
+        auth_sasl(&mut out, &[b"SCRAM-SHA-256"]);
+        assert_eq!(backend::sasl_mechanisms(&out[5..]), vec![&b"SCRAM-SHA-256"[..]]);
+    }
+}

@@ -1,0 +1,48 @@
+//! The accept loop: one task per client connection, a shutdown signal every session watches, and
+//! the graceful stop (stop accepting, let busy sessions finish within shutdown_timeout, close the
+//! rest).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::session::serve_connection;
+use crate::app::App;
+
+/// Accepts clients until `shutdown` turns true, then drains the sessions.
+pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let next_id = AtomicU64::new(1);
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    sessions.spawn(serve_connection(app.clone(), tcp, peer, id, shutdown.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+        while sessions.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let timeout = app.config.server.shutdown_timeout.0;
+    tracing::info!(sessions = sessions.len(), ?timeout, "stopped accepting; waiting for sessions");
+    let drained = tokio::time::timeout(timeout, async { while sessions.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(sessions = sessions.len(), "shutdown_timeout passed; closing remaining sessions");
+        sessions.shutdown().await;
+    }
+}

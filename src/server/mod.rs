@@ -1,0 +1,58 @@
+//! The client side: accepting connections, the startup handshake (TLS, cancel requests,
+//! StartupMessage), and the session relay that carries every message between the client and its
+//! upstream connection.
+
+mod buffer;
+mod cancel_keys;
+mod listener;
+mod relay;
+mod session;
+mod startup;
+mod tls;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use cancel_keys::CancelKeys;
+pub use listener::serve;
+pub use tls::client_tls_acceptor;
+
+use crate::units::{ByteSize, HumanDuration};
+
+/// Top-level keys of pgward.toml that concern client connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address clients connect to.
+    pub listen: String,
+    /// Connections beyond this get SQLSTATE 53300.
+    pub max_client_connections: usize,
+    /// Largest message a client or server may send (tag + length + body).
+    pub max_message_size: ByteSize,
+    /// On SIGTERM/SIGINT: how long busy sessions may take to finish before they are closed.
+    pub shutdown_timeout: HumanDuration,
+    /// TLS toward clients.
+    pub tls: ClientTlsSettings,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "127.0.0.1:6432".into(),
+            max_client_connections: 1000,
+            max_message_size: ByteSize(1 << 30),
+            shutdown_timeout: HumanDuration(Duration::from_secs(30)),
+            tls: ClientTlsSettings::default(),
+        }
+    }
+}
+
+/// `[tls]`: certificate and key offered to clients that send SSLRequest.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTlsSettings {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}

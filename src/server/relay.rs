@@ -1,0 +1,389 @@
+//! The relay at the heart of a session: one task polls both sockets, so the two directions never
+//! wait on each other and no message crosses threads. Bytes are forwarded as they were received;
+//! only frame headers are parsed, and only the frames the pipeline or the handshake must see are
+//! decoded. Frames nobody inspects (DataRow, CopyData) are streamed through even before they are
+//! complete, so a 1 GB value or a million-row result never sits in pgward's memory.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::buffer::{RecvBuf, SendBuf};
+use crate::net::Stream;
+use crate::pipeline::Pipeline;
+use crate::protocol::frame::{self, FrameHeader};
+use crate::protocol::{backend, build};
+use crate::protocol::startup::CancelKey;
+
+/// Read size when no frame asks for more.
+const READ_CHUNK: usize = 16 * 1024;
+/// Stop reading from one side while this much is still queued for the other.
+const HIGH_WATER: usize = 256 * 1024;
+/// Buffers that grew past this for one big frame are shrunk back once empty.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Why a relay stopped.
+#[derive(Debug)]
+pub enum Ending {
+    /// The client sent Terminate.
+    ClientTerminated,
+    /// The client's connection closed or failed.
+    ClientGone,
+    /// The upstream's connection closed or failed.
+    UpstreamGone(Option<io::Error>),
+    /// The client sent something that is not the protocol.
+    ClientProtocol(String),
+    /// The upstream sent something that is not the protocol.
+    UpstreamProtocol(String),
+    /// pgward is shutting down and the session was idle.
+    Shutdown,
+}
+
+/// Hooks the relay calls while the connection authenticates.
+pub trait Handshake {
+    /// The upstream's BackendKeyData arrived; returns the key to give the client instead.
+    fn backend_key(&mut self, upstream: CancelKey) -> CancelKey;
+}
+
+/// One side of the relay.
+struct Leg {
+    stream: Stream,
+    recv: RecvBuf,
+    /// Bytes still owed for a frame whose start was already forwarded.
+    streaming_left: usize,
+    /// How many more bytes the frame at the front needs.
+    want: usize,
+    needs_flush: bool,
+}
+
+impl Leg {
+    fn new(stream: Stream) -> Self {
+        Leg { stream, recv: RecvBuf::new(READ_CHUNK), streaming_left: 0, want: READ_CHUNK, needs_flush: false }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let spare = self.recv.spare(self.want.max(READ_CHUNK));
+        let mut buf = ReadBuf::new(spare);
+        match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len();
+                self.recv.commit(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Writes as much of `out` as the socket takes; true when anything moved.
+    fn poll_send(&mut self, out: &mut SendBuf, cx: &mut Context<'_>) -> io::Result<bool> {
+        let mut progressed = false;
+        while !out.is_empty() {
+            match Pin::new(&mut self.stream).poll_write(cx, out.pending()) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    out.advance(n);
+                    self.needs_flush = true;
+                    progressed = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        if out.is_empty() {
+            out.shrink_to(KEEP_CAPACITY);
+        }
+        if self.needs_flush {
+            match Pin::new(&mut self.stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {}
+            }
+        }
+        Ok(progressed)
+    }
+}
+
+/// Carries messages between a client and its upstream connection.
+pub struct Relay {
+    client: Leg,
+    upstream: Leg,
+    to_client: SendBuf,
+    to_upstream: SendBuf,
+    pub pipeline: Pipeline,
+    max_message: usize,
+    authenticated: bool,
+    /// A FATAL error already reached the client.
+    pub sent_fatal: bool,
+    draining: bool,
+}
+
+impl Relay {
+    pub fn new(client: Stream, upstream: Stream, pipeline: Pipeline, max_message: usize) -> Self {
+        Relay {
+            client: Leg::new(client),
+            upstream: Leg::new(upstream),
+            to_client: SendBuf::default(),
+            to_upstream: SendBuf::default(),
+            pipeline,
+            max_message,
+            authenticated: false,
+            sent_fatal: false,
+            draining: false,
+        }
+    }
+
+    /// Queues bytes for the upstream (the StartupMessage, a Terminate).
+    pub fn send_upstream(&mut self, bytes: &[u8]) {
+        self.to_upstream.push(bytes);
+    }
+
+    /// Queues a message pgward itself sends the client.
+    pub fn client_writer(&mut self) -> &mut Vec<u8> {
+        self.to_client.writer()
+    }
+
+    /// Asks the relay to end at the next moment the session is idle.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Relays until one side ends or, once draining, until idle.
+    pub async fn run(&mut self, handshake: &mut (dyn Handshake + Send)) -> Ending {
+        poll_fn(|cx| self.poll_relay(cx, handshake)).await
+    }
+
+    /// Writes whatever is queued for each side, giving up quietly on errors.
+    pub async fn flush(&mut self) {
+        let _ = poll_fn(|cx| {
+            let client = self.client.poll_send(&mut self.to_client, cx);
+            let upstream = self.upstream.poll_send(&mut self.to_upstream, cx);
+            let done = |r: &io::Result<bool>, buf: &SendBuf, leg: &Leg| r.is_err() || (buf.is_empty() && !leg.needs_flush);
+            if done(&client, &self.to_client, &self.client) && done(&upstream, &self.to_upstream, &self.upstream) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    /// Closes both sockets' write sides.
+    pub async fn shutdown(&mut self) {
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.client.stream).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.upstream.stream).await;
+    }
+
+    fn idle(&self) -> bool {
+        !self.pipeline.busy()
+            && self.client.recv.is_empty()
+            && self.to_upstream.is_empty()
+            && self.to_client.is_empty()
+            && self.client.streaming_left == 0
+            && self.upstream.streaming_left == 0
+    }
+
+    fn poll_relay(&mut self, cx: &mut Context<'_>, handshake: &mut (dyn Handshake + Send)) -> Poll<Ending> {
+        loop {
+            let mut progressed = match self.upstream.poll_send(&mut self.to_upstream, cx) {
+                Ok(p) => p,
+                Err(e) => return Poll::Ready(Ending::UpstreamGone(Some(e))),
+            };
+            match self.client.poll_send(&mut self.to_client, cx) {
+                Ok(p) => progressed |= p,
+                Err(_) => return Poll::Ready(Ending::ClientGone),
+            }
+            if self.draining && (self.idle() || !self.authenticated) {
+                return Poll::Ready(Ending::Shutdown);
+            }
+            if self.to_upstream.len() < HIGH_WATER {
+                match self.client.poll_read(cx) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Ending::ClientGone),
+                    Poll::Ready(Ok(_)) => {
+                        progressed = true;
+                        if let Err(ending) = self.process_client() {
+                            return Poll::Ready(ending);
+                        }
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if self.to_client.len() < HIGH_WATER {
+                match self.upstream.poll_read(cx) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Ending::UpstreamGone(None)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Ending::UpstreamGone(Some(e))),
+                    Poll::Ready(Ok(_)) => {
+                        progressed = true;
+                        if let Err(ending) = self.process_upstream(handshake) {
+                            return Poll::Ready(ending);
+                        }
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Moves every complete client frame into the upstream queue, via the pipeline.
+    fn process_client(&mut self) -> Result<(), Ending> {
+        let now = Instant::now();
+        loop {
+            let avail = self.client.recv.filled();
+            if avail.is_empty() {
+                self.client.want = 0;
+                break;
+            }
+            if self.client.streaming_left > 0 {
+                let n = self.client.streaming_left.min(avail.len());
+                self.to_upstream.push(&avail[..n]);
+                self.client.recv.consume(n);
+                self.client.streaming_left -= n;
+                continue;
+            }
+            let header = match frame::parse_header(avail, self.max_message) {
+                Ok(Some(header)) => header,
+                Ok(None) => {
+                    self.client.want = 0;
+                    break;
+                }
+                Err(e) => return Err(Ending::ClientProtocol(e.to_string())),
+            };
+            if !frame::is_frontend_tag(header.tag) {
+                return Err(Ending::ClientProtocol(frame::FrameError::UnknownTag { tag: header.tag }.to_string()));
+            }
+            let frame_len = header.frame_len();
+            if avail.len() < frame_len {
+                if header.tag == b'd' {
+                    // CopyData is never inspected: pass on what has arrived.
+                    self.to_upstream.push(avail);
+                    self.client.streaming_left = frame_len - avail.len();
+                    let n = avail.len();
+                    self.client.recv.consume(n);
+                    continue;
+                }
+                self.client.want = frame_len - avail.len();
+                break;
+            }
+            let frame = &avail[..frame_len];
+            match header.tag {
+                b'X' => return Err(Ending::ClientTerminated),
+                b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' => {
+                    self.pipeline.on_client_frame(header.tag, &frame[frame::HEADER_LEN..], now);
+                }
+                _ => {}
+            }
+            self.to_upstream.push(frame);
+            self.client.recv.consume(frame_len);
+        }
+        self.client.recv.shrink_to(KEEP_CAPACITY);
+        Ok(())
+    }
+
+    /// Moves every backend frame into the client queue, rewriting only the handshake's
+    /// BackendKeyData and SASL offer.
+    fn process_upstream(&mut self, handshake: &mut (dyn Handshake + Send)) -> Result<(), Ending> {
+        // The buffer is moved out while its frames are inspected, so inspection may use `self`.
+        let mut recv = std::mem::take(&mut self.upstream.recv);
+        let result = self.process_upstream_frames(&mut recv, handshake);
+        recv.shrink_to(KEEP_CAPACITY);
+        self.upstream.recv = recv;
+        result
+    }
+
+    fn process_upstream_frames(&mut self, recv: &mut RecvBuf, handshake: &mut (dyn Handshake + Send)) -> Result<(), Ending> {
+        let now = Instant::now();
+        loop {
+            let avail = recv.filled();
+            if avail.is_empty() {
+                self.upstream.want = 0;
+                break;
+            }
+            if self.upstream.streaming_left > 0 {
+                let n = self.upstream.streaming_left.min(avail.len());
+                self.to_client.push(&avail[..n]);
+                self.pipeline.on_backend_bytes(n);
+                recv.consume(n);
+                self.upstream.streaming_left -= n;
+                continue;
+            }
+            let header = match frame::parse_header(avail, self.max_message) {
+                Ok(Some(header)) => header,
+                Ok(None) => {
+                    self.upstream.want = 0;
+                    break;
+                }
+                Err(e) => return Err(Ending::UpstreamProtocol(e.to_string())),
+            };
+            let frame_len = header.frame_len();
+            let inspected = matches!(header.tag, b'R' | b'K' | b'Z' | b'C' | b'E' | b'I' | b's');
+            if avail.len() < frame_len {
+                if !inspected {
+                    self.to_client.push(avail);
+                    let n = avail.len();
+                    self.pipeline.on_backend_bytes(n);
+                    self.upstream.streaming_left = frame_len - n;
+                    recv.consume(n);
+                    continue;
+                }
+                self.upstream.want = frame_len - avail.len();
+                break;
+            }
+            let frame = &avail[..frame_len];
+            let body = &frame[frame::HEADER_LEN..];
+            self.pipeline.on_backend_bytes(frame_len);
+            let replaced = inspected && self.inspect_backend(header, body, now, handshake);
+            if !replaced {
+                self.to_client.push(frame);
+            }
+            recv.consume(frame_len);
+        }
+        Ok(())
+    }
+
+    /// Looks at one inspected backend frame; returns true when a replacement was queued instead.
+    fn inspect_backend(&mut self, header: FrameHeader, body: &[u8], now: Instant, handshake: &mut (dyn Handshake + Send)) -> bool {
+        match header.tag {
+            b'R' if !self.authenticated && backend::auth_code(body) == Some(backend::auth::SASL) => {
+                // Channel binding would bind to pgward's upstream TLS certificate, which the
+                // client never sees: offer only the mechanisms that survive two TLS legs.
+                let mechanisms: Vec<&[u8]> =
+                    backend::sasl_mechanisms(body).into_iter().filter(|m| !m.ends_with(b"-PLUS")).collect();
+                build::auth_sasl(self.to_client.writer(), &mechanisms);
+                true
+            }
+            b'K' if !self.authenticated => match backend::backend_key(body) {
+                Some((pid, secret)) => {
+                    let key = handshake.backend_key(CancelKey { pid, secret: secret.to_vec() });
+                    build::backend_key_data(self.to_client.writer(), key.pid, &key.secret);
+                    true
+                }
+                None => false,
+            },
+            b'Z' => {
+                self.authenticated = true;
+                self.pipeline.on_backend_frame(header.tag, body, now);
+                false
+            }
+            b'E' => {
+                if backend::error_fields(body).is_fatal() {
+                    self.sent_fatal = true;
+                }
+                if self.authenticated {
+                    self.pipeline.on_backend_frame(header.tag, body, now);
+                }
+                false
+            }
+            _ => {
+                self.pipeline.on_backend_frame(header.tag, body, now);
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! One client connection from accept to close: startup, the upstream connection, the relay, and
+//! how each kind of ending is reported to the client (08006 when Postgres goes away, 08P01 for
+//! protocol violations, 57P01 on shutdown) and to the upstream (cancel when the client vanished
+//! mid-query).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::relay::{Ending, Handshake, Relay};
+use super::startup::{self, Opening};
+use crate::app::App;
+use crate::net::Stream;
+use crate::pipeline::Pipeline;
+use crate::protocol::build::Report;
+use crate::protocol::sqlstate;
+use crate::protocol::startup::{CancelKey, StartupMessage};
+use crate::upstream::CancelTarget;
+
+/// How long pgward keeps writing final messages to a peer that does not read them.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves one accepted connection until it closes.
+pub async fn serve_connection(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, id: u64, shutdown: watch::Receiver<bool>) {
+    let _ = tcp.set_nodelay(true);
+    let opening = startup::open(tcp, app.client_tls.as_ref()).await;
+    match opening {
+        Opening::Closed => {}
+        Opening::Cancel(key) => forward_cancel(&app, &key).await,
+        Opening::Session { client, startup } => {
+            let span = tracing::info_span!("session", id, peer = %peer, user = startup.user(), db = startup.database());
+            run_session(app, client, startup, id, shutdown).instrument(span).await;
+        }
+    }
+}
+
+async fn forward_cancel(app: &App, key: &CancelKey) {
+    match app.cancel_keys.resolve(key) {
+        Some(target) => {
+            if let Err(e) = target.cancel(&app.upstream).await {
+                tracing::warn!(error = %e, "could not forward cancel request");
+            }
+        }
+        None => tracing::debug!(pid = key.pid, "cancel request with unknown key ignored"),
+    }
+}
+
+/// Gives the client pgward's own key and remembers the upstream's, for cancels.
+struct SessionKeys<'a> {
+    app: &'a App,
+    id: u64,
+    client_key: Option<CancelKey>,
+    upstream_key: Option<CancelTarget>,
+}
+
+impl Handshake for SessionKeys<'_> {
+    fn backend_key(&mut self, upstream: CancelKey) -> CancelKey {
+        let target = CancelTarget { key: upstream };
+        let key = self.app.cancel_keys.register(self.id, target.clone());
+        self.upstream_key = Some(target);
+        self.client_key = Some(key.clone());
+        key
+    }
+}
+
+async fn run_session(app: Arc<App>, mut client: Stream, startup: StartupMessage, id: u64, mut shutdown: watch::Receiver<bool>) {
+    let proxy = app.stats.proxy();
+    if !app.admit_client() {
+        proxy.client_connections_rejected.fetch_add(1, Relaxed);
+        tracing::warn!("max_client_connections reached; connection refused");
+        startup::fail(&mut client, sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already (pgward max_client_connections)").await;
+        return;
+    }
+    let _admitted = ClientSlot(&app);
+    proxy.client_connections_total.fetch_add(1, Relaxed);
+    let _client_gauge = proxy.client_connections.track();
+    let upstream = match app.upstream.connect().await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            proxy.upstream_connections_failed.fetch_add(1, Relaxed);
+            tracing::warn!(error = %e, "upstream unreachable");
+            startup::fail(&mut client, sqlstate::CONNECTION_FAILURE, &format!("pgward: {e}")).await;
+            return;
+        }
+    };
+    proxy.upstream_connections_total.fetch_add(1, Relaxed);
+    let _upstream_gauge = proxy.upstream_connections.track();
+    tracing::debug!(tls = client.is_tls(), upstream_tls = upstream.is_tls(), "session opened");
+
+    let pipeline = Pipeline::new(app.pipeline.clone());
+    let mut relay = Relay::new(client, upstream, pipeline, app.config.server.max_message_size.0 as usize);
+    relay.send_upstream(&startup.encode());
+    let mut keys = SessionKeys { app: &app, id, client_key: None, upstream_key: None };
+
+    let ending = loop {
+        if *shutdown.borrow() {
+            relay.drain();
+        }
+        tokio::select! {
+            ending = relay.run(&mut keys) => break ending,
+            changed = shutdown.changed() => if changed.is_err() { relay.drain() },
+        }
+    };
+    if let Some(key) = &keys.client_key {
+        app.cancel_keys.remove(key.pid);
+    }
+    finish(&app, relay, ending, keys.upstream_key).await;
+}
+
+/// Reports how the session ended to whichever side is still there, then closes both.
+async fn finish(app: &App, mut relay: Relay, ending: Ending, upstream_key: Option<CancelTarget>) {
+    let busy = relay.pipeline.busy();
+    let cancel_upstream = |why: &'static str| async move {
+        if busy && let Some(target) = &upstream_key {
+            tracing::info!(why, "cancelling the running upstream query");
+            if let Err(e) = target.cancel(&app.upstream).await {
+                tracing::warn!(error = %e, "could not cancel upstream query");
+            }
+        }
+    };
+    match ending {
+        Ending::ClientTerminated => tracing::debug!("client terminated"),
+        Ending::ClientGone => {
+            tracing::debug!("client connection closed");
+            cancel_upstream("client vanished mid-query").await;
+        }
+        Ending::ClientProtocol(message) => {
+            tracing::warn!(%message, "protocol violation by client");
+            Report::fatal(sqlstate::PROTOCOL_VIOLATION, &message).write_error(relay.client_writer());
+            cancel_upstream("client protocol violation").await;
+        }
+        Ending::UpstreamGone(error) => {
+            tracing::warn!(error = ?error, "upstream connection lost");
+            if !relay.sent_fatal {
+                let message = format!("pgward: connection to upstream {} lost", app.upstream.address());
+                Report::fatal(sqlstate::CONNECTION_FAILURE, &message).write_error(relay.client_writer());
+            }
+        }
+        Ending::UpstreamProtocol(message) => {
+            tracing::error!(%message, "protocol violation by upstream");
+            let message = format!("pgward: invalid message from upstream: {message}");
+            Report::fatal(sqlstate::CONNECTION_FAILURE, &message).write_error(relay.client_writer());
+        }
+        Ending::Shutdown => {
+            tracing::debug!("closing idle session for shutdown");
+            Report::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection because pgward is shutting down")
+                .write_error(relay.client_writer());
+        }
+    }
+    relay.send_upstream(b"X\0\0\0\x04");
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, relay.flush()).await;
+    let _ = tokio::time::timeout(FAREWELL_TIMEOUT, relay.shutdown()).await;
+}
+
+/// Releases the admission slot when the session ends.
+struct ClientSlot<'a>(&'a App);
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        self.0.release_client();
+    }
+}

@@ -1,0 +1,389 @@
+//! One fingerprint's live statistics: the [`FingerprintStats`] record that
+//! sessions cache and record into, the [`Execution`] outcome they report, and
+//! the [`Counter`] set of outcome counters (budget, queueing, cache, ...).
+//! Plain counts are atomics; timing (histogram, min/max, running variance) and
+//! error classes sit behind one small per-fingerprint mutex.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::clock::{now_micros, rfc3339_micros};
+use super::snapshot::{FingerprintSnapshot, Outcomes};
+use crate::fingerprint::FingerprintId;
+
+/// Largest latency the histogram distinguishes, in microseconds (one hour).
+/// Longer executions are recorded as this value.
+pub const HISTOGRAM_MAX_MICROS: u64 = 3_600_000_000;
+/// Significant decimal digits the latency histogram keeps.
+pub const HISTOGRAM_SIGFIG: u8 = 2;
+
+/// What one statement execution did, as reported by a session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Execution {
+    /// Wall time from sending the statement upstream to its completion.
+    pub elapsed: Duration,
+    /// Rows returned or affected.
+    pub rows: u64,
+    /// Bytes sent to the client for this execution.
+    pub bytes_sent: u64,
+    /// SQLSTATE of the error the execution ended with, if any.
+    pub error_sqlstate: Option<[u8; 5]>,
+}
+
+/// Outcome counters kept per fingerprint besides calls/rows/errors. To add
+/// one: add a variant, list it in [`Counter::ALL`] and give it a name and help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Counter {
+    BudgetExceeded,
+    Queued,
+    Shed,
+    Rejected,
+    Rewritten,
+    CacheHit,
+    CacheMiss,
+    StaleServed,
+}
+
+impl Counter {
+    /// Number of counters; the length of every per-fingerprint counter array.
+    pub const COUNT: usize = 8;
+    /// Every counter, in index order.
+    pub const ALL: [Counter; Counter::COUNT] = [
+        Counter::BudgetExceeded,
+        Counter::Queued,
+        Counter::Shed,
+        Counter::Rejected,
+        Counter::Rewritten,
+        Counter::CacheHit,
+        Counter::CacheMiss,
+        Counter::StaleServed,
+    ];
+
+    /// Position in counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// snake_case name used as the JSON field and in metric names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::BudgetExceeded => "budget_exceeded",
+            Counter::Queued => "queued",
+            Counter::Shed => "shed",
+            Counter::Rejected => "rejected",
+            Counter::Rewritten => "rewritten",
+            Counter::CacheHit => "cache_hits",
+            Counter::CacheMiss => "cache_misses",
+            Counter::StaleServed => "stale_served",
+        }
+    }
+
+    /// One-line description for metric HELP text.
+    pub fn help(self) -> &'static str {
+        match self {
+            Counter::BudgetExceeded => "Executions that exceeded their time budget",
+            Counter::Queued => "Executions that waited in a concurrency queue",
+            Counter::Shed => "Executions shed by load shedding",
+            Counter::Rejected => "Executions rejected by a rule",
+            Counter::Rewritten => "Executions whose query was rewritten",
+            Counter::CacheHit => "Executions answered from the result cache",
+            Counter::CacheMiss => "Executions that missed the result cache",
+            Counter::StaleServed => "Executions answered with a stale cached result",
+        }
+    }
+}
+
+/// Timing state guarded by the per-fingerprint mutex.
+struct Timing {
+    /// Latency in microseconds; `None` only if the histogram could not be built.
+    histogram: Option<Histogram<u64>>,
+    count: u64,
+    total_ns: u128,
+    min_ns: u64,
+    max_ns: u64,
+    /// Welford running mean and sum of squared deviations, in nanoseconds.
+    mean_ns: f64,
+    m2_ns: f64,
+    errors: u64,
+    /// SQLSTATE class (first two characters) -> count. Few entries: linear scan.
+    error_classes: Vec<([u8; 2], u64)>,
+    /// Total time spent queued, in nanoseconds.
+    queue_ns: u128,
+}
+
+impl Timing {
+    fn new() -> Timing {
+        // Start small and let the histogram grow to the largest value seen
+        // (values are clamped to HISTOGRAM_MAX_MICROS), so idle fingerprints
+        // stay cheap.
+        let histogram = Histogram::new_with_bounds(1, 2, HISTOGRAM_SIGFIG)
+            .ok()
+            .map(|mut h| {
+                h.auto(true);
+                h
+            });
+        Timing {
+            histogram,
+            count: 0,
+            total_ns: 0,
+            min_ns: 0,
+            max_ns: 0,
+            mean_ns: 0.0,
+            m2_ns: 0.0,
+            errors: 0,
+            error_classes: Vec::new(),
+            queue_ns: 0,
+        }
+    }
+
+    fn add(&mut self, elapsed: Duration, error: Option<[u8; 5]>) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        if self.count == 0 {
+            self.min_ns = ns;
+            self.max_ns = ns;
+        } else {
+            self.min_ns = self.min_ns.min(ns);
+            self.max_ns = self.max_ns.max(ns);
+        }
+        self.count += 1;
+        self.total_ns += u128::from(ns);
+        let x = ns as f64;
+        let delta = x - self.mean_ns;
+        self.mean_ns += delta / self.count as f64;
+        self.m2_ns += delta * (x - self.mean_ns);
+        if let Some(h) = self.histogram.as_mut() {
+            let micros = (ns / 1_000).clamp(1, HISTOGRAM_MAX_MICROS);
+            // Cannot fail: the value is in range and the histogram auto-resizes.
+            let _ = h.record(micros);
+        }
+        if let Some(state) = error {
+            self.errors += 1;
+            let class = sqlstate_class(state);
+            match self.error_classes.iter_mut().find(|(c, _)| *c == class) {
+                Some((_, n)) => *n += 1,
+                None => self.error_classes.push((class, 1)),
+            }
+        }
+    }
+
+    /// Nearest-rank quantiles in microseconds (highest equivalent value of
+    /// the bucket, clamped into the exact [min, max]), in one histogram pass.
+    fn quantiles_micros<const N: usize>(&self, qs: [f64; N]) -> [f64; N] {
+        let mut out = [0.0; N];
+        let Some(h) = self.histogram.as_ref() else {
+            return out;
+        };
+        let n = h.len();
+        if n == 0 {
+            return out;
+        }
+        let ranks = qs.map(|q| ((q * n as f64).ceil() as u64).clamp(1, n));
+        let min_us = self.min_ns as f64 / 1_000.0;
+        let max_us = self.max_ns as f64 / 1_000.0;
+        let mut seen = 0u64;
+        let mut next = 0;
+        for v in h.iter_recorded() {
+            seen += v.count_since_last_iteration();
+            while next < N && seen >= ranks[next] {
+                let value = h.highest_equivalent(v.value_iterated_to()) as f64;
+                out[next] = value.clamp(min_us.min(max_us), max_us);
+                next += 1;
+            }
+            if next == N {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Maps a SQLSTATE to its two-character class; non-alphanumeric bytes
+/// (never produced by PostgreSQL) become `?`.
+fn sqlstate_class(state: [u8; 5]) -> [u8; 2] {
+    let clean = |b: u8| {
+        if b.is_ascii_alphanumeric() {
+            b.to_ascii_uppercase()
+        } else {
+            b'?'
+        }
+    };
+    [clean(state[0]), clean(state[1])]
+}
+
+/// Live statistics of one query fingerprint. Sessions get it from
+/// `Stats::fingerprint` and may cache the `Arc`; once the record has been
+/// evicted or reset away ([`FingerprintStats::is_detached`]), further
+/// recordings into it are no longer reported and the session should fetch a
+/// fresh handle.
+pub struct FingerprintStats {
+    id: FingerprintId,
+    query: Arc<str>,
+    first_seen_micros: u64,
+    last_seen_micros: AtomicU64,
+    /// Lock-free copy of the call count, read by eviction scans.
+    calls: AtomicU64,
+    rows: AtomicU64,
+    bytes_sent: AtomicU64,
+    counters: [AtomicU64; Counter::COUNT],
+    rule: Mutex<Option<Arc<str>>>,
+    timing: Mutex<Timing>,
+    detached: AtomicBool,
+}
+
+impl FingerprintStats {
+    pub(crate) fn new(id: FingerprintId, query: &str, now_micros: u64) -> FingerprintStats {
+        FingerprintStats {
+            id,
+            query: Arc::from(query),
+            first_seen_micros: now_micros,
+            last_seen_micros: AtomicU64::new(now_micros),
+            calls: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            counters: std::array::from_fn(|_| AtomicU64::new(0)),
+            rule: Mutex::new(None),
+            timing: Mutex::new(Timing::new()),
+            detached: AtomicBool::new(false),
+        }
+    }
+
+    fn timing(&self) -> MutexGuard<'_, Timing> {
+        self.timing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The fingerprint this record belongs to.
+    pub fn id(&self) -> FingerprintId {
+        self.id
+    }
+
+    /// The normalized query text.
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    /// Records one execution. Every execution counts towards calls and
+    /// timing, failed ones too; failures also count in `errors`.
+    pub fn record(&self, outcome: &Execution) {
+        self.timing().add(outcome.elapsed, outcome.error_sqlstate);
+        self.calls.fetch_add(1, Relaxed);
+        self.rows.fetch_add(outcome.rows, Relaxed);
+        self.bytes_sent.fetch_add(outcome.bytes_sent, Relaxed);
+        self.touch();
+    }
+
+    /// Increments one outcome counter.
+    pub fn bump(&self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    /// Adds `n` to one outcome counter.
+    pub fn add(&self, counter: Counter, n: u64) {
+        self.counters[counter.index()].fetch_add(n, Relaxed);
+        self.touch();
+    }
+
+    /// Counts one queued execution and the time it waited.
+    pub fn record_queued(&self, waited: Duration) {
+        self.timing().queue_ns += waited.as_nanos();
+        self.bump(Counter::Queued);
+    }
+
+    /// Remembers the name of the last rule that matched this fingerprint.
+    pub fn set_rule(&self, name: &str) {
+        let mut rule = self.rule.lock().unwrap_or_else(PoisonError::into_inner);
+        if rule.as_deref() != Some(name) {
+            *rule = Some(Arc::from(name));
+        }
+    }
+
+    /// Current value of one outcome counter.
+    pub fn counter(&self, counter: Counter) -> u64 {
+        self.counters[counter.index()].load(Relaxed)
+    }
+
+    /// Calls recorded so far (lock-free read).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Relaxed)
+    }
+
+    /// True once this record was evicted or dropped by a reset.
+    pub fn is_detached(&self) -> bool {
+        self.detached.load(Relaxed)
+    }
+
+    pub(crate) fn detach(&self) {
+        self.detached.store(true, Relaxed);
+    }
+
+    pub(crate) fn last_seen_micros(&self) -> u64 {
+        self.last_seen_micros.load(Relaxed)
+    }
+
+    fn touch(&self) {
+        self.last_seen_micros.fetch_max(now_micros(), Relaxed);
+    }
+
+    /// A point-in-time copy; the timing state is read under one lock.
+    pub fn snapshot(&self) -> FingerprintSnapshot {
+        let (calls, total_ns, min_ns, max_ns, m2_ns, q, errors, classes, queue_ns) = {
+            let t = self.timing();
+            (
+                t.count,
+                t.total_ns,
+                t.min_ns,
+                t.max_ns,
+                t.m2_ns,
+                t.quantiles_micros([0.5, 0.95, 0.99]),
+                t.errors,
+                t.error_classes.clone(),
+                t.queue_ns,
+            )
+        };
+        let rule = self
+            .rule
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_deref()
+            .map(str::to_owned);
+        let ms = |ns: f64| ns / 1_000_000.0;
+        let stddev_ns = if calls > 0 {
+            (m2_ns.max(0.0) / calls as f64).sqrt()
+        } else {
+            0.0
+        };
+        let mut errors_by_class = std::collections::BTreeMap::new();
+        for (class, n) in classes {
+            errors_by_class.insert(String::from_utf8_lossy(&class).into_owned(), n);
+        }
+        FingerprintSnapshot {
+            queryid: self.id.to_string(),
+            query: self.query.to_string(),
+            calls,
+            rows: self.rows.load(Relaxed),
+            total_exec_time: ms(total_ns as f64),
+            min_exec_time: ms(min_ns as f64),
+            max_exec_time: ms(max_ns as f64),
+            mean_exec_time: if calls > 0 {
+                ms(total_ns as f64) / calls as f64
+            } else {
+                0.0
+            },
+            stddev_exec_time: ms(stddev_ns),
+            p50_exec_time: q[0] / 1_000.0,
+            p95_exec_time: q[1] / 1_000.0,
+            p99_exec_time: q[2] / 1_000.0,
+            errors,
+            errors_by_class,
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            queue_time: ms(queue_ns as f64),
+            first_seen: rfc3339_micros(self.first_seen_micros),
+            last_seen: rfc3339_micros(self.last_seen_micros.load(Relaxed)),
+            rule,
+            outcomes: Outcomes::from_fn(|c| self.counter(c)),
+            id: self.id,
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Opening one connection to Postgres: TCP with NODELAY, then the SSLRequest dance when the
+//! settings ask for TLS.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::pki_types::ServerName;
+
+use super::{UpstreamError, UpstreamSettings, UpstreamTlsMode, split_host_port};
+use crate::net::Stream;
+use crate::protocol::startup::encode_ssl_request;
+
+/// Knows how to reach the upstream; shared by all sessions.
+pub struct Upstream {
+    settings: UpstreamSettings,
+    tls: Option<Arc<ClientConfig>>,
+}
+
+impl Upstream {
+    pub fn new(settings: UpstreamSettings) -> Result<Self, UpstreamError> {
+        if split_host_port(&settings.address).is_none() {
+            return Err(UpstreamError::BadAddress(settings.address));
+        }
+        let tls = super::tls::client_config(&settings)?;
+        Ok(Upstream { settings, tls })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.settings.address
+    }
+
+    /// Opens a TCP connection (no TLS); used for CancelRequests and health checks.
+    pub async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
+        let address = &self.settings.address;
+        let timeout = self.settings.connect_timeout.0;
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(address))
+            .await
+            .map_err(|_| UpstreamError::Timeout { address: address.clone(), timeout })?
+            .map_err(|source| UpstreamError::Connect { address: address.clone(), source })?;
+        tcp.set_nodelay(true).map_err(|source| UpstreamError::Connect { address: address.clone(), source })?;
+        Ok(tcp)
+    }
+
+    /// Opens a session connection, negotiating TLS as configured.
+    pub async fn connect(&self) -> Result<Stream, UpstreamError> {
+        let timeout = self.settings.connect_timeout.0;
+        let address = self.settings.address.clone();
+        tokio::time::timeout(timeout, self.connect_inner())
+            .await
+            .map_err(|_| UpstreamError::Timeout { address, timeout })?
+    }
+
+    async fn connect_inner(&self) -> Result<Stream, UpstreamError> {
+        let mut tcp = self.connect_tcp().await?;
+        let Some(tls) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let address = &self.settings.address;
+        let io_err = |source| UpstreamError::Connect { address: address.clone(), source };
+        tcp.write_all(&encode_ssl_request()).await.map_err(io_err)?;
+        let answer = tcp.read_u8().await.map_err(io_err)?;
+        match answer {
+            b'S' => {}
+            b'N' if self.settings.tls == UpstreamTlsMode::Prefer => return Ok(Stream::Plain(tcp)),
+            _ => return Err(UpstreamError::TlsRefused { address: address.clone() }),
+        }
+        let (host, _) = split_host_port(address).ok_or_else(|| UpstreamError::BadAddress(address.clone()))?;
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| UpstreamError::TlsConfig(e.to_string()))?;
+        let stream = TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|source| UpstreamError::Tls { address: address.clone(), source })?;
+        Ok(Stream::UpstreamTls(Box::new(stream)))
+    }
+}
