@@ -17,6 +17,7 @@
 #                                   start CMD in background, log to LOG, register
 #                                   it for cleanup; its pid ends up in $BG_PID
 #   register_pid PID                kill PID at exit
+#   run_killable CMD...             run CMD so that INT/TERM interrupt it at once
 #   on_exit 'shell code'            run code at exit (after processes/clusters are stopped)
 #
 # On EXIT, INT, TERM and HUP every registered process is killed (TERM, then
@@ -40,6 +41,7 @@ die() { log "ERROR: $*"; exit 1; }
 _bench_debug() { [[ -n "${BENCH_DEBUG:-}" ]] && log "cleanup: $*"; return 0; }
 
 register_pid() { _BENCH_PIDS+=("$1"); }
+_BENCH_FG_PID=""
 on_exit() { _BENCH_HOOKS+=("$1"); }
 
 _bench_cleanup() {
@@ -50,6 +52,12 @@ _bench_cleanup() {
     trap - ERR # a script's ERR trap must not fire on the expected failures below
     trap '' INT TERM HUP # do not get interrupted half way through cleaning up
     local hook pid dir i
+    # a command started by run_killable that is still running
+    if [[ -n "$_BENCH_FG_PID" ]] && kill -0 "$_BENCH_FG_PID" 2>/dev/null; then
+        _bench_debug "TERM foreground $_BENCH_FG_PID"
+        kill -TERM "$_BENCH_FG_PID" 2>/dev/null
+        wait "$_BENCH_FG_PID" 2>/dev/null
+    fi
     # processes: TERM, wait up to 5s, then KILL
     local alive=()
     for pid in "${_BENCH_PIDS[@]}"; do
@@ -234,6 +242,19 @@ bg_start() {
     fi
     BG_PID=$!
     register_pid "$BG_PID"
+}
+
+# run_killable CMD... — run CMD and wait for it, returning its exit status.
+# Unlike a plain foreground command, a TERM/INT to the script takes effect at
+# once (bash runs traps only between foreground commands) and the cleanup kills
+# CMD. Redirections on the call apply to CMD as usual.
+run_killable() {
+    "$@" &
+    _BENCH_FG_PID=$!
+    local rc=0
+    wait "$_BENCH_FG_PID" || rc=$?
+    _BENCH_FG_PID=""
+    return "$rc"
 }
 
 # pg_start DIR PORT [-c name=value ...] — throwaway cluster.

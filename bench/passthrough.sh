@@ -241,7 +241,7 @@ psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c 'vacuum analyze
 
 for t in "${targets[@]}"; do
     log "warm-up: $t ${WARMUP}s"
-    pgbench -S -n -c 4 -j 2 -T "$WARMUP" -h 127.0.0.1 -p "${PORT[$t]}" -U postgres postgres \
+    run_killable pgbench -S -n -c 4 -j 2 -T "$WARMUP" -h 127.0.0.1 -p "${PORT[$t]}" -U postgres postgres \
         >"$WORK/warmup-$t.log" 2>&1 || { tail -n 20 "$WORK/warmup-$t.log" >&2; die "warm-up against $t failed"; }
 done
 
@@ -287,7 +287,7 @@ for mode in "${modes[@]}"; do
                 continue
             fi
             [[ -n "$pid" ]] && cpu0="$(proc_cpu_us "$pid")"
-            pgbench -S -n -M "$mode" -c "$c" -j "$j" -T "$DURATION" \
+            run_killable pgbench -S -n -M "$mode" -c "$c" -j "$j" -T "$DURATION" \
                 -h 127.0.0.1 -p "${PORT[$t]}" -U postgres postgres >"$out" 2>&1 || rc=$?
             [[ -n "$pid" ]] && cpu1="$(proc_cpu_us "$pid" 2>/dev/null || true)"
             tps="$(pgb_tps "$out")"

@@ -43,13 +43,25 @@ impl App {
             stats: stats.clone(),
             fingerprints: FingerprintCache::new(FINGERPRINT_CACHE_TEXTS),
         });
-        Ok(App { config, upstream, client_tls, stats, cancel_keys: CancelKeys::default(), pipeline, clients: AtomicUsize::new(0) })
+        Ok(App {
+            config,
+            upstream,
+            client_tls,
+            stats,
+            cancel_keys: CancelKeys::default(),
+            pipeline,
+            clients: AtomicUsize::new(0),
+        })
     }
 
     /// Takes a client slot; false when max_client_connections are already in use.
     pub fn admit_client(&self) -> bool {
         let max = self.config.server.max_client_connections;
-        self.clients.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+        self.clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     pub fn release_client(&self) {
@@ -84,18 +96,34 @@ impl Running {
 pub async fn start(config: Config) -> Result<Running, Error> {
     let app = Arc::new(App::new(config)?);
     let listen = &app.config.server.listen;
-    let listener = TcpListener::bind(listen_addr(listen)?).await.map_err(|e| Error::bind(listen, e))?;
+    let listener = TcpListener::bind(listen_addr(listen)?)
+        .await
+        .map_err(|e| Error::bind(listen, e))?;
     let proxy_addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = vec![tokio::spawn(crate::server::serve(app.clone(), listener, shutdown_rx.clone()))];
+    let mut tasks = vec![tokio::spawn(crate::server::serve(
+        app.clone(),
+        listener,
+        shutdown_rx.clone(),
+    ))];
     let admin_addr = match crate::admin::bind(&app.config.admin).await? {
         Some(admin) => {
             let addr = admin.local_addr()?;
-            tasks.push(tokio::spawn(crate::admin::serve(app.clone(), admin, shutdown_rx)));
+            tasks.push(tokio::spawn(crate::admin::serve(
+                app.clone(),
+                admin,
+                shutdown_rx,
+            )));
             Some(addr)
         }
         None => None,
     };
     tracing::info!(%proxy_addr, ?admin_addr, upstream = app.upstream.address(), "pgward listening");
-    Ok(Running { app, proxy_addr, admin_addr, shutdown, tasks })
+    Ok(Running {
+        app,
+        proxy_addr,
+        admin_addr,
+        shutdown,
+        tasks,
+    })
 }

@@ -36,7 +36,9 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { level: "info".into() }
+        LogSettings {
+            level: "info".into(),
+        }
     }
 }
 
@@ -44,9 +46,18 @@ impl Default for LogSettings {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: {key}: {message}")]
-    Parse { path: PathBuf, line: usize, column: usize, key: String, message: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        key: String,
+        message: String,
+    },
     #[error("{key}: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -54,7 +65,10 @@ pub enum ConfigError {
 impl Config {
     /// Reads and parses a config file (without validating it).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         let mut config = Config::parse(path, &text)?;
         if let Some(rules) = &config.rules
             && rules.is_relative()
@@ -69,7 +83,13 @@ impl Config {
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let (line, column, key) = locate(text, e.span());
-            ConfigError::Parse { path: path.into(), line, column, key, message: e.message().to_owned() }
+            ConfigError::Parse {
+                path: path.into(),
+                line,
+                column,
+                key,
+                message: e.message().to_owned(),
+            }
         })
     }
 
@@ -77,19 +97,36 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: String| Err(ConfigError::Invalid { key, message });
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return invalid("listen", format!("{:?} is not an IP:port address", self.server.listen));
+            return invalid(
+                "listen",
+                format!("{:?} is not an IP:port address", self.server.listen),
+            );
         }
-        if !self.admin.listen.is_empty() && self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
-            return invalid("admin.listen", format!("{:?} is not an IP:port address (or \"\" to disable)", self.admin.listen));
+        if !self.admin.listen.is_empty()
+            && self.admin.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return invalid(
+                "admin.listen",
+                format!(
+                    "{:?} is not an IP:port address (or \"\" to disable)",
+                    self.admin.listen
+                ),
+            );
         }
         if crate::upstream::split_host_port(&self.upstream.address).is_none() {
-            return invalid("upstream.address", format!("{:?} is not HOST:PORT", self.upstream.address));
+            return invalid(
+                "upstream.address",
+                format!("{:?} is not HOST:PORT", self.upstream.address),
+            );
         }
         if self.server.tls.cert.is_some() != self.server.tls.key.is_some() {
             return invalid("tls", "tls.cert and tls.key must be set together".into());
         }
         if self.upstream.tls == UpstreamTlsMode::VerifyFull && self.upstream.ca_file.is_none() {
-            return invalid("upstream.ca_file", "upstream.tls = \"verify-full\" needs upstream.ca_file".into());
+            return invalid(
+                "upstream.ca_file",
+                "upstream.tls = \"verify-full\" needs upstream.ca_file".into(),
+            );
         }
         if self.server.max_message_size.0 < 1024 {
             return invalid("max_message_size", "must be at least 1KiB".into());
@@ -136,13 +173,20 @@ mod tests {
     #[test]
     fn unknown_key_names_file_line_and_key() {
         let text = "listen = \"127.0.0.1:7000\"\n[upstream]\naddres = \"db:5432\"\n";
-        let err = Config::parse(Path::new("pgward.toml"), text).unwrap_err().to_string();
-        assert!(err.starts_with("pgward.toml:3:1: addres: unknown field `addres`"), "{err}");
+        let err = Config::parse(Path::new("pgward.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("pgward.toml:3:1: addres: unknown field `addres`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_type_names_the_key() {
-        let err = Config::parse(Path::new("p.toml"), "max_client_connections = \"many\"\n").unwrap_err().to_string();
+        let err = Config::parse(Path::new("p.toml"), "max_client_connections = \"many\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("p.toml:1:"), "{err}");
         assert!(err.contains("max_client_connections"), "{err}");
     }
@@ -151,7 +195,12 @@ mod tests {
     fn validation_catches_bad_values() {
         let mut c = Config::default();
         c.upstream.address = "nohost".into();
-        assert!(c.validate().unwrap_err().to_string().contains("upstream.address"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("upstream.address")
+        );
         let mut c = Config::default();
         c.server.tls.cert = Some("a.pem".into());
         assert!(c.validate().unwrap_err().to_string().contains("tls.key"));

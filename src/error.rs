@@ -12,7 +12,10 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("client TLS: {0}")]
     ClientTls(String),
     #[error(transparent)]
@@ -23,11 +26,19 @@ pub enum Error {
 
 impl Error {
     pub fn bind(addr: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Bind { addr: addr.into(), source }
+        Error::Bind {
+            addr: addr.into(),
+            source,
+        }
     }
 }
 
 /// Parses a listen address for binding.
 pub fn listen_addr(text: &str) -> Result<SocketAddr, Error> {
-    text.parse().map_err(|_| Error::bind(text, std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP:port address")))
+    text.parse().map_err(|_| {
+        Error::bind(
+            text,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP:port address"),
+        )
+    })
 }

@@ -10,7 +10,11 @@ use pgward::fingerprint;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "pgward", version, about = "PostgreSQL proxy with per-query budgets, rewrites, caching and stats")]
+#[command(
+    name = "pgward",
+    version,
+    about = "PostgreSQL proxy with per-query budgets, rewrites, caching and stats"
+)]
 struct Cli {
     /// Config file (TOML); without one, defaults apply.
     #[arg(long, short, env = "PGWARD_CONFIG", global = true)]
@@ -104,7 +108,8 @@ fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log.level));
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log.level));
     let filter = match filter {
         Ok(filter) => filter,
         Err(e) => {
@@ -113,7 +118,10 @@ fn run(cli: Cli) -> ExitCode {
         }
     };
     tracing_subscriber::fmt().with_env_filter(filter).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("pgward: cannot start the runtime: {e}");
@@ -139,7 +147,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
     }
-    tracing::info!("shutting down: no new connections, idle sessions close now (signal again to stop at once)");
+    tracing::info!(
+        "shutting down: no new connections, idle sessions close now (signal again to stop at once)"
+    );
     running.shutdown();
     tokio::select! {
         _ = running.wait() => {}

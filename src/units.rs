@@ -10,9 +10,13 @@ use serde::{Deserialize, Deserializer, de};
 /// unit is never guessed.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. \"150ms\", \"30s\", \"5m\""))?;
+    let value: f64 = number.parse().map_err(|_| {
+        format!("invalid duration {text:?}: expected e.g. \"150ms\", \"30s\", \"5m\"")
+    })?;
     let seconds = match unit.trim() {
         "us" | "µs" => value / 1e6,
         "ms" => value / 1e3,
@@ -20,8 +24,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
         "d" => value * 86_400.0,
-        "" => return Err(format!("duration {text:?} needs a unit (us, ms, s, m, h, d)")),
-        other => return Err(format!("unknown duration unit {other:?} in {text:?} (use us, ms, s, m, h, d)")),
+        "" => {
+            return Err(format!(
+                "duration {text:?} needs a unit (us, ms, s, m, h, d)"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?} (use us, ms, s, m, h, d)"
+            ));
+        }
     };
     if !seconds.is_finite() || seconds > 1e9 {
         return Err(format!("duration {text:?} is out of range"));
@@ -32,9 +44,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses "1GiB", "64MiB", "512KiB", "1MB", "100B" or a plain integer (bytes).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: u64 = number.parse().map_err(|_| format!("invalid size {text:?}: expected e.g. \"64MiB\""))?;
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: expected e.g. \"64MiB\""))?;
     let factor: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "kiB" => 1 << 10,
@@ -43,9 +59,15 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "kB" | "KB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => return Err(format!("unknown size unit {other:?} in {text:?} (use B, KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {text:?} (use B, KiB, MiB, GiB)"
+            ));
+        }
     };
-    value.checked_mul(factor).ok_or_else(|| format!("size {text:?} is out of range"))
+    value
+        .checked_mul(factor)
+        .ok_or_else(|| format!("size {text:?} is out of range"))
 }
 
 /// A duration read from TOML as a string like "30s".
@@ -55,7 +77,9 @@ pub struct HumanDuration(pub Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_duration(&text).map(HumanDuration).map_err(de::Error::custom)
+        parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(de::Error::custom)
     }
 }
 

@@ -24,7 +24,10 @@ pub struct AdminSettings {
 
 impl Default for AdminSettings {
     fn default() -> Self {
-        AdminSettings { listen: "127.0.0.1:6480".into(), token: None }
+        AdminSettings {
+            listen: "127.0.0.1:6480".into(),
+            token: None,
+        }
     }
 }
 
@@ -34,7 +37,9 @@ pub async fn bind(settings: &AdminSettings) -> Result<Option<TcpListener>, Error
         return Ok(None);
     }
     let addr = listen_addr(&settings.listen)?;
-    let listener = TcpListener::bind(addr).await.map_err(|e| Error::bind(&settings.listen, e))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::bind(&settings.listen, e))?;
     Ok(Some(listener))
 }
 
@@ -48,7 +53,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: watch::Re
             }
         }
     };
-    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         tracing::error!(error = %e, "admin endpoint failed");
     }
 }

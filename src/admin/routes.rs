@@ -38,20 +38,37 @@ fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-async fn require_token(State(app): State<Arc<App>>, headers: HeaderMap, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(token) = &app.config.admin.token {
-        let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
         if presented != Some(token.as_str()) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into());
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token".into(),
+            );
         }
     }
     next.run(request).await
 }
 
-async fn list_queries(State(app): State<Arc<App>>, Query(params): Query<HashMap<String, String>>) -> Response {
+async fn list_queries(
+    State(app): State<Arc<App>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
     for key in params.keys() {
         if key != "sort" && key != "limit" {
-            return error(StatusCode::BAD_REQUEST, format!("unknown parameter {key:?}; use sort and limit"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown parameter {key:?}; use sort and limit"),
+            );
         }
     }
     let sort = match params.get("sort").map(|s| s.parse::<SortKey>()) {
@@ -62,20 +79,34 @@ async fn list_queries(State(app): State<Arc<App>>, Query(params): Query<HashMap<
     let limit = match params.get("limit").map(|s| s.parse::<usize>()) {
         None => DEFAULT_LIMIT,
         Some(Ok(limit)) => limit,
-        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "limit must be a non-negative integer".into()),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "limit must be a non-negative integer".into(),
+            );
+        }
     };
     let snapshot = app.stats.snapshot();
     let queries = snapshot.sorted(sort, limit);
-    Json(json!({ "proxy": snapshot.proxy, "stats_reset": snapshot.stats_reset, "queries": queries })).into_response()
+    Json(
+        json!({ "proxy": snapshot.proxy, "stats_reset": snapshot.stats_reset, "queries": queries }),
+    )
+    .into_response()
 }
 
 async fn one_query(State(app): State<Arc<App>>, Path(fingerprint): Path<String>) -> Response {
     let Ok(id) = fingerprint.parse::<FingerprintId>() else {
-        return error(StatusCode::BAD_REQUEST, format!("{fingerprint:?} is not a fingerprint (16 hex digits)"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{fingerprint:?} is not a fingerprint (16 hex digits)"),
+        );
     };
     match app.stats.get(id) {
         Some(query) => Json(query).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no stats for fingerprint {id}")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no stats for fingerprint {id}"),
+        ),
     }
 }
 
@@ -88,9 +119,10 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     let snapshot = app.stats.snapshot();
     let body = render_prometheus(&snapshot, app.config.stats.metrics_top, true);
     let mut response = body.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     response
 }
 
@@ -98,11 +130,19 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 /// server; 503 with the reason otherwise.
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     let probe = async {
-        let mut tcp = app.upstream.connect_tcp().await.map_err(|e| e.to_string())?;
-        tcp.write_all(&encode_ssl_request()).await.map_err(|e| e.to_string())?;
+        let mut tcp = app
+            .upstream
+            .connect_tcp()
+            .await
+            .map_err(|e| e.to_string())?;
+        tcp.write_all(&encode_ssl_request())
+            .await
+            .map_err(|e| e.to_string())?;
         match tcp.read_u8().await.map_err(|e| e.to_string())? {
             b'S' | b'N' => Ok(()),
-            other => Err(format!("upstream answered SSLRequest with byte {other}, not like PostgreSQL")),
+            other => Err(format!(
+                "upstream answered SSLRequest with byte {other}, not like PostgreSQL"
+            )),
         }
     };
     let result = tokio::time::timeout(Duration::from_secs(3), probe)

@@ -23,22 +23,35 @@ pub struct FingerprintCache {
 
 impl FingerprintCache {
     pub fn new(capacity: usize) -> Self {
-        FingerprintCache { by_text: DashMap::with_capacity(capacity.min(4096)), capacity }
+        FingerprintCache {
+            by_text: DashMap::with_capacity(capacity.min(4096)),
+            capacity,
+        }
     }
 
     /// Fingerprints of every statement in a simple-protocol Query string, in order.
     pub fn query(&self, sql: &[u8]) -> Arc<[Fingerprinted]> {
         self.lookup(sql, |text| {
-            fingerprint::split_statements(text).into_iter().filter_map(|range| text.get(range)).map(fingerprinted).collect()
+            fingerprint::split_statements(text)
+                .into_iter()
+                .filter_map(|range| text.get(range))
+                .map(fingerprinted)
+                .collect()
         })
     }
 
     /// The fingerprint of one extended-protocol statement (the text of a Parse).
     pub fn statement(&self, sql: &[u8]) -> Option<Fingerprinted> {
-        self.lookup(sql, |text| vec![fingerprinted(text)]).first().cloned()
+        self.lookup(sql, |text| vec![fingerprinted(text)])
+            .first()
+            .cloned()
     }
 
-    fn lookup(&self, sql: &[u8], compute: impl FnOnce(&str) -> Vec<Fingerprinted>) -> Arc<[Fingerprinted]> {
+    fn lookup(
+        &self,
+        sql: &[u8],
+        compute: impl FnOnce(&str) -> Vec<Fingerprinted>,
+    ) -> Arc<[Fingerprinted]> {
         if let Some(hit) = self.by_text.get(sql) {
             return hit.clone();
         }
@@ -54,7 +67,10 @@ impl FingerprintCache {
 
 fn fingerprinted(text: &str) -> Fingerprinted {
     let normalized = fingerprint::normalize(text);
-    Fingerprinted { id: normalized.id, text: normalized.text.into() }
+    Fingerprinted {
+        id: normalized.id,
+        text: normalized.text.into(),
+    }
 }
 
 #[cfg(test)]

@@ -92,7 +92,11 @@ impl Pipeline {
             b'Q' => {
                 if let Some(sql) = frontend::query(body) {
                     let statements = self.shared.fingerprints.query(sql);
-                    self.shared.stats.proxy().queries.fetch_add(statements.len() as u64, Relaxed);
+                    self.shared
+                        .stats
+                        .proxy()
+                        .queries
+                        .fetch_add(statements.len() as u64, Relaxed);
                     for statement in statements.iter() {
                         self.expect_completion(Some(statement.clone()), now);
                     }
@@ -109,13 +113,16 @@ impl Pipeline {
             b'B' => {
                 if let Some(bind) = frontend::bind(body) {
                     match self.prepared.get(bind.statement) {
-                        Some(statement) => self.portals.insert(bind.portal.into(), statement.clone()),
+                        Some(statement) => {
+                            self.portals.insert(bind.portal.into(), statement.clone())
+                        }
                         None => self.portals.remove(bind.portal),
                     };
                 }
             }
             b'E' => {
-                let statement = frontend::execute(body).and_then(|e| self.portals.get(e.portal).cloned());
+                let statement =
+                    frontend::execute(body).and_then(|e| self.portals.get(e.portal).cloned());
                 self.shared.stats.proxy().queries.fetch_add(1, Relaxed);
                 self.expect_completion(statement, now);
             }
@@ -135,7 +142,11 @@ impl Pipeline {
     }
 
     fn expect_completion(&mut self, statement: Option<Fingerprinted>, received: Instant) {
-        self.expected.push_back(Expected::Completion(Running { statement, received, bytes_sent: 0 }));
+        self.expected.push_back(Expected::Completion(Running {
+            statement,
+            received,
+            bytes_sent: 0,
+        }));
     }
 
     /// Counts bytes of backend messages sent to the client toward the running statement.
@@ -191,7 +202,10 @@ impl Pipeline {
             bytes_sent: running.bytes_sent,
             error_sqlstate: error,
         };
-        self.shared.stats.fingerprint(statement.id, &statement.text).record(&execution);
+        self.shared
+            .stats
+            .fingerprint(statement.id, &statement.text)
+            .record(&execution);
         tracing::trace!(fingerprint = %statement.id, elapsed_us = execution.elapsed.as_micros() as u64, rows, "statement complete");
     }
 }

@@ -63,7 +63,9 @@ pub fn command_rows(body: &[u8]) -> u64 {
     if last.is_empty() || !last.iter().all(u8::is_ascii_digit) || last.len() == tag.len() {
         return 0;
     }
-    last.iter().fold(0u64, |acc, d| acc.saturating_mul(10).saturating_add(u64::from(d - b'0')))
+    last.iter().fold(0u64, |acc, d| {
+        acc.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    })
 }
 
 /// The fields pgward reads from an ErrorResponse ('E').
@@ -80,13 +82,18 @@ impl ErrorFields<'_> {
 }
 
 pub fn error_fields(body: &[u8]) -> ErrorFields<'_> {
-    let mut fields = ErrorFields { severity: b"ERROR", code: None };
+    let mut fields = ErrorFields {
+        severity: b"ERROR",
+        code: None,
+    };
     let mut rest = body;
     while let Some((&kind, after)) = rest.split_first() {
         if kind == 0 {
             break;
         }
-        let Some((value, after)) = take_cstr(after) else { break };
+        let Some((value, after)) = take_cstr(after) else {
+            break;
+        };
         match kind {
             b'V' => fields.severity = value,
             b'C' => fields.code = value.try_into().ok(),
@@ -123,7 +130,10 @@ mod tests {
     #[test]
     fn sasl_mechanism_list() {
         let body = b"\0\0\0\x0aSCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0";
-        assert_eq!(sasl_mechanisms(body), vec![&b"SCRAM-SHA-256-PLUS"[..], &b"SCRAM-SHA-256"[..]]);
+        assert_eq!(
+            sasl_mechanisms(body),
+            vec![&b"SCRAM-SHA-256-PLUS"[..], &b"SCRAM-SHA-256"[..]]
+        );
         assert_eq!(auth_code(body), Some(auth::SASL));
     }
 

@@ -31,11 +31,23 @@ pub struct Report<'a> {
 
 impl<'a> Report<'a> {
     pub fn error(code: &'a str, message: &'a str) -> Self {
-        Report { severity: Severity::Error, code, message, detail: None, hint: None }
+        Report {
+            severity: Severity::Error,
+            code,
+            message,
+            detail: None,
+            hint: None,
+        }
     }
 
     pub fn fatal(code: &'a str, message: &'a str) -> Self {
-        Report { severity: Severity::Fatal, code, message, detail: None, hint: None }
+        Report {
+            severity: Severity::Fatal,
+            code,
+            message,
+            detail: None,
+            hint: None,
+        }
     }
 
     pub fn with_detail(mut self, detail: &'a str) -> Self {
@@ -135,7 +147,9 @@ mod tests {
     #[test]
     fn error_response_is_well_formed() {
         let mut out = Vec::new();
-        Report::error("57014", "canceling statement").with_hint("raise the budget").write_error(&mut out);
+        Report::error("57014", "canceling statement")
+            .with_hint("raise the budget")
+            .write_error(&mut out);
         let header = frame::parse_header(&out, 1 << 20).unwrap().unwrap();
         assert_eq!(header.tag, b'E');
         assert_eq!(header.frame_len(), out.len());
@@ -164,6 +178,9 @@ mod tests {
         assert_eq!(out, b"K\0\0\0\x0c\0\0\0\x09\x01\x02\x03\x04");
         out.clear();
         auth_sasl(&mut out, &[b"SCRAM-SHA-256"]);
-        assert_eq!(backend::sasl_mechanisms(&out[5..]), vec![&b"SCRAM-SHA-256"[..]]);
+        assert_eq!(
+            backend::sasl_mechanisms(&out[5..]),
+            vec![&b"SCRAM-SHA-256"[..]]
+        );
     }
 }

@@ -35,7 +35,11 @@ pub enum FrameError {
 }
 
 fn printable(tag: u8) -> char {
-    if tag.is_ascii_graphic() { tag as char } else { '?' }
+    if tag.is_ascii_graphic() {
+        tag as char
+    } else {
+        '?'
+    }
 }
 
 /// Parses the header at the start of `buf`. `Ok(None)` means fewer than 5 bytes are buffered.
@@ -52,7 +56,11 @@ pub fn parse_header(buf: &[u8], max_size: usize) -> Result<Option<FrameHeader>, 
     let body_len = length as usize - 4;
     let size = body_len + HEADER_LEN;
     if size > max_size {
-        return Err(FrameError::TooLarge { tag, size, limit: max_size });
+        return Err(FrameError::TooLarge {
+            tag,
+            size,
+            limit: max_size,
+        });
     }
     Ok(Some(FrameHeader { tag, body_len }))
 }
@@ -61,7 +69,19 @@ pub fn parse_header(buf: &[u8], max_size: usize) -> Result<Option<FrameHeader>, 
 pub fn is_frontend_tag(tag: u8) -> bool {
     matches!(
         tag,
-        b'Q' | b'P' | b'B' | b'E' | b'D' | b'C' | b'S' | b'H' | b'X' | b'd' | b'c' | b'f' | b'F' | b'p'
+        b'Q' | b'P'
+            | b'B'
+            | b'E'
+            | b'D'
+            | b'C'
+            | b'S'
+            | b'H'
+            | b'X'
+            | b'd'
+            | b'c'
+            | b'f'
+            | b'F'
+            | b'p'
     )
 }
 
@@ -77,20 +97,39 @@ mod tests {
     #[test]
     fn header_reports_body_length() {
         let h = parse_header(b"Q\0\0\0\x09SELE", 100).unwrap().unwrap();
-        assert_eq!(h, FrameHeader { tag: b'Q', body_len: 5 });
+        assert_eq!(
+            h,
+            FrameHeader {
+                tag: b'Q',
+                body_len: 5
+            }
+        );
         assert_eq!(h.frame_len(), 10);
     }
 
     #[test]
     fn negative_and_short_lengths_are_rejected() {
-        assert!(matches!(parse_header(b"Q\xff\xff\xff\xff", 100), Err(FrameError::InvalidLength { .. })));
-        assert!(matches!(parse_header(b"Q\0\0\0\x03", 100), Err(FrameError::InvalidLength { .. })));
+        assert!(matches!(
+            parse_header(b"Q\xff\xff\xff\xff", 100),
+            Err(FrameError::InvalidLength { .. })
+        ));
+        assert!(matches!(
+            parse_header(b"Q\0\0\0\x03", 100),
+            Err(FrameError::InvalidLength { .. })
+        ));
     }
 
     #[test]
     fn oversized_frames_are_rejected() {
         let err = parse_header(b"d\0\0\x10\0", 1000).unwrap_err();
-        assert_eq!(err, FrameError::TooLarge { tag: b'd', size: 4097, limit: 1000 });
+        assert_eq!(
+            err,
+            FrameError::TooLarge {
+                tag: b'd',
+                size: 4097,
+                limit: 1000
+            }
+        );
     }
 
     #[test]

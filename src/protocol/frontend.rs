@@ -41,7 +41,11 @@ pub struct Bind<'a> {
 pub fn bind(body: &[u8]) -> Option<Bind<'_>> {
     let (portal, rest) = take_cstr(body)?;
     let (statement, rest) = take_cstr(rest)?;
-    Some(Bind { portal, statement, rest })
+    Some(Bind {
+        portal,
+        statement,
+        rest,
+    })
 }
 
 /// `Execute` ('E'): portal name and row limit (0 = all rows).
@@ -91,7 +95,14 @@ mod tests {
     #[test]
     fn parse_checks_the_parameter_type_array() {
         let body = b"s1\0select $1\0\0\x01\0\0\0\x17";
-        assert_eq!(parse(body), Some(Parse { statement: b"s1", sql: b"select $1", param_type_count: 1 }));
+        assert_eq!(
+            parse(body),
+            Some(Parse {
+                statement: b"s1",
+                sql: b"select $1",
+                param_type_count: 1
+            })
+        );
         assert_eq!(parse(b"s1\0select $1\0\0\x02\0\0\0\x17"), None);
         assert_eq!(parse(b"s1\0select"), None);
     }
@@ -100,9 +111,18 @@ mod tests {
     fn bind_execute_describe_close() {
         let b = bind(b"p\0s\0\0\0\0\0\0\0").unwrap();
         assert_eq!((b.portal, b.statement), (&b"p"[..], &b"s"[..]));
-        assert_eq!(execute(b"\0\0\0\0\x05"), Some(Execute { portal: b"", max_rows: 5 }));
+        assert_eq!(
+            execute(b"\0\0\0\0\x05"),
+            Some(Execute {
+                portal: b"",
+                max_rows: 5
+            })
+        );
         assert_eq!(execute(b"\0\0\0"), None);
-        assert_eq!(describe_or_close(b"Sname\0"), Some(Target::Statement(b"name")));
+        assert_eq!(
+            describe_or_close(b"Sname\0"),
+            Some(Target::Statement(b"name"))
+        );
         assert_eq!(describe_or_close(b"P\0"), Some(Target::Portal(b"")));
         assert_eq!(describe_or_close(b"X\0"), None);
     }

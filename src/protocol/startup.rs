@@ -36,7 +36,10 @@ pub struct StartupMessage {
 
 impl StartupMessage {
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The user name (required by Postgres).
@@ -106,7 +109,10 @@ pub fn decode(body: &[u8]) -> Result<StartupPacket, StartupError> {
             if secret.is_empty() || secret.len() > 256 {
                 return Err(StartupError::Layout);
             }
-            Ok(StartupPacket::Cancel(CancelKey { pid: u32::from_be_bytes(*pid), secret: secret.to_vec() }))
+            Ok(StartupPacket::Cancel(CancelKey {
+                pid: u32::from_be_bytes(*pid),
+                secret: secret.to_vec(),
+            }))
         }
         protocol if protocol >> 16 == PROTOCOL_MAJOR_3 => decode_params(protocol, rest),
         protocol => Err(StartupError::UnsupportedProtocol(protocol)),
@@ -181,27 +187,54 @@ mod tests {
 
     #[test]
     fn database_defaults_to_user() {
-        let msg = StartupMessage { protocol: 196_608, params: vec![("user".into(), "bob".into())] };
+        let msg = StartupMessage {
+            protocol: 196_608,
+            params: vec![("user".into(), "bob".into())],
+        };
         assert_eq!(msg.database(), "bob");
     }
 
     #[test]
     fn special_requests_are_recognised() {
-        assert_eq!(decode(&encode_ssl_request()[4..]), Ok(StartupPacket::SslRequest));
-        assert_eq!(decode(&80_877_104u32.to_be_bytes()), Ok(StartupPacket::GssEncRequest));
-        let key = CancelKey { pid: 42, secret: vec![1, 2, 3, 4] };
-        assert_eq!(decode(&encode_cancel(&key)[4..]), Ok(StartupPacket::Cancel(key)));
+        assert_eq!(
+            decode(&encode_ssl_request()[4..]),
+            Ok(StartupPacket::SslRequest)
+        );
+        assert_eq!(
+            decode(&80_877_104u32.to_be_bytes()),
+            Ok(StartupPacket::GssEncRequest)
+        );
+        let key = CancelKey {
+            pid: 42,
+            secret: vec![1, 2, 3, 4],
+        };
+        assert_eq!(
+            decode(&encode_cancel(&key)[4..]),
+            Ok(StartupPacket::Cancel(key))
+        );
     }
 
     #[test]
     fn bad_packets_are_errors_not_panics() {
         assert_eq!(body_len([0, 0, 0, 3]), Err(StartupError::InvalidLength(3)));
-        assert_eq!(body_len([0, 1, 0, 0]), Err(StartupError::InvalidLength(65_536)));
-        assert_eq!(body_len([0xff, 0xff, 0xff, 0xff]), Err(StartupError::InvalidLength(-1)));
-        assert_eq!(decode(&[0, 2, 0, 0]), Err(StartupError::UnsupportedProtocol(131_072)));
+        assert_eq!(
+            body_len([0, 1, 0, 0]),
+            Err(StartupError::InvalidLength(65_536))
+        );
+        assert_eq!(
+            body_len([0xff, 0xff, 0xff, 0xff]),
+            Err(StartupError::InvalidLength(-1))
+        );
+        assert_eq!(
+            decode(&[0, 2, 0, 0]),
+            Err(StartupError::UnsupportedProtocol(131_072))
+        );
         assert_eq!(decode(&[0, 3, 0, 0, b'u', 0]), Err(StartupError::Layout));
         assert_eq!(decode(&[0, 3, 0, 0, 0]), Err(StartupError::NoUser));
-        assert_eq!(decode(&[0, 3, 0, 0, b'u', b's', b'e', b'r', 0, 0xff, 0, 0]), Err(StartupError::Encoding));
+        assert_eq!(
+            decode(&[0, 3, 0, 0, b'u', b's', b'e', b'r', 0, 0xff, 0, 0]),
+            Err(StartupError::Encoding)
+        );
         assert!(decode(&[1]).is_err());
     }
 }

@@ -13,7 +13,11 @@ pub struct RecvBuf {
 
 impl RecvBuf {
     pub fn new(capacity: usize) -> Self {
-        RecvBuf { data: vec![0; capacity], start: 0, end: 0 }
+        RecvBuf {
+            data: vec![0; capacity],
+            start: 0,
+            end: 0,
+        }
     }
 
     /// The unconsumed bytes.

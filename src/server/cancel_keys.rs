@@ -50,7 +50,12 @@ mod tests {
     use super::*;
 
     fn target(pid: u32) -> CancelTarget {
-        CancelTarget { key: CancelKey { pid, secret: vec![9; 4] } }
+        CancelTarget {
+            key: CancelKey {
+                pid,
+                secret: vec![9; 4],
+            },
+        }
     }
 
     #[test]

@@ -39,10 +39,20 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: watch::Re
     }
     drop(listener);
     let timeout = app.config.server.shutdown_timeout.0;
-    tracing::info!(sessions = sessions.len(), ?timeout, "stopped accepting; waiting for sessions");
-    let drained = tokio::time::timeout(timeout, async { while sessions.join_next().await.is_some() {} }).await;
+    tracing::info!(
+        sessions = sessions.len(),
+        ?timeout,
+        "stopped accepting; waiting for sessions"
+    );
+    let drained = tokio::time::timeout(timeout, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
-        tracing::warn!(sessions = sessions.len(), "shutdown_timeout passed; closing remaining sessions");
+        tracing::warn!(
+            sessions = sessions.len(),
+            "shutdown_timeout passed; closing remaining sessions"
+        );
         sessions.shutdown().await;
     }
 }

@@ -16,8 +16,8 @@ use super::buffer::{RecvBuf, SendBuf};
 use crate::net::Stream;
 use crate::pipeline::Pipeline;
 use crate::protocol::frame::{self, FrameHeader};
-use crate::protocol::{backend, build};
 use crate::protocol::startup::CancelKey;
+use crate::protocol::{backend, build};
 
 /// Read size when no frame asks for more.
 const READ_CHUNK: usize = 16 * 1024;
@@ -62,7 +62,13 @@ struct Leg {
 
 impl Leg {
     fn new(stream: Stream) -> Self {
-        Leg { stream, recv: RecvBuf::new(READ_CHUNK), streaming_left: 0, want: READ_CHUNK, needs_flush: false }
+        Leg {
+            stream,
+            recv: RecvBuf::new(READ_CHUNK),
+            streaming_left: 0,
+            want: READ_CHUNK,
+            needs_flush: false,
+        }
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -162,8 +168,12 @@ impl Relay {
         let _ = poll_fn(|cx| {
             let client = self.client.poll_send(&mut self.to_client, cx);
             let upstream = self.upstream.poll_send(&mut self.to_upstream, cx);
-            let done = |r: &io::Result<bool>, buf: &SendBuf, leg: &Leg| r.is_err() || (buf.is_empty() && !leg.needs_flush);
-            if done(&client, &self.to_client, &self.client) && done(&upstream, &self.to_upstream, &self.upstream) {
+            let done = |r: &io::Result<bool>, buf: &SendBuf, leg: &Leg| {
+                r.is_err() || (buf.is_empty() && !leg.needs_flush)
+            };
+            if done(&client, &self.to_client, &self.client)
+                && done(&upstream, &self.to_upstream, &self.upstream)
+            {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -187,7 +197,11 @@ impl Relay {
             && self.upstream.streaming_left == 0
     }
 
-    fn poll_relay(&mut self, cx: &mut Context<'_>, handshake: &mut (dyn Handshake + Send)) -> Poll<Ending> {
+    fn poll_relay(
+        &mut self,
+        cx: &mut Context<'_>,
+        handshake: &mut (dyn Handshake + Send),
+    ) -> Poll<Ending> {
         loop {
             let mut progressed = match self.upstream.poll_send(&mut self.to_upstream, cx) {
                 Ok(p) => p,
@@ -202,7 +216,9 @@ impl Relay {
             }
             if self.to_upstream.len() < HIGH_WATER {
                 match self.client.poll_read(cx) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Ending::ClientGone),
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Ending::ClientGone);
+                    }
                     Poll::Ready(Ok(_)) => {
                         progressed = true;
                         if let Err(ending) = self.process_client() {
@@ -256,7 +272,9 @@ impl Relay {
                 Err(e) => return Err(Ending::ClientProtocol(e.to_string())),
             };
             if !frame::is_frontend_tag(header.tag) {
-                return Err(Ending::ClientProtocol(frame::FrameError::UnknownTag { tag: header.tag }.to_string()));
+                return Err(Ending::ClientProtocol(
+                    frame::FrameError::UnknownTag { tag: header.tag }.to_string(),
+                ));
             }
             let frame_len = header.frame_len();
             if avail.len() < frame_len {
@@ -275,7 +293,8 @@ impl Relay {
             match header.tag {
                 b'X' => return Err(Ending::ClientTerminated),
                 b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' => {
-                    self.pipeline.on_client_frame(header.tag, &frame[frame::HEADER_LEN..], now);
+                    self.pipeline
+                        .on_client_frame(header.tag, &frame[frame::HEADER_LEN..], now);
                 }
                 _ => {}
             }
@@ -297,7 +316,11 @@ impl Relay {
         result
     }
 
-    fn process_upstream_frames(&mut self, recv: &mut RecvBuf, handshake: &mut (dyn Handshake + Send)) -> Result<(), Ending> {
+    fn process_upstream_frames(
+        &mut self,
+        recv: &mut RecvBuf,
+        handshake: &mut (dyn Handshake + Send),
+    ) -> Result<(), Ending> {
         let now = Instant::now();
         loop {
             let avail = recv.filled();
@@ -348,19 +371,32 @@ impl Relay {
     }
 
     /// Looks at one inspected backend frame; returns true when a replacement was queued instead.
-    fn inspect_backend(&mut self, header: FrameHeader, body: &[u8], now: Instant, handshake: &mut (dyn Handshake + Send)) -> bool {
+    fn inspect_backend(
+        &mut self,
+        header: FrameHeader,
+        body: &[u8],
+        now: Instant,
+        handshake: &mut (dyn Handshake + Send),
+    ) -> bool {
         match header.tag {
-            b'R' if !self.authenticated && backend::auth_code(body) == Some(backend::auth::SASL) => {
+            b'R' if !self.authenticated
+                && backend::auth_code(body) == Some(backend::auth::SASL) =>
+            {
                 // Channel binding would bind to pgward's upstream TLS certificate, which the
                 // client never sees: offer only the mechanisms that survive two TLS legs.
-                let mechanisms: Vec<&[u8]> =
-                    backend::sasl_mechanisms(body).into_iter().filter(|m| !m.ends_with(b"-PLUS")).collect();
+                let mechanisms: Vec<&[u8]> = backend::sasl_mechanisms(body)
+                    .into_iter()
+                    .filter(|m| !m.ends_with(b"-PLUS"))
+                    .collect();
                 build::auth_sasl(self.to_client.writer(), &mechanisms);
                 true
             }
             b'K' if !self.authenticated => match backend::backend_key(body) {
                 Some((pid, secret)) => {
-                    let key = handshake.backend_key(CancelKey { pid, secret: secret.to_vec() });
+                    let key = handshake.backend_key(CancelKey {
+                        pid,
+                        secret: secret.to_vec(),
+                    });
                     build::backend_key_data(self.to_client.writer(), key.pid, &key.secret);
                     true
                 }

@@ -26,7 +26,13 @@ use crate::upstream::CancelTarget;
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves one accepted connection until it closes.
-pub async fn serve_connection(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, id: u64, shutdown: watch::Receiver<bool>) {
+pub async fn serve_connection(
+    app: Arc<App>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shutdown: watch::Receiver<bool>,
+) {
     let _ = tcp.set_nodelay(true);
     let opening = startup::open(tcp, app.client_tls.as_ref()).await;
     match opening {
@@ -34,7 +40,9 @@ pub async fn serve_connection(app: Arc<App>, tcp: TcpStream, peer: SocketAddr, i
         Opening::Cancel(key) => forward_cancel(&app, &key).await,
         Opening::Session { client, startup } => {
             let span = tracing::info_span!("session", id, peer = %peer, user = startup.user(), db = startup.database());
-            run_session(app, client, startup, id, shutdown).instrument(span).await;
+            run_session(app, client, startup, id, shutdown)
+                .instrument(span)
+                .await;
         }
     }
 }
@@ -68,12 +76,23 @@ impl Handshake for SessionKeys<'_> {
     }
 }
 
-async fn run_session(app: Arc<App>, mut client: Stream, startup: StartupMessage, id: u64, mut shutdown: watch::Receiver<bool>) {
+async fn run_session(
+    app: Arc<App>,
+    mut client: Stream,
+    startup: StartupMessage,
+    id: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let proxy = app.stats.proxy();
     if !app.admit_client() {
         proxy.client_connections_rejected.fetch_add(1, Relaxed);
         tracing::warn!("max_client_connections reached; connection refused");
-        startup::fail(&mut client, sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already (pgward max_client_connections)").await;
+        startup::fail(
+            &mut client,
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "sorry, too many clients already (pgward max_client_connections)",
+        )
+        .await;
         return;
     }
     let _admitted = ClientSlot(&app);
@@ -84,18 +103,37 @@ async fn run_session(app: Arc<App>, mut client: Stream, startup: StartupMessage,
         Err(e) => {
             proxy.upstream_connections_failed.fetch_add(1, Relaxed);
             tracing::warn!(error = %e, "upstream unreachable");
-            startup::fail(&mut client, sqlstate::CONNECTION_FAILURE, &format!("pgward: {e}")).await;
+            startup::fail(
+                &mut client,
+                sqlstate::CONNECTION_FAILURE,
+                &format!("pgward: {e}"),
+            )
+            .await;
             return;
         }
     };
     proxy.upstream_connections_total.fetch_add(1, Relaxed);
     let _upstream_gauge = proxy.upstream_connections.track();
-    tracing::debug!(tls = client.is_tls(), upstream_tls = upstream.is_tls(), "session opened");
+    tracing::debug!(
+        tls = client.is_tls(),
+        upstream_tls = upstream.is_tls(),
+        "session opened"
+    );
 
     let pipeline = Pipeline::new(app.pipeline.clone());
-    let mut relay = Relay::new(client, upstream, pipeline, app.config.server.max_message_size.0 as usize);
+    let mut relay = Relay::new(
+        client,
+        upstream,
+        pipeline,
+        app.config.server.max_message_size.0 as usize,
+    );
     relay.send_upstream(&startup.encode());
-    let mut keys = SessionKeys { app: &app, id, client_key: None, upstream_key: None };
+    let mut keys = SessionKeys {
+        app: &app,
+        id,
+        client_key: None,
+        upstream_key: None,
+    };
 
     let ending = loop {
         if *shutdown.borrow() {
@@ -131,25 +169,34 @@ async fn finish(app: &App, mut relay: Relay, ending: Ending, upstream_key: Optio
         }
         Ending::ClientProtocol(message) => {
             tracing::warn!(%message, "protocol violation by client");
-            Report::fatal(sqlstate::PROTOCOL_VIOLATION, &message).write_error(relay.client_writer());
+            Report::fatal(sqlstate::PROTOCOL_VIOLATION, &message)
+                .write_error(relay.client_writer());
             cancel_upstream("client protocol violation").await;
         }
         Ending::UpstreamGone(error) => {
             tracing::warn!(error = ?error, "upstream connection lost");
             if !relay.sent_fatal {
-                let message = format!("pgward: connection to upstream {} lost", app.upstream.address());
-                Report::fatal(sqlstate::CONNECTION_FAILURE, &message).write_error(relay.client_writer());
+                let message = format!(
+                    "pgward: connection to upstream {} lost",
+                    app.upstream.address()
+                );
+                Report::fatal(sqlstate::CONNECTION_FAILURE, &message)
+                    .write_error(relay.client_writer());
             }
         }
         Ending::UpstreamProtocol(message) => {
             tracing::error!(%message, "protocol violation by upstream");
             let message = format!("pgward: invalid message from upstream: {message}");
-            Report::fatal(sqlstate::CONNECTION_FAILURE, &message).write_error(relay.client_writer());
+            Report::fatal(sqlstate::CONNECTION_FAILURE, &message)
+                .write_error(relay.client_writer());
         }
         Ending::Shutdown => {
             tracing::debug!("closing idle session for shutdown");
-            Report::fatal(sqlstate::ADMIN_SHUTDOWN, "terminating connection because pgward is shutting down")
-                .write_error(relay.client_writer());
+            Report::fatal(
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection because pgward is shutting down",
+            )
+            .write_error(relay.client_writer());
         }
     }
     relay.send_upstream(b"X\0\0\0\x04");

@@ -19,7 +19,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// What the startup phase ended with.
 pub enum Opening {
     /// A StartupMessage: a session begins.
-    Session { client: Stream, startup: StartupMessage },
+    Session {
+        client: Stream,
+        startup: StartupMessage,
+    },
     /// A CancelRequest: route it, then close.
     Cancel(CancelKey),
     /// The client left or sent something invalid (already answered).
@@ -56,7 +59,9 @@ async fn negotiate(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
                         continue;
                     }
                 };
-                let Stream::Plain(mut tcp) = client else { return Opening::Closed };
+                let Stream::Plain(mut tcp) = client else {
+                    return Opening::Closed;
+                };
                 if tcp.write_all(b"S").await.is_err() {
                     return Opening::Closed;
                 }
@@ -75,7 +80,10 @@ async fn negotiate(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
             }
             StartupPacket::Cancel(key) => return Opening::Cancel(key),
             StartupPacket::Startup(startup) => {
-                if startup.param("replication").is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0")) {
+                if startup
+                    .param("replication")
+                    .is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0"))
+                {
                     fail(
                         &mut client,
                         sqlstate::FEATURE_NOT_SUPPORTED,

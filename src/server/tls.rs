@@ -20,7 +20,8 @@ pub fn client_tls_acceptor(settings: &ClientTlsSettings) -> Result<Option<TlsAcc
     if certs.is_empty() {
         return Err(format!("tls.cert {}: no certificate found", cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls.key {}: {e}", key.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls.key {}: {e}", key.display()))?;
     let config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)

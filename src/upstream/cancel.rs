@@ -17,8 +17,13 @@ impl CancelTarget {
     /// the request was delivered.
     pub async fn cancel(&self, upstream: &Upstream) -> Result<(), UpstreamError> {
         let mut tcp = upstream.connect_tcp().await?;
-        let io_err = |source| UpstreamError::Connect { address: upstream.address().to_owned(), source };
-        tcp.write_all(&encode_cancel(&self.key)).await.map_err(io_err)?;
+        let io_err = |source| UpstreamError::Connect {
+            address: upstream.address().to_owned(),
+            source,
+        };
+        tcp.write_all(&encode_cancel(&self.key))
+            .await
+            .map_err(io_err)?;
         tcp.shutdown().await.map_err(io_err)?;
         Ok(())
     }

@@ -38,9 +38,19 @@ impl Upstream {
         let timeout = self.settings.connect_timeout.0;
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(address))
             .await
-            .map_err(|_| UpstreamError::Timeout { address: address.clone(), timeout })?
-            .map_err(|source| UpstreamError::Connect { address: address.clone(), source })?;
-        tcp.set_nodelay(true).map_err(|source| UpstreamError::Connect { address: address.clone(), source })?;
+            .map_err(|_| UpstreamError::Timeout {
+                address: address.clone(),
+                timeout,
+            })?
+            .map_err(|source| UpstreamError::Connect {
+                address: address.clone(),
+                source,
+            })?;
+        tcp.set_nodelay(true)
+            .map_err(|source| UpstreamError::Connect {
+                address: address.clone(),
+                source,
+            })?;
         Ok(tcp)
     }
 
@@ -59,20 +69,32 @@ impl Upstream {
             return Ok(Stream::Plain(tcp));
         };
         let address = &self.settings.address;
-        let io_err = |source| UpstreamError::Connect { address: address.clone(), source };
+        let io_err = |source| UpstreamError::Connect {
+            address: address.clone(),
+            source,
+        };
         tcp.write_all(&encode_ssl_request()).await.map_err(io_err)?;
         let answer = tcp.read_u8().await.map_err(io_err)?;
         match answer {
             b'S' => {}
             b'N' if self.settings.tls == UpstreamTlsMode::Prefer => return Ok(Stream::Plain(tcp)),
-            _ => return Err(UpstreamError::TlsRefused { address: address.clone() }),
+            _ => {
+                return Err(UpstreamError::TlsRefused {
+                    address: address.clone(),
+                });
+            }
         }
-        let (host, _) = split_host_port(address).ok_or_else(|| UpstreamError::BadAddress(address.clone()))?;
-        let name = ServerName::try_from(host.to_owned()).map_err(|e| UpstreamError::TlsConfig(e.to_string()))?;
+        let (host, _) =
+            split_host_port(address).ok_or_else(|| UpstreamError::BadAddress(address.clone()))?;
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| UpstreamError::TlsConfig(e.to_string()))?;
         let stream = TlsConnector::from(tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(|source| UpstreamError::Tls { address: address.clone(), source })?;
+            .map_err(|source| UpstreamError::Tls {
+                address: address.clone(),
+                source,
+            })?;
         Ok(Stream::UpstreamTls(Box::new(stream)))
     }
 }

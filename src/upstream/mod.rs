@@ -60,13 +60,19 @@ pub enum UpstreamTlsMode {
 #[derive(Debug, Error)]
 pub enum UpstreamError {
     #[error("could not connect to upstream {address}: {source}")]
-    Connect { address: String, source: std::io::Error },
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("connecting to upstream {address} timed out after {timeout:?}")]
     Timeout { address: String, timeout: Duration },
     #[error("upstream {address} refused TLS, and upstream.tls requires it")]
     TlsRefused { address: String },
     #[error("TLS handshake with upstream {address} failed: {source}")]
-    Tls { address: String, source: std::io::Error },
+    Tls {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("upstream TLS setup: {0}")]
     TlsConfig(String),
     #[error("upstream address {0:?} is not HOST:PORT")]
@@ -77,7 +83,10 @@ pub enum UpstreamError {
 pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
     let (host, port) = address.rsplit_once(':')?;
     let port = port.parse().ok()?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     (!host.is_empty()).then_some((host, port))
 }
 

@@ -4,34 +4,51 @@
 
 use std::sync::Arc;
 
-use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use tokio_rustls::rustls::crypto::{WebPkiSupportedAlgorithms, ring, verify_tls12_signature, verify_tls13_signature};
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::crypto::{
+    WebPkiSupportedAlgorithms, ring, verify_tls12_signature, verify_tls13_signature,
+};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use tokio_rustls::rustls::{
+    ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme,
+};
 
 use super::{UpstreamError, UpstreamSettings, UpstreamTlsMode};
 
 /// Builds the TLS client config for `settings`, or `None` when TLS is disabled.
-pub fn client_config(settings: &UpstreamSettings) -> Result<Option<Arc<ClientConfig>>, UpstreamError> {
+pub fn client_config(
+    settings: &UpstreamSettings,
+) -> Result<Option<Arc<ClientConfig>>, UpstreamError> {
     let config = match settings.tls {
         UpstreamTlsMode::Disable => return Ok(None),
         UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => ClientConfig::builder()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly(ring::default_provider().signature_verification_algorithms)))
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly(
+                ring::default_provider().signature_verification_algorithms,
+            )))
             .with_no_client_auth(),
         UpstreamTlsMode::VerifyFull => {
             let Some(ca_file) = &settings.ca_file else {
-                return Err(UpstreamError::TlsConfig("verify-full needs upstream.ca_file".into()));
+                return Err(UpstreamError::TlsConfig(
+                    "verify-full needs upstream.ca_file".into(),
+                ));
             };
             let mut roots = RootCertStore::empty();
             let certs = CertificateDer::pem_file_iter(ca_file)
                 .map_err(|e| UpstreamError::TlsConfig(format!("{}: {e}", ca_file.display())))?;
             for cert in certs {
-                let cert = cert.map_err(|e| UpstreamError::TlsConfig(format!("{}: {e}", ca_file.display())))?;
-                roots.add(cert).map_err(|e| UpstreamError::TlsConfig(format!("{}: {e}", ca_file.display())))?;
+                let cert = cert
+                    .map_err(|e| UpstreamError::TlsConfig(format!("{}: {e}", ca_file.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| UpstreamError::TlsConfig(format!("{}: {e}", ca_file.display())))?;
             }
-            ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()
+            ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth()
         }
     };
     Ok(Some(Arc::new(config)))

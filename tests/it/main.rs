@@ -1,1 +1,6 @@
-fn main() {}
+//! Integration tests: a real PostgreSQL cluster, pgward in-process, real clients.
+
+mod auth_tls;
+mod faults;
+mod harness;
+mod passthrough;
