@@ -36,7 +36,10 @@ _BENCH_STATE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/bench-lib.XXXXXX")"
 _BENCH_CLEANED=0
 _BENCH_APT_UPDATED=0
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+# log/die write to the script's original stderr, so that messages from traps
+# that fire inside a redirected command (e.g. run_killable ... >file) are seen
+exec {_BENCH_STDERR}>&2
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&"$_BENCH_STDERR"; }
 die() { log "ERROR: $*"; exit 1; }
 _bench_debug() { [[ -n "${BENCH_DEBUG:-}" ]] && log "cleanup: $*"; return 0; }
 
@@ -134,7 +137,7 @@ pg_bin_dir() {
 as_postgres() {
     if ((EUID == 0)); then
         # cd / so the tools do not trip over an unreadable cwd (e.g. /root);
-                (cd / && exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@")
+                (cd / && exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@" {_BENCH_STDERR}>&-)
     else
         "$@"
     fi
@@ -236,9 +239,9 @@ bg_start() {
     shift
     if ((as_pg && EUID == 0)); then
         (cd / && exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$@") \
-            </dev/null >>"$logf" 2>&1 &
+            </dev/null >>"$logf" 2>&1 {_BENCH_STDERR}>&- &
     else
-        "$@" </dev/null >>"$logf" 2>&1 &
+        "$@" </dev/null >>"$logf" 2>&1 {_BENCH_STDERR}>&- &
     fi
     BG_PID=$!
     register_pid "$BG_PID"
@@ -306,16 +309,17 @@ EOF
         chown postgres:postgres "$data/pg_hba.conf" "$data/postgresql.conf" 2>/dev/null || true
     fi
     # extra settings: "-c name=value" pairs, or bare "name=value" words
-    local opts="-p $port" a
+    local opts="-p $port" a prev=""
     for a in "$@"; do
-        if [[ "$a" != -* && "$a" == *=* ]]; then
+        if [[ "$prev" != -c && "$a" != -* && "$a" == *=* ]]; then
             opts+=" -c $(printf '%q' "$a")"
         else
             opts+=" $(printf '%q' "$a")"
         fi
+        prev="$a"
     done
     _BENCH_PG_DIRS+=("$dir")
-    as_postgres "$bin/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 60 -o "$opts" start >/dev/null \
+    as_postgres "$bin/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 60 -o "$opts" start </dev/null >/dev/null \
         || { tail -n 30 "$dir/postgres.log" >&2; die "postgres failed to start in $dir"; }
 }
 

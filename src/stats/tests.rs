@@ -61,19 +61,19 @@ fn record_derives_exact_aggregates_and_close_percentiles() {
         "{}",
         snap.stddev_exec_time
     );
-    // Nearest-rank percentiles, within the histogram's 0.1% precision.
+    // Nearest-rank percentiles, within the histogram's 1% precision (2 significant digits).
     assert!(
-        close(snap.p50_exec_time, 50.0, 1e-3),
+        close(snap.p50_exec_time, 50.0, 1e-2),
         "{}",
         snap.p50_exec_time
     );
     assert!(
-        close(snap.p95_exec_time, 95.0, 1e-3),
+        close(snap.p95_exec_time, 95.0, 1e-2),
         "{}",
         snap.p95_exec_time
     );
     assert!(
-        close(snap.p99_exec_time, 99.0, 1e-3),
+        close(snap.p99_exec_time, 99.0, 1e-2),
         "{}",
         snap.p99_exec_time
     );
@@ -125,7 +125,7 @@ fn out_of_range_durations_saturate_instead_of_failing() {
     assert_eq!(snap.calls, 3);
     // The histogram caps at one hour; exact max tracks the real value (saturated to u64 ns).
     assert!(
-        close(snap.p99_exec_time, 3_600_000.0, 1e-3),
+        close(snap.p99_exec_time, 3_600_000.0, 1e-2),
         "{}",
         snap.p99_exec_time
     );

@@ -4,3 +4,4 @@ mod auth_tls;
 mod faults;
 mod harness;
 mod passthrough;
+mod stats_http;
