@@ -30,6 +30,7 @@ pub mod fingerprint;
 pub mod net;
 pub mod pipeline;
 pub mod protocol;
+pub mod secret;
 pub mod server;
 pub mod stats;
 pub mod units;

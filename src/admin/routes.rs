@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::app::App;
 use crate::fingerprint::FingerprintId;
 use crate::protocol::startup::encode_ssl_request;
+use crate::secret::constant_time_eq;
 use crate::stats::{SortKey, render_prometheus};
 
 const DEFAULT_LIMIT: usize = 100;
@@ -31,6 +32,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .merge(guarded)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed here".into(),
+            )
+        })
         .with_state(app)
 }
 
@@ -49,7 +56,7 @@ async fn require_token(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(token.as_str()) {
+        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
             return error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token".into(),

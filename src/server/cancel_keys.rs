@@ -5,6 +5,7 @@
 use dashmap::DashMap;
 
 use crate::protocol::startup::CancelKey;
+use crate::secret::constant_time_eq;
 use crate::upstream::CancelTarget;
 
 /// Live sessions' client-facing keys.
@@ -39,10 +40,6 @@ impl CancelKeys {
     pub fn remove(&self, pid: u32) {
         self.by_pid.remove(&pid);
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub struct StatsSettings {
     pub max_fingerprints: usize,
     /// Fingerprints exported individually on the Prometheus endpoint.
     pub metrics_top: usize,
-    /// Keep literal values in normalized query text.
+    /// Reserved: pgward never records literals yet; this will allow it for debugging.
     pub show_literals: bool,
 }
 

@@ -48,7 +48,7 @@ pub struct ProxyStats {
     pub client_connections: Gauge,
     /// Client connections accepted.
     pub client_connections_total: AtomicU64,
-    /// Client connections refused (limits, authentication, TLS, ...).
+    /// Client connections refused by pgward (max_client_connections).
     pub client_connections_rejected: AtomicU64,
     /// Upstream (server) connections open now.
     pub upstream_connections: Gauge,

@@ -23,7 +23,8 @@ pub const HISTOGRAM_SIGFIG: u8 = 2;
 /// What one statement execution did, as reported by a session.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Execution {
-    /// Wall time from sending the statement upstream to its completion.
+    /// Wall time from pgward receiving the statement (or the previous pipelined statement
+    /// completing, if later) to its completion.
     pub elapsed: Duration,
     /// Rows returned or affected.
     pub rows: u64,

@@ -44,7 +44,7 @@ impl Serialize for Outcomes {
 }
 
 /// One fingerprint's statistics. Times are milliseconds; percentiles come
-/// from a 3-significant-digit histogram (within 0.1%), the rest are exact.
+/// from a 2-significant-digit histogram (within 1%), the rest are exact.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct FingerprintSnapshot {
     #[serde(skip)]

@@ -1,0 +1,390 @@
+//! Normalization: one pass over the lexer's tokens that writes the literal-free text, numbers
+//! constants and parameters, and collapses IN / ARRAY lists and VALUES rows.
+
+use std::ops::Range;
+
+use super::lexer::*;
+use super::{FingerprintId, Normalized};
+
+/// Lowercased copy of a short word for keyword matching (longer words never match).
+pub(super) fn kw(text: &str) -> ([u8; 16], usize) {
+    let mut buf = [0u8; 16];
+    let b = text.as_bytes();
+    if b.len() > 16 {
+        return (buf, 0);
+    }
+    for (d, s) in buf.iter_mut().zip(b) {
+        *d = s.to_ascii_lowercase();
+    }
+    (buf, b.len())
+}
+
+// ---------------------------------------------------------------- normalize
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum WordClass {
+    In,
+    Array,
+    Values,
+    Keyword,
+    Name,
+}
+
+pub(super) fn word_class(w: &str) -> WordClass {
+    let (buf, n) = kw(w);
+    match &buf[..n] {
+        b"in" => WordClass::In,
+        b"array" => WordClass::Array,
+        b"values" => WordClass::Values,
+        // Keywords after which `-5` is a negative constant rather than a subtraction.
+        b"select" | b"where" | b"and" | b"or" | b"not" | b"when" | b"then" | b"else" | b"case"
+        | b"by" | b"limit" | b"offset" | b"having" | b"on" | b"set" | b"between" | b"like"
+        | b"ilike" | b"similar" | b"is" | b"return" | b"distinct" | b"all" | b"any" | b"some" => {
+            WordClass::Keyword
+        }
+        _ => WordClass::Name,
+    }
+}
+
+/// What was emitted last: decides spacing and whether a `-` is unary.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Last {
+    Nothing,
+    Word(WordClass),
+    Ident,
+    Value,
+    Op,
+    Close,
+    Punct,
+}
+
+impl Last {
+    pub(super) fn wordlike(self) -> bool {
+        matches!(self, Last::Word(_) | Last::Ident | Last::Value)
+    }
+    pub(super) fn operand(self) -> bool {
+        matches!(
+            self,
+            Last::Word(WordClass::Name) | Last::Ident | Last::Value | Last::Close
+        )
+    }
+}
+
+/// A list being watched for collapsing: an `IN (...)`/`ARRAY[...]` list (elements at `depth`)
+/// or a `VALUES` row list (rows open at `depth`). It collapses to its first element when every
+/// element has the first one's shape (and, for IN/ARRAY, holds exactly one value).
+#[derive(Clone, Copy, Default)]
+pub(super) struct Frame {
+    pub(super) values: bool,
+    pub(super) depth: u32,
+    pub(super) first_start: usize,
+    pub(super) first_end: usize,
+    pub(super) elem_start: usize,
+    pub(super) slots_at_elem: u32,
+    pub(super) num_after_first: u32,
+    pub(super) elems: u32,
+    pub(super) ok: bool,
+}
+
+pub(super) const MAX_FRAMES: usize = 8;
+
+pub(super) struct Norm<'a> {
+    pub(super) sql: &'a str,
+    pub(super) out: String,
+    pub(super) constants: Vec<Range<usize>>,
+    pub(super) last: Last,
+    pub(super) depth: u32,
+    /// Last `$n` number handed out.
+    pub(super) next_num: u32,
+    /// Values (literals and parameters) emitted so far.
+    pub(super) slots: u32,
+    /// Number given to parameter `$k` (0 = none yet); `params_big` for k > 64.
+    pub(super) params: [u32; 65],
+    pub(super) params_big: Vec<(u32, u32)>,
+    pub(super) frames: [Frame; MAX_FRAMES],
+    pub(super) nframes: usize,
+}
+
+/// Equal up to the digits following each `$`.
+pub(super) fn same_shape(a: &[u8], b: &[u8]) -> bool {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (a.get(i), b.get(j)) {
+            (None, None) => return true,
+            (Some(b'$'), Some(b'$')) => {
+                (i, j) = (i + 1, j + 1);
+                while a.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                while b.get(j).is_some_and(u8::is_ascii_digit) {
+                    j += 1;
+                }
+            }
+            (Some(x), Some(y)) if x == y => (i, j) = (i + 1, j + 1),
+            _ => return false,
+        }
+    }
+}
+
+impl Norm<'_> {
+    pub(super) fn top(&mut self, values: bool) -> Option<&mut Frame> {
+        let depth = self.depth;
+        let f = self.frames.get_mut(self.nframes.checked_sub(1)?)?;
+        (f.values == values && f.depth == depth).then_some(f)
+    }
+
+    pub(super) fn push_frame(&mut self, values: bool) {
+        let (len, depth, slots) = (self.out.len(), self.depth, self.slots);
+        if let Some(slot) = self.frames.get_mut(self.nframes) {
+            *slot = Frame {
+                values,
+                depth,
+                first_start: len,
+                elem_start: len,
+                slots_at_elem: slots,
+                ok: true,
+                ..Frame::default()
+            };
+            self.nframes += 1;
+        }
+    }
+
+    pub(super) fn emit(&mut self, s: &str, wordlike: bool, last: Last) {
+        if (wordlike && self.last.wordlike()) || (last == Last::Op && self.last == Last::Op) {
+            self.out.push(' ');
+        }
+        self.out.push_str(s);
+        self.last = last;
+    }
+
+    pub(super) fn param_number(&mut self, k: u32) -> u32 {
+        let known = match self.params.get(k as usize) {
+            Some(&v) => v,
+            None => self
+                .params_big
+                .iter()
+                .find(|(p, _)| *p == k)
+                .map_or(0, |&(_, v)| v),
+        };
+        if known != 0 {
+            return known;
+        }
+        self.next_num = self.next_num.saturating_add(1);
+        match self.params.get_mut(k as usize) {
+            Some(slot) => *slot = self.next_num,
+            None => self.params_big.push((k, self.next_num)),
+        }
+        self.next_num
+    }
+
+    pub(super) fn value(&mut self, param: Option<u32>) {
+        let n = match param {
+            Some(k) => self.param_number(k),
+            None => {
+                self.next_num = self.next_num.saturating_add(1);
+                self.next_num
+            }
+        };
+        self.slots = self.slots.wrapping_add(1);
+        let mut buf = [b'$'; 11];
+        let (mut i, mut v) = (buf.len(), n);
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        let digits = std::str::from_utf8(&buf[i - 1..]).unwrap_or("$");
+        self.emit(digits, true, Last::Value);
+    }
+
+    /// Closes the current element of the top frame (which the caller checked exists).
+    pub(super) fn end_element(&mut self) {
+        let (len, slots, next_num) = (self.out.len(), self.slots, self.next_num);
+        let out = self.out.as_bytes();
+        let Some(f) = self.frames.get_mut(self.nframes.wrapping_sub(1)) else {
+            return;
+        };
+        if !f.values && slots.wrapping_sub(f.slots_at_elem) != 1 {
+            f.ok = false;
+        }
+        if f.elems == 0 {
+            (f.first_end, f.num_after_first) = (len, next_num);
+        } else if f.ok {
+            let first = out.get(f.first_start..f.first_end).unwrap_or(b"");
+            f.ok = same_shape(first, out.get(f.elem_start..).unwrap_or(b""));
+        }
+        f.elems += 1;
+    }
+
+    /// Pops the top frame, collapsing its list when every element had the first one's shape:
+    /// the output is cut back to the first element and numbers given out after it are reused.
+    pub(super) fn close_frame(&mut self) {
+        let Some(f) = self
+            .nframes
+            .checked_sub(1)
+            .and_then(|i| self.frames.get(i).copied())
+        else {
+            return;
+        };
+        self.nframes -= 1;
+        if f.ok && (f.elems > 1 || (!f.values && f.elems == 1)) {
+            self.out.truncate(f.first_end);
+            self.next_num = f.num_after_first;
+            for p in self.params.iter_mut().filter(|p| **p > f.num_after_first) {
+                *p = 0;
+            }
+            self.params_big.retain(|&(_, v)| v <= f.num_after_first);
+            if !f.values {
+                self.out.push_str(",...");
+            }
+            self.last = Last::Close;
+        }
+    }
+
+    /// True when a string literal directly continues the previous one (`'a'` newline `'b'`).
+    pub(super) fn continues_string(&self, t: Token, start: usize) -> bool {
+        let prev = self.constants.last().map_or(0..0, Range::clone);
+        t.tok == Tok::Str
+            && self.last == Last::Value
+            && self.sql.get(prev.end.saturating_sub(1)..prev.end) == Some("'")
+            && self
+                .sql
+                .get(prev.end..start)
+                .is_some_and(|gap| gap.trim().is_empty() && gap.contains('\n'))
+    }
+
+    pub(super) fn token(&mut self, t: Token, const_start: usize) {
+        // A token at the level of a VALUES list that is neither a row nor a separator ends it.
+        while self.top(true).is_some() && !matches!(t.tok, Tok::Punct(b'(' | b',')) {
+            self.close_frame();
+        }
+        let sql = self.sql;
+        let text = sql.get(t.start..t.end).unwrap_or("");
+        match t.tok {
+            Tok::Word => {
+                let class = word_class(text);
+                let start = self.out.len() + usize::from(self.last.wordlike());
+                self.emit(text, true, Last::Word(class));
+                if let Some(w) = self.out.get_mut(start..) {
+                    w.make_ascii_lowercase();
+                }
+                if class == WordClass::Values {
+                    self.push_frame(true);
+                }
+            }
+            Tok::QuotedIdent if text.starts_with('U') => {
+                self.emit("u", true, Last::Ident);
+                self.out.push_str(text.get(1..).unwrap_or(""));
+            }
+            Tok::QuotedIdent => self.emit(text, true, Last::Ident),
+            Tok::Str if self.continues_string(t, const_start) => {
+                if let Some(prev) = self.constants.last_mut() {
+                    prev.end = t.end;
+                }
+            }
+            Tok::Str | Tok::Num => {
+                self.constants.push(const_start..t.end);
+                self.value(None);
+            }
+            Tok::Param(k) => self.value(Some(k)),
+            Tok::Op => self.emit(if text == "!=" { "<>" } else { text }, false, Last::Op),
+            Tok::Cast => self.emit("::", false, Last::Punct),
+            Tok::Punct(c @ (b'(' | b'[')) => {
+                let opens_list = matches!(
+                    (c, self.last),
+                    (b'(', Last::Word(WordClass::In)) | (b'[', Last::Word(WordClass::Array))
+                );
+                if let Some(f) = self.top(false) {
+                    f.ok = false; // elements holding brackets never collapse
+                }
+                let len = self.out.len();
+                if let Some(f) = self.top(true) {
+                    f.first_start = if f.elems == 0 { len } else { f.first_start };
+                    f.elem_start = len;
+                }
+                self.emit(text, false, Last::Punct);
+                self.depth = self.depth.saturating_add(1);
+                if opens_list {
+                    self.push_frame(false);
+                }
+            }
+            Tok::Punct(b')' | b']') => {
+                if self.top(false).is_some() {
+                    self.end_element();
+                    self.close_frame();
+                }
+                self.emit(text, false, Last::Close);
+                self.depth = self.depth.saturating_sub(1);
+                if self.top(true).is_some() {
+                    self.end_element();
+                }
+            }
+            Tok::Punct(b',') => {
+                let in_list = self.top(false).is_some();
+                if in_list {
+                    self.end_element();
+                }
+                self.emit(",", false, Last::Punct);
+                let (len, slots) = (self.out.len(), self.slots);
+                if let Some(f) = self.top(false).filter(|_| in_list) {
+                    (f.elem_start, f.slots_at_elem) = (len, slots);
+                }
+            }
+            Tok::Punct(b';') if self.out.is_empty() => {}
+            Tok::Punct(_) | Tok::Other => self.emit(text, false, Last::Punct),
+        }
+    }
+}
+
+/// Fast path, called for EVERY simple-protocol statement: hand-written lexer, no sqlparser,
+/// ~1 allocation (the text). Never fails: unterminated strings/comments run to the end.
+pub fn normalize(sql: &str) -> Normalized {
+    let mut n = Norm {
+        sql,
+        out: String::with_capacity(sql.len() + 8),
+        constants: Vec::new(),
+        last: Last::Nothing,
+        depth: 0,
+        next_num: 0,
+        slots: 0,
+        params: [0; 65],
+        params_big: Vec::new(),
+        frames: [Frame::default(); MAX_FRAMES],
+        nframes: 0,
+    };
+    let mut lx = Lexer::new(sql);
+    while let Some(mut t) = lx.next() {
+        let const_start = t.start;
+        if t.tok == Tok::Op
+            && t.end - t.start == 1
+            && lx.b.get(t.start) == Some(&b'-')
+            && !n.last.operand()
+        {
+            let mut peek = lx.clone();
+            if let Some(num) = peek.next().filter(|p| p.tok == Tok::Num) {
+                (lx, t) = (peek, num);
+            }
+        }
+        n.token(t, const_start);
+    }
+    // Unclosed lists stay as written; a VALUES list still open at the end collapses.
+    while let Some(f) = n.nframes.checked_sub(1).and_then(|i| n.frames.get(i)) {
+        if f.values {
+            n.close_frame();
+        } else {
+            n.nframes -= 1;
+        }
+    }
+    while n.out.ends_with(';') {
+        n.out.pop();
+    }
+    let id = FingerprintId(xxhash_rust::xxh3::xxh3_64(n.out.as_bytes()));
+    Normalized {
+        id,
+        text: n.out,
+        constants: n.constants,
+    }
+}
