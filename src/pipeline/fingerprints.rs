@@ -1,12 +1,23 @@
-//! Statement text -> fingerprints, computed once per distinct text. A simple-protocol Query string
-//! maps to one fingerprint per statement it contains; a Parse maps to exactly one. The cache is
-//! bounded: when full it is cleared, which costs one re-fingerprint per text still in use.
+//! Statement text -> fingerprints, computed once per distinct text that repeats. A simple-protocol
+//! Query string maps to one fingerprint per statement it contains; a Parse maps to exactly one.
+//!
+//! Texts with inlined literals rarely repeat, so caching every text would only churn memory: a
+//! text enters the cache the second time it is seen (a lock-free "seen once" table of hashes
+//! acts as the doorkeeper). Lookups hash the text once with xxh3 and compare it byte for byte on
+//! a hit; nothing is allocated unless the text is new. The cache is bounded: when full it is
+//! cleared, which costs one re-fingerprint per text still in use.
 
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use dashmap::DashMap;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::fingerprint::{self, FingerprintId};
+
+/// Slots in the doorkeeper table (a power of two).
+const DOORKEEPER_SLOTS: usize = 4096;
 
 /// One statement's identity: stable id and normalized text (no literals).
 #[derive(Debug, Clone)]
@@ -15,16 +26,26 @@ pub struct Fingerprinted {
     pub text: Arc<str>,
 }
 
+struct Cached {
+    sql: Box<[u8]>,
+    statements: Arc<[Fingerprinted]>,
+}
+
 /// Bounded text -> fingerprints cache, shared by all sessions.
 pub struct FingerprintCache {
-    by_text: DashMap<Box<[u8]>, Arc<[Fingerprinted]>>,
+    by_hash: DashMap<u64, Cached, BuildHasherDefault<PrehashedKey>>,
+    seen_once: Box<[AtomicU64]>,
     capacity: usize,
 }
 
 impl FingerprintCache {
     pub fn new(capacity: usize) -> Self {
         FingerprintCache {
-            by_text: DashMap::with_capacity(capacity.min(4096)),
+            by_hash: DashMap::with_capacity_and_hasher(
+                capacity.min(4096),
+                BuildHasherDefault::default(),
+            ),
+            seen_once: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             capacity,
         }
     }
@@ -52,16 +73,37 @@ impl FingerprintCache {
         sql: &[u8],
         compute: impl FnOnce(&str) -> Vec<Fingerprinted>,
     ) -> Arc<[Fingerprinted]> {
-        if let Some(hit) = self.by_text.get(sql) {
-            return hit.clone();
+        let hash = xxh3_64(sql);
+        if let Some(hit) = self.by_hash.get(&hash)
+            && *hit.sql == *sql
+        {
+            return hit.statements.clone();
         }
         let text = String::from_utf8_lossy(sql);
-        let value: Arc<[Fingerprinted]> = compute(&text).into();
-        if self.by_text.len() >= self.capacity {
-            self.by_text.clear();
+        let statements: Arc<[Fingerprinted]> = compute(&text).into();
+        let slot = &self.seen_once[hash as usize & (DOORKEEPER_SLOTS - 1)];
+        if slot.swap(hash, Relaxed) == hash {
+            if self.by_hash.len() >= self.capacity {
+                self.by_hash.clear();
+            }
+            self.by_hash.insert(
+                hash,
+                Cached {
+                    sql: sql.into(),
+                    statements: statements.clone(),
+                },
+            );
         }
-        self.by_text.insert(sql.into(), value.clone());
-        value
+        statements
+    }
+
+    /// Texts currently cached.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
     }
 }
 
@@ -70,6 +112,27 @@ fn fingerprinted(text: &str) -> Fingerprinted {
     Fingerprinted {
         id: normalized.id,
         text: normalized.text.into(),
+    }
+}
+
+/// The map's keys are already xxh3 hashes: use them as they are.
+#[derive(Default)]
+struct PrehashedKey(u64);
+
+impl Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; fold anything else in deterministically.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -95,11 +158,28 @@ mod tests {
     }
 
     #[test]
+    fn texts_are_cached_from_their_second_sighting() {
+        let cache = FingerprintCache::new(16);
+        let first = cache.statement(b"select $1").unwrap();
+        assert_eq!(cache.len(), 0, "a text seen once is not cached");
+        let second = cache.statement(b"select $1").unwrap();
+        assert_eq!(cache.len(), 1);
+        let third = cache.statement(b"select $1").unwrap();
+        assert!(
+            Arc::ptr_eq(&second.text, &third.text),
+            "third lookup is a hit"
+        );
+        assert_eq!(first.id, third.id);
+    }
+
+    #[test]
     fn cache_stays_bounded() {
         let cache = FingerprintCache::new(4);
         for i in 0..10 {
-            cache.query(format!("select {i}").as_bytes());
+            let sql = format!("select {i}");
+            cache.query(sql.as_bytes());
+            cache.query(sql.as_bytes());
         }
-        assert!(cache.by_text.len() <= 4);
+        assert!(cache.len() <= 4);
     }
 }

@@ -25,7 +25,7 @@ pub use fingerprints::{FingerprintCache, Fingerprinted};
 
 use crate::protocol::backend::{self, TransactionStatus};
 use crate::protocol::frontend::{self, Target};
-use crate::stats::{Execution, Stats};
+use crate::stats::{Execution, FingerprintStats, Stats};
 
 /// What the session does with a client frame after the pipeline saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,8 @@ pub struct Shared {
 
 /// A statement waiting for its completion message.
 struct Running {
-    statement: Option<Fingerprinted>,
+    /// Where its execution is recorded (None: unknown statement, or stats off).
+    stats: Option<Arc<FingerprintStats>>,
     received: Instant,
     bytes_sent: u64,
 }
@@ -91,26 +92,18 @@ impl Pipeline {
         match tag {
             b'Q' => {
                 if let Some(sql) = frontend::query(body) {
-                    let statements = self.shared.fingerprints.query(sql);
-                    self.shared
-                        .stats
-                        .proxy()
-                        .queries
-                        .fetch_add(statements.len() as u64, Relaxed);
-                    for statement in statements.iter() {
-                        self.expect_completion(Some(statement.clone()), now);
-                    }
+                    self.expect_query(sql, now);
                 }
                 self.expected.push_back(Expected::Ready);
             }
-            b'P' => {
+            b'P' if self.recording() => {
                 if let Some(parse) = frontend::parse(body)
                     && let Some(statement) = self.shared.fingerprints.statement(parse.sql)
                 {
                     self.prepared.insert(parse.statement.into(), statement);
                 }
             }
-            b'B' => {
+            b'B' if self.recording() => {
                 if let Some(bind) = frontend::bind(body) {
                     match self.prepared.get(bind.statement) {
                         Some(statement) => {
@@ -121,10 +114,11 @@ impl Pipeline {
                 }
             }
             b'E' => {
-                let statement =
-                    frontend::execute(body).and_then(|e| self.portals.get(e.portal).cloned());
+                let stats = frontend::execute(body)
+                    .and_then(|e| self.portals.get(e.portal))
+                    .map(|statement| self.shared.stats.fingerprint(statement.id, &statement.text));
                 self.shared.stats.proxy().queries.fetch_add(1, Relaxed);
-                self.expect_completion(statement, now);
+                self.expect_completion(stats, now);
             }
             b'C' => match frontend::describe_or_close(body) {
                 Some(Target::Statement(name)) => {
@@ -141,9 +135,29 @@ impl Pipeline {
         ClientAction::Forward
     }
 
-    fn expect_completion(&mut self, statement: Option<Fingerprinted>, received: Instant) {
+    /// One expected completion per statement of a simple Query.
+    fn expect_query(&mut self, sql: &[u8], now: Instant) {
+        let proxy = self.shared.stats.proxy();
+        if !self.recording() {
+            proxy.queries.fetch_add(1, Relaxed);
+            self.expect_completion(None, now);
+            return;
+        }
+        let statements = self.shared.fingerprints.query(sql);
+        proxy.queries.fetch_add(statements.len() as u64, Relaxed);
+        for statement in statements.iter() {
+            let stats = self.shared.stats.fingerprint(statement.id, &statement.text);
+            self.expect_completion(Some(stats), now);
+        }
+    }
+
+    fn recording(&self) -> bool {
+        self.shared.stats.settings().enabled
+    }
+
+    fn expect_completion(&mut self, stats: Option<Arc<FingerprintStats>>, received: Instant) {
         self.expected.push_back(Expected::Completion(Running {
-            statement,
+            stats,
             received,
             bytes_sent: 0,
         }));
@@ -193,7 +207,7 @@ impl Pipeline {
         };
         let started = running.received.max(self.last_completion);
         self.last_completion = now;
-        let Some(statement) = running.statement else {
+        let Some(stats) = running.stats else {
             return;
         };
         let execution = Execution {
@@ -202,10 +216,7 @@ impl Pipeline {
             bytes_sent: running.bytes_sent,
             error_sqlstate: error,
         };
-        self.shared
-            .stats
-            .fingerprint(statement.id, &statement.text)
-            .record(&execution);
-        tracing::trace!(fingerprint = %statement.id, elapsed_us = execution.elapsed.as_micros() as u64, rows, "statement complete");
+        stats.record(&execution);
+        tracing::trace!(fingerprint = %stats.id(), elapsed_us = execution.elapsed.as_micros() as u64, rows, "statement complete");
     }
 }

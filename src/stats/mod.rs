@@ -36,6 +36,9 @@ pub use snapshot::{FingerprintSnapshot, Outcomes, Snapshot, SortKey, Totals, Unk
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatsSettings {
+    /// Fingerprint and time every statement. Off: only proxy-wide counters are kept (the
+    /// per-statement work is skipped entirely; used to measure what stats cost).
+    pub enabled: bool,
     /// Most fingerprints tracked at once; least-used ones are evicted beyond
     /// it. 0 is treated as 1.
     pub max_fingerprints: usize,
@@ -48,6 +51,7 @@ pub struct StatsSettings {
 impl Default for StatsSettings {
     fn default() -> StatsSettings {
         StatsSettings {
+            enabled: true,
             max_fingerprints: 5000,
             metrics_top: 50,
             show_literals: false,
