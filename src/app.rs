@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::Config;
 use crate::error::{Error, listen_addr};
 use crate::pipeline::{self, FingerprintCache};
+use crate::reload::Rules;
 use crate::server::{CancelKeys, client_tls_acceptor};
 use crate::stats::Stats;
 use crate::upstream::Upstream;
@@ -28,6 +29,7 @@ pub struct App {
     pub client_tls: Option<TlsAcceptor>,
     pub stats: Arc<Stats>,
     pub cancel_keys: CancelKeys,
+    pub rules: Arc<Rules>,
     pub pipeline: Arc<pipeline::Shared>,
     clients: AtomicUsize,
 }
@@ -39,9 +41,11 @@ impl App {
         let upstream = Upstream::new(config.upstream.clone())?;
         let client_tls = client_tls_acceptor(&config.server.tls).map_err(Error::ClientTls)?;
         let stats = Arc::new(Stats::new(&config.stats));
+        let rules = Arc::new(Rules::load(config.rules.as_deref())?);
         let pipeline = Arc::new(pipeline::Shared {
             stats: stats.clone(),
             fingerprints: FingerprintCache::new(FINGERPRINT_CACHE_TEXTS),
+            rules: rules.clone(),
         });
         Ok(App {
             config,
@@ -49,6 +53,7 @@ impl App {
             client_tls,
             stats,
             cancel_keys: CancelKeys::default(),
+            rules,
             pipeline,
             clients: AtomicUsize::new(0),
         })
@@ -101,11 +106,14 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         .map_err(|e| Error::bind(listen, e))?;
     let proxy_addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = vec![tokio::spawn(crate::server::serve(
-        app.clone(),
-        listener,
-        shutdown_rx.clone(),
-    ))];
+    let mut tasks = vec![
+        tokio::spawn(crate::server::serve(
+            app.clone(),
+            listener,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(app.rules.clone().watch(shutdown_rx.clone())),
+    ];
     let admin_addr = match crate::admin::bind(&app.config.admin).await? {
         Some(admin) => {
             let addr = admin.local_addr()?;

@@ -20,6 +20,8 @@ pub enum Error {
     ClientTls(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error("rules file rejected:\n{0}")]
+    Rules(#[from] crate::rules::RulesError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

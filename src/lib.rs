@@ -15,7 +15,9 @@
 //! | [`stats`] | per-fingerprint counters and latency histograms, snapshots, Prometheus text |
 //! | [`net`] | the plain-or-TLS byte stream under each leg |
 //! | [`upstream`] | connecting to Postgres (TCP, TLS) and cancelling its queries |
-//! | [`pipeline`] | the per-statement phases: fingerprint -> (rules, cache) -> record |
+//! | [`rules`] | rules.toml: schema, validation with every problem, evaluation, rewrites |
+//! | [`reload`] | the rules in force (ArcSwap), their concurrency limiters, hot reload |
+//! | [`pipeline`] | the per-statement phases: fingerprint -> rules -> cap/budget -> record |
 //! | [`server`] | listener, startup/TLS handshake, the session relay, cancel-key mapping |
 //! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/healthz` |
 //! | [`config`], [`app`], [`error`] | config loading, the shared handles, top-level errors |
@@ -30,6 +32,8 @@ pub mod fingerprint;
 pub mod net;
 pub mod pipeline;
 pub mod protocol;
+pub mod reload;
+pub mod rules;
 pub mod secret;
 pub mod server;
 pub mod stats;

@@ -34,6 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Validate a rules file like `nginx -t`: exit 0, or exit 1 listing every problem.
+    Check { rules: Option<PathBuf> },
     /// Print the fingerprint id, normalized text, kind and tables of a statement (SQL from the
     /// argument, or stdin when absent).
     Fingerprint { sql: Option<String> },
@@ -43,7 +45,34 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Fingerprint { ref sql }) => print_fingerprint(sql.as_deref()),
+        Some(Command::Check { ref rules }) => check_rules(&cli, rules.as_deref()),
         None => run(cli),
+    }
+}
+
+fn check_rules(cli: &Cli, rules: Option<&std::path::Path>) -> ExitCode {
+    let path = match rules {
+        Some(path) => path.to_path_buf(),
+        None => match cli.config.as_deref().map(Config::load) {
+            Some(Ok(Config {
+                rules: Some(path), ..
+            })) => path,
+            Some(Err(e)) => {
+                eprintln!("pgward: {e}");
+                return ExitCode::from(2);
+            }
+            _ => PathBuf::from("rules.toml"),
+        },
+    };
+    match pgward::rules::load_rules(&path) {
+        Ok(set) => {
+            println!("{}: ok, {} rule(s)", path.display(), set.rules.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -143,9 +172,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let running = pgward::start(config).await?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading rules");
+                // The outcome is logged and shown on GET /rules.
+                let _ = running.app.rules.reload();
+            }
+        }
     }
     tracing::info!(
         "shutting down: no new connections, idle sessions close now (signal again to stop at once)"

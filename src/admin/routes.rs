@@ -10,12 +10,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::app::App;
 use crate::fingerprint::FingerprintId;
 use crate::protocol::startup::encode_ssl_request;
+use crate::rules::{Action, Matcher, Mode, Rule, RuleSet};
 use crate::secret::constant_time_eq;
 use crate::stats::{SortKey, render_prometheus};
 
@@ -27,6 +28,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/stats/queries/{fingerprint}", get(one_query))
         .route("/stats/reset", post(reset))
         .route("/metrics", get(metrics))
+        .route("/rules", get(rules))
+        .route("/rules/reload", post(reload_rules))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
@@ -120,6 +123,63 @@ async fn one_query(State(app): State<Arc<App>>, Path(fingerprint): Path<String>)
 async fn reset(State(app): State<Arc<App>>) -> Response {
     app.stats.reset();
     Json(json!({ "reset": true })).into_response()
+}
+
+/// The rules in force and the state of reloading.
+async fn rules(State(app): State<Arc<App>>) -> Response {
+    let active = app.rules.snapshot();
+    let rules: Vec<Value> = active
+        .set
+        .rules
+        .iter()
+        .map(|rule| describe_rule(rule, &active.set))
+        .collect();
+    Json(json!({
+        "status": app.rules.status(),
+        "default_budget": active.set.default_budget.map(|d| d.as_secs_f64() * 1000.0),
+        "cancel_grace": active.set.cancel_grace.as_secs_f64() * 1000.0,
+        "rules": rules,
+    }))
+    .into_response()
+}
+
+/// One rule as ops see it on `GET /rules`.
+fn describe_rule(rule: &Rule, set: &RuleSet) -> Value {
+    let matcher = match &rule.matcher {
+        Matcher::Fingerprint(id) => json!({ "fingerprint": id.to_string() }),
+        Matcher::Pattern(regex) => json!({ "pattern": regex.as_str() }),
+    };
+    let (action, message, sqlstate) = match &rule.action {
+        Action::Allow => ("allow", None, None),
+        Action::Reject { message, sqlstate } => ("reject", Some(message), Some(sqlstate)),
+    };
+    json!({
+        "name": &*rule.name,
+        "line": rule.line,
+        "match": matcher,
+        "user": rule.filters.user,
+        "database": rule.filters.database,
+        "application_name": rule.filters.application_name,
+        "budget_ms": rule.budget(set).map(|d| d.as_secs_f64() * 1000.0),
+        "max_concurrency": rule.max_concurrency,
+        "queue_timeout_ms": rule.queue_timeout.as_secs_f64() * 1000.0,
+        "rewrite": rule.rewrite.as_ref().map(|r| json!({ "replacement": r.replacement, "fingerprint": r.target.to_string() })),
+        "action": action,
+        "message": message,
+        "sqlstate": sqlstate,
+        "mode": match rule.mode { Mode::Enforce => "enforce", Mode::Observe => "observe" },
+    })
+}
+
+async fn reload_rules(State(app): State<Arc<App>>) -> Response {
+    match app.rules.reload() {
+        Ok(changed) => Json(json!({ "reloaded": true, "changed": changed, "status": app.rules.status() })).into_response(),
+        Err(problems) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": "rules file rejected; the previous rules stay in force", "problems": problems })),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

@@ -97,6 +97,13 @@ pub struct Normalized {
     /// Byte ranges in the original SQL of every literal replaced by `$n`, in source order
     /// (a negative number's range includes its `-`; collapsed lists keep all their constants).
     pub constants: Vec<Range<usize>>,
+    /// What each `$j` of `text` stands for: `slots[j - 1]` is the byte range in the original SQL
+    /// of the literal (with its quotes, prefix and sign) or `$k` parameter that became `$j`; for
+    /// a collapsed IN / ARRAY list it covers the whole list, first element's start to last
+    /// element's end, and for a collapsed VALUES list the contents of all rows, from inside the
+    /// first row's `(` to inside the last row's `)` (`values (1, 'a'), (2, 'b')` gives
+    /// `1, 'a'), (2, 'b'` for both `$1` and `$2`).
+    pub slots: Vec<Range<usize>>,
 }
 
 /// Result of [`analyze`].

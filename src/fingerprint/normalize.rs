@@ -84,6 +84,13 @@ pub(super) struct Frame {
     pub(super) num_after_first: u32,
     pub(super) elems: u32,
     pub(super) ok: bool,
+    /// Last `$n` number handed out before the list; numbers after it (up to `num_after_first`)
+    /// belong to the first element.
+    pub(super) num_at_start: u32,
+    /// Source byte range of the list's contents: first element's first token (for VALUES: the
+    /// first token inside the first row) to the last element's last token.
+    pub(super) src_start: usize,
+    pub(super) src_end: usize,
 }
 
 pub(super) const MAX_FRAMES: usize = 8;
@@ -103,6 +110,12 @@ pub(super) struct Norm<'a> {
     pub(super) params_big: Vec<(u32, u32)>,
     pub(super) frames: [Frame; MAX_FRAMES],
     pub(super) nframes: usize,
+    /// Source range of what each number stands for (index `n - 1` for `$n`).
+    pub(super) slot_ranges: Vec<Range<usize>>,
+    /// Source end of the previous token.
+    pub(super) prev_end: usize,
+    /// The next token starts the contents of the top frame (records its `src_start`).
+    pub(super) mark_next: bool,
 }
 
 /// Equal up to the digits following each `$`.
@@ -133,20 +146,25 @@ impl Norm<'_> {
         (f.values == values && f.depth == depth).then_some(f)
     }
 
-    pub(super) fn push_frame(&mut self, values: bool) {
+    /// Opens a frame; false when too many are open (the list is then never collapsed).
+    pub(super) fn push_frame(&mut self, values: bool) -> bool {
         let (len, depth, slots) = (self.out.len(), self.depth, self.slots);
-        if let Some(slot) = self.frames.get_mut(self.nframes) {
-            *slot = Frame {
-                values,
-                depth,
-                first_start: len,
-                elem_start: len,
-                slots_at_elem: slots,
-                ok: true,
-                ..Frame::default()
-            };
-            self.nframes += 1;
-        }
+        let num_at_start = self.next_num;
+        let Some(slot) = self.frames.get_mut(self.nframes) else {
+            return false;
+        };
+        *slot = Frame {
+            values,
+            depth,
+            first_start: len,
+            elem_start: len,
+            slots_at_elem: slots,
+            ok: true,
+            num_at_start,
+            ..Frame::default()
+        };
+        self.nframes += 1;
+        true
     }
 
     pub(super) fn emit(&mut self, s: &str, wordlike: bool, last: Last) {
@@ -157,7 +175,16 @@ impl Norm<'_> {
         self.last = last;
     }
 
-    pub(super) fn param_number(&mut self, k: u32) -> u32 {
+    /// Hands out the next number, standing for `src`.
+    pub(super) fn new_number(&mut self, src: Range<usize>) -> u32 {
+        self.next_num = self.next_num.saturating_add(1);
+        if self.slot_ranges.len() < self.next_num as usize {
+            self.slot_ranges.push(src);
+        }
+        self.next_num
+    }
+
+    pub(super) fn param_number(&mut self, k: u32, src: Range<usize>) -> u32 {
         let known = match self.params.get(k as usize) {
             Some(&v) => v,
             None => self
@@ -169,21 +196,19 @@ impl Norm<'_> {
         if known != 0 {
             return known;
         }
-        self.next_num = self.next_num.saturating_add(1);
+        let n = self.new_number(src);
         match self.params.get_mut(k as usize) {
-            Some(slot) => *slot = self.next_num,
-            None => self.params_big.push((k, self.next_num)),
+            Some(slot) => *slot = n,
+            None => self.params_big.push((k, n)),
         }
-        self.next_num
+        n
     }
 
-    pub(super) fn value(&mut self, param: Option<u32>) {
+    /// Emits `$n` for a literal (`param` None) or a `$k` parameter spanning `src`.
+    pub(super) fn value(&mut self, param: Option<u32>, src: Range<usize>) {
         let n = match param {
-            Some(k) => self.param_number(k),
-            None => {
-                self.next_num = self.next_num.saturating_add(1);
-                self.next_num
-            }
+            Some(k) => self.param_number(k, src),
+            None => self.new_number(src),
         };
         self.slots = self.slots.wrapping_add(1);
         let mut buf = [b'$'; 11];
@@ -233,6 +258,12 @@ impl Norm<'_> {
         if f.ok && (f.elems > 1 || (!f.values && f.elems == 1)) {
             self.out.truncate(f.first_end);
             self.next_num = f.num_after_first;
+            // The first element's numbers now stand for the whole list.
+            self.slot_ranges.truncate(f.num_after_first as usize);
+            let whole = f.src_start.min(f.src_end)..f.src_end;
+            if let Some(first) = self.slot_ranges.get_mut(f.num_at_start as usize..) {
+                first.fill(whole);
+            }
             for p in self.params.iter_mut().filter(|p| **p > f.num_after_first) {
                 *p = 0;
             }
@@ -257,6 +288,17 @@ impl Norm<'_> {
     }
 
     pub(super) fn token(&mut self, t: Token, const_start: usize) {
+        if self.mark_next {
+            self.mark_next = false;
+            if let Some(f) = self.frames.get_mut(self.nframes.wrapping_sub(1)) {
+                f.src_start = const_start;
+            }
+        }
+        self.token_inner(t, const_start);
+        self.prev_end = t.end;
+    }
+
+    fn token_inner(&mut self, t: Token, const_start: usize) {
         // A token at the level of a VALUES list that is neither a row nor a separator ends it.
         while self.top(true).is_some() && !matches!(t.tok, Tok::Punct(b'(' | b',')) {
             self.close_frame();
@@ -272,7 +314,7 @@ impl Norm<'_> {
                     w.make_ascii_lowercase();
                 }
                 if class == WordClass::Values {
-                    self.push_frame(true);
+                    let _ = self.push_frame(true);
                 }
             }
             Tok::QuotedIdent if text.starts_with('U') => {
@@ -284,12 +326,15 @@ impl Norm<'_> {
                 if let Some(prev) = self.constants.last_mut() {
                     prev.end = t.end;
                 }
+                if let Some(prev) = self.slot_ranges.last_mut() {
+                    prev.end = t.end;
+                }
             }
             Tok::Str | Tok::Num => {
                 self.constants.push(const_start..t.end);
-                self.value(None);
+                self.value(None, const_start..t.end);
             }
-            Tok::Param(k) => self.value(Some(k)),
+            Tok::Param(k) => self.value(Some(k), t.start..t.end),
             Tok::Op => self.emit(if text == "!=" { "<>" } else { text }, false, Last::Op),
             Tok::Cast => self.emit("::", false, Last::Punct),
             Tok::Punct(c @ (b'(' | b'[')) => {
@@ -301,24 +346,30 @@ impl Norm<'_> {
                     f.ok = false; // elements holding brackets never collapse
                 }
                 let len = self.out.len();
+                let mut first_row = false;
                 if let Some(f) = self.top(true) {
                     f.first_start = if f.elems == 0 { len } else { f.first_start };
                     f.elem_start = len;
+                    first_row = f.elems == 0;
                 }
+                self.mark_next = first_row;
                 self.emit(text, false, Last::Punct);
                 self.depth = self.depth.saturating_add(1);
                 if opens_list {
-                    self.push_frame(false);
+                    self.mark_next = self.push_frame(false);
                 }
             }
             Tok::Punct(b')' | b']') => {
-                if self.top(false).is_some() {
+                let prev_end = self.prev_end;
+                if let Some(f) = self.top(false) {
+                    f.src_end = prev_end;
                     self.end_element();
                     self.close_frame();
                 }
                 self.emit(text, false, Last::Close);
                 self.depth = self.depth.saturating_sub(1);
-                if self.top(true).is_some() {
+                if let Some(f) = self.top(true) {
+                    f.src_end = prev_end;
                     self.end_element();
                 }
             }
@@ -354,6 +405,9 @@ pub fn normalize(sql: &str) -> Normalized {
         params_big: Vec::new(),
         frames: [Frame::default(); MAX_FRAMES],
         nframes: 0,
+        slot_ranges: Vec::new(),
+        prev_end: 0,
+        mark_next: false,
     };
     let mut lx = Lexer::new(sql);
     while let Some(mut t) = lx.next() {
@@ -386,5 +440,122 @@ pub fn normalize(sql: &str) -> Normalized {
         id,
         text: n.out,
         constants: n.constants,
+        slots: n.slot_ranges,
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::super::lexer::{Lexer, Tok};
+    use super::normalize;
+    use proptest::prelude::*;
+
+    fn slots(sql: &str) -> Vec<&str> {
+        let n = normalize(sql);
+        n.slots
+            .iter()
+            .map(|r| sql.get(r.clone()).unwrap_or("<bad range>"))
+            .collect()
+    }
+
+    #[test]
+    fn literals_and_parameters() {
+        assert_eq!(slots("SELECT * FROM t WHERE a = 5 AND b = $1"), ["5", "$1"]);
+        assert_eq!(
+            slots("select -5, E'a\\'b', X'1F', 'x'\n  'y', 1.5e-3"),
+            ["-5", "E'a\\'b'", "X'1F'", "'x'\n  'y'", "1.5e-3"]
+        );
+        // A repeated parameter is one number: its slot is the first occurrence.
+        let sql = "select * from t where a = $1 or b = $1 and c = $10";
+        assert_eq!(
+            normalize(sql).text,
+            "select*from t where a=$1 or b=$1 and c=$2"
+        );
+        assert_eq!(slots(sql), ["$1", "$10"]);
+        assert_eq!(normalize(sql).slots[0], 26..28);
+        assert!(slots("select a from t").is_empty());
+    }
+
+    #[test]
+    fn collapsed_lists_cover_the_whole_list() {
+        assert_eq!(
+            slots("SELECT * FROM t WHERE id IN (1, 2, 3) AND c = 'x'"),
+            ["1, 2, 3", "'x'"]
+        );
+        assert_eq!(
+            slots("select * from t where id = any(array[1,2,3]) and z = 'q'"),
+            ["1,2,3", "'q'"]
+        );
+        assert_eq!(
+            slots("select * from t where id in ( /* c */ -1, 2 /* d */ ) and z = 4"),
+            ["-1, 2", "4"]
+        );
+        // Numbers handed out inside the list are reused after it.
+        let sql = "SELECT 1 FROM t WHERE a IN ($2, $1) AND b = $1";
+        assert_eq!(
+            normalize(sql).text,
+            "select $1 from t where a in($2,...)and b=$3"
+        );
+        assert_eq!(slots(sql), ["1", "$2, $1", "$1"]);
+        // One element collapses too (to itself).
+        assert_eq!(
+            slots("select * from t where id in (7) and b = 8"),
+            ["7", "8"]
+        );
+    }
+
+    #[test]
+    fn lists_that_do_not_collapse_keep_one_slot_per_value() {
+        let sql = "select * from t where x in (1, a) and y = 2";
+        assert_eq!(
+            normalize(sql).text,
+            "select*from t where x in($1,a)and y=$2"
+        );
+        assert_eq!(slots(sql), ["1", "2"]);
+        let sql = "insert into t values (1, 'a')";
+        assert_eq!(slots(sql), ["1", "'a'"]);
+    }
+
+    #[test]
+    fn collapsed_values_rows_cover_all_rows() {
+        let sql = "insert into t (a, b) values (1, 'a'), (2, 'b') returning a";
+        assert_eq!(
+            normalize(sql).text,
+            "insert into t(a,b)values($1,$2)returning a"
+        );
+        assert_eq!(slots(sql), ["1, 'a'), (2, 'b'", "1, 'a'), (2, 'b'"]);
+        assert_eq!(slots("values (1), (2), (3)"), ["1), (2), (3"]);
+        assert_eq!(
+            slots("insert into t values ($1, now()), ($2, now()); select 5"),
+            ["$1, now()), ($2, now()", "5"]
+        );
+    }
+
+    /// Highest `$n` of a normalized text.
+    fn max_number(text: &str) -> usize {
+        Lexer::new(text)
+            .filter_map(|t| match t.tok {
+                Tok::Param(n) => Some(n as usize),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    const WORDS: &[&str] = &[
+        "select", "a", "b", "in", "(", ")", ",", "1", "-2", "'x'", "$1", "$2", "$3", "values",
+        "array", "[", "]", "=", "and", "2.5", "/* c */", "E'q'",
+    ];
+
+    proptest! {
+        #[test]
+        fn one_slot_per_number(picks in prop::collection::vec(0..WORDS.len(), 0..40)) {
+            let sql = picks.iter().map(|&i| WORDS[i]).collect::<Vec<_>>().join(" ");
+            let n = normalize(&sql);
+            prop_assert_eq!(n.slots.len(), max_number(&n.text), "{} -> {}", sql, n.text);
+            for r in &n.slots {
+                prop_assert!(sql.get(r.clone()).is_some_and(|s| !s.trim().is_empty()), "{:?} in {}", r, sql);
+            }
+        }
     }
 }

@@ -4,106 +4,165 @@
 //! (CommandComplete, EmptyQueryResponse, PortalSuspended, ErrorResponse, ReadyForQuery) to
 //! [`Pipeline::on_backend_frame`].
 //!
-//! Phases of one statement, as later features plug in:
-//! 1. fingerprint (cached per text; prepared statements once at Parse)      — here
-//! 2. rules: reject / rewrite / budget / concurrency cap / cache policy      — rules issue
-//! 3. cache lookup and replay                                               — cache issue
-//! 4. forward upstream under the deadline                                   — session
-//! 5. record: latency, rows, bytes, outcome per fingerprint                 — here
+//! Phases of one statement:
+//! 1. fingerprint: cached per text; prepared statements once at Parse        (`fingerprints`)
+//! 2. rules, one snapshot per statement: reject, rewrite (at Query / Parse)   (`decide`)
+//! 3. concurrency cap at Query / Execute: wait for a slot in FIFO order, or shed
+//! 4. forward upstream with a deadline; on expiry the session cancels upstream (`expect`)
+//! 5. record latency, rows, bytes and outcome for the fingerprint             (`expect`)
+//!
+//! The result cache plugs in between 2 and 3.
 //!
 //! The tracker mirrors the protocol's ordering: every Execute (and every statement of a simple
-//! Query) expects exactly one completion, and a ReadyForQuery closes everything up to its Sync.
+//! Query) expects exactly one completion, a ReadyForQuery closes everything up to its Sync, and
+//! replies pgward makes itself (rejects, sheds) wait in the same queue, so they reach the client
+//! in the order the client asked.
 
+mod decide;
+mod expect;
 mod fingerprints;
+mod replies;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+pub use expect::Expiry;
 pub use fingerprints::{FingerprintCache, Fingerprinted};
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::protocol::backend::{self, TransactionStatus};
+use crate::protocol::backend::TransactionStatus;
 use crate::protocol::frontend::{self, Target};
-use crate::stats::{Execution, FingerprintStats, Stats};
+use crate::reload::{ActiveRules, Rules};
+use crate::rules::Rule;
+use crate::stats::Stats;
 
 /// What the session does with a client frame after the pipeline saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAction {
     /// Send the original bytes upstream.
     Forward,
+    /// Send these bytes upstream instead (a rewritten Query or Parse).
+    Replace(Vec<u8>),
+    /// Send nothing upstream (pgward answered, or the frame is skipped after an error).
+    Drop,
+    /// Stop reading client frames until the gate resolves, then offer the same frame again.
+    Wait(Gate),
 }
+
+/// A wait for a concurrency slot: resolves to the permit, or `None` when queue_timeout passed.
+pub struct Gate(pub Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>);
 
 /// Process-wide handles the per-session pipelines share.
 pub struct Shared {
     pub stats: Arc<Stats>,
     pub fingerprints: FingerprintCache,
+    pub rules: Arc<Rules>,
 }
 
-/// A statement waiting for its completion message.
-struct Running {
-    /// Where its execution is recorded (None: unknown statement, or stats off).
-    stats: Option<Arc<FingerprintStats>>,
-    received: Instant,
-    bytes_sent: u64,
+/// Who the session is, for rule filters.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
 }
 
-/// What the backend owes the client, in order.
-enum Expected {
-    Completion(Running),
-    /// A ReadyForQuery (after Sync, a simple Query, or a FunctionCall).
-    Ready,
+/// The rule a statement matched, in the snapshot it was matched under.
+#[derive(Clone)]
+struct Matched {
+    rules: Arc<ActiveRules>,
+    index: usize,
+}
+
+impl Matched {
+    fn rule(&self) -> Option<&Rule> {
+        self.rules.set.rules.get(self.index)
+    }
+}
+
+/// A prepared statement or portal: its fingerprint (rules are evaluated again at each
+/// Execute, so a reload applies to long-lived prepared statements too).
+#[derive(Clone)]
+struct Statement {
+    fingerprint: Fingerprinted,
+}
+
+/// The outcome of waiting at a gate, kept until the held frame is offered again.
+struct Admission {
+    permit: Option<OwnedSemaphorePermit>,
+    since: Instant,
 }
 
 /// Per-session statement bookkeeping.
 pub struct Pipeline {
     shared: Arc<Shared>,
-    expected: VecDeque<Expected>,
-    prepared: HashMap<Box<[u8]>, Fingerprinted>,
-    portals: HashMap<Box<[u8]>, Fingerprinted>,
-    last_completion: Instant,
-    transaction: TransactionStatus,
+    identity: Identity,
+    expected: expect::Queue,
+    prepared: HashMap<Box<[u8]>, Statement>,
+    portals: HashMap<Box<[u8]>, Statement>,
+    /// After pgward answered an extended-protocol message with an error, the client's messages
+    /// up to the next Sync are skipped, as Postgres itself does.
+    skip_until_sync: bool,
+    /// Set while a held frame waits for (or has just got) a concurrency slot.
+    admission: Option<Admission>,
+    waiting_since: Option<Instant>,
 }
 
 impl Pipeline {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, identity: Identity) -> Self {
         Pipeline {
             shared,
-            expected: VecDeque::new(),
+            identity,
+            expected: expect::Queue::new(),
             prepared: HashMap::new(),
             portals: HashMap::new(),
-            last_completion: Instant::now(),
-            transaction: TransactionStatus::Idle,
+            skip_until_sync: false,
+            admission: None,
+            waiting_since: None,
         }
     }
 
     /// True while the upstream still owes this session a response.
     pub fn busy(&self) -> bool {
-        !self.expected.is_empty()
+        self.expected.busy()
     }
 
     /// Transaction status from the last ReadyForQuery.
     pub fn transaction(&self) -> TransactionStatus {
-        self.transaction
+        self.expected.transaction
+    }
+
+    /// Records the outcome of a gate the session waited on.
+    pub fn admit(&mut self, permit: Option<OwnedSemaphorePermit>) {
+        let since = self.waiting_since.take().unwrap_or_else(Instant::now);
+        self.admission = Some(Admission { permit, since });
+    }
+
+    fn recording(&self) -> bool {
+        self.shared.stats.settings().enabled
     }
 
     /// Sees a complete client frame (`body` excludes tag and length) before it is forwarded.
     pub fn on_client_frame(&mut self, tag: u8, body: &[u8], now: Instant) -> ClientAction {
+        if self.skip_until_sync {
+            if tag != b'S' {
+                return ClientAction::Drop;
+            }
+            self.skip_until_sync = false;
+        }
         match tag {
-            b'Q' => {
-                if let Some(sql) = frontend::query(body) {
-                    self.expect_query(sql, now);
+            b'Q' => match frontend::query(body) {
+                Some(sql) => self.on_query(sql, now),
+                None => {
+                    self.expected.push_ready();
+                    ClientAction::Forward
                 }
-                self.expected.push_back(Expected::Ready);
-            }
-            b'P' if self.recording() => {
-                if let Some(parse) = frontend::parse(body)
-                    && let Some(statement) = self.shared.fingerprints.statement(parse.sql)
-                {
-                    self.prepared.insert(parse.statement.into(), statement);
-                }
-            }
-            b'B' if self.recording() => {
+            },
+            b'P' => self.on_parse(body),
+            b'B' => {
                 if let Some(bind) = frontend::bind(body) {
                     match self.prepared.get(bind.statement) {
                         Some(statement) => {
@@ -112,111 +171,30 @@ impl Pipeline {
                         None => self.portals.remove(bind.portal),
                     };
                 }
+                ClientAction::Forward
             }
-            b'E' => {
-                let stats = frontend::execute(body)
-                    .and_then(|e| self.portals.get(e.portal))
-                    .map(|statement| self.shared.stats.fingerprint(statement.id, &statement.text));
-                self.shared.stats.proxy().queries.fetch_add(1, Relaxed);
-                self.expect_completion(stats, now);
+            b'E' => self.on_execute(body, now),
+            b'C' => {
+                match frontend::describe_or_close(body) {
+                    Some(Target::Statement(name)) => self.prepared.remove(name),
+                    Some(Target::Portal(name)) => self.portals.remove(name),
+                    None => None,
+                };
+                ClientAction::Forward
             }
-            b'C' => match frontend::describe_or_close(body) {
-                Some(Target::Statement(name)) => {
-                    self.prepared.remove(name);
-                }
-                Some(Target::Portal(name)) => {
-                    self.portals.remove(name);
-                }
-                None => {}
-            },
-            b'S' | b'F' => self.expected.push_back(Expected::Ready),
-            _ => {}
-        }
-        ClientAction::Forward
-    }
-
-    /// One expected completion per statement of a simple Query.
-    fn expect_query(&mut self, sql: &[u8], now: Instant) {
-        let proxy = self.shared.stats.proxy();
-        if !self.recording() {
-            proxy.queries.fetch_add(1, Relaxed);
-            self.expect_completion(None, now);
-            return;
-        }
-        let statements = self.shared.fingerprints.query(sql);
-        proxy.queries.fetch_add(statements.len() as u64, Relaxed);
-        for statement in statements.iter() {
-            let stats = self.shared.stats.fingerprint(statement.id, &statement.text);
-            self.expect_completion(Some(stats), now);
-        }
-    }
-
-    fn recording(&self) -> bool {
-        self.shared.stats.settings().enabled
-    }
-
-    fn expect_completion(&mut self, stats: Option<Arc<FingerprintStats>>, received: Instant) {
-        self.expected.push_back(Expected::Completion(Running {
-            stats,
-            received,
-            bytes_sent: 0,
-        }));
-    }
-
-    /// Counts bytes of backend messages sent to the client toward the running statement.
-    pub fn on_backend_bytes(&mut self, n: usize) {
-        if let Some(Expected::Completion(running)) = self.expected.front_mut() {
-            running.bytes_sent += n as u64;
-        }
-    }
-
-    /// Sees a complete backend frame that may end a statement.
-    pub fn on_backend_frame(&mut self, tag: u8, body: &[u8], now: Instant) {
-        match tag {
-            b'C' => self.complete(now, backend::command_rows(body), None),
-            b'I' | b's' => self.complete(now, 0, None),
-            b'E' => {
-                let code = backend::error_fields(body).code;
-                self.shared.stats.proxy().errors.fetch_add(1, Relaxed);
-                self.complete(now, 0, Some(code.unwrap_or(*b"XX000")));
-                // The backend skips everything up to the next Sync after an error.
-                while let Some(Expected::Completion(_)) = self.expected.front() {
-                    self.expected.pop_front();
-                }
+            b'S' | b'F' => {
+                self.expected.push_ready();
+                ClientAction::Forward
             }
-            b'Z' => {
-                if let Some(status) = backend::ready_status(body) {
-                    self.transaction = status;
-                }
-                while let Some(expected) = self.expected.pop_front() {
-                    if matches!(expected, Expected::Ready) {
-                        break;
-                    }
-                }
-            }
-            _ => {}
+            _ => ClientAction::Forward,
         }
     }
 
-    fn complete(&mut self, now: Instant, rows: u64, error: Option<[u8; 5]>) {
-        if !matches!(self.expected.front(), Some(Expected::Completion(_))) {
-            return;
-        }
-        let Some(Expected::Completion(running)) = self.expected.pop_front() else {
-            return;
-        };
-        let started = running.received.max(self.last_completion);
-        self.last_completion = now;
-        let Some(stats) = running.stats else {
-            return;
-        };
-        let execution = Execution {
-            elapsed: now.saturating_duration_since(started),
-            rows,
-            bytes_sent: running.bytes_sent,
-            error_sqlstate: error,
-        };
-        stats.record(&execution);
-        tracing::trace!(fingerprint = %stats.id(), elapsed_us = execution.elapsed.as_micros() as u64, rows, "statement complete");
+    fn count_queries(&self, n: usize) {
+        self.shared
+            .stats
+            .proxy()
+            .queries
+            .fetch_add(n as u64, Relaxed);
     }
 }

@@ -16,6 +16,17 @@ pub struct Parse<'a> {
     pub statement: &'a [u8],
     pub sql: &'a [u8],
     pub param_type_count: i16,
+    /// The declared parameter type OIDs, 4 bytes each.
+    pub param_types: &'a [u8],
+}
+
+impl Parse<'_> {
+    /// The declared type OID of parameter `i` (0 = unspecified).
+    pub fn param_type(&self, i: usize) -> u32 {
+        self.param_types
+            .get(i * 4..i * 4 + 4)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
 }
 
 pub fn parse(body: &[u8]) -> Option<Parse<'_>> {
@@ -26,6 +37,7 @@ pub fn parse(body: &[u8]) -> Option<Parse<'_>> {
         statement,
         sql,
         param_type_count,
+        param_types: rest,
     })
 }
 
@@ -100,9 +112,11 @@ mod tests {
             Some(Parse {
                 statement: b"s1",
                 sql: b"select $1",
-                param_type_count: 1
+                param_type_count: 1,
+                param_types: &[0, 0, 0, 0x17],
             })
         );
+        assert_eq!(parse(body).map(|p| p.param_type(0)), Some(23));
         assert_eq!(parse(b"s1\0select $1\0\0\x02\0\0\0\x17"), None);
         assert_eq!(parse(b"s1\0select"), None);
     }

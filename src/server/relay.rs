@@ -11,10 +11,11 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 use super::buffer::{RecvBuf, SendBuf};
 use crate::net::Stream;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{ClientAction, Expiry, Gate, Pipeline};
 use crate::protocol::frame::{self, FrameHeader};
 use crate::protocol::startup::CancelKey;
 use crate::protocol::{backend, build};
@@ -41,12 +42,16 @@ pub enum Ending {
     UpstreamProtocol(String),
     /// pgward is shutting down and the session was idle.
     Shutdown,
+    /// A budget cancel had no effect within cancel_grace.
+    CancelIgnored,
 }
 
-/// Hooks the relay calls while the connection authenticates.
-pub trait Handshake {
+/// What the relay asks of the session around it.
+pub trait SessionHooks {
     /// The upstream's BackendKeyData arrived; returns the key to give the client instead.
     fn backend_key(&mut self, upstream: CancelKey) -> CancelKey;
+    /// A statement's time budget passed: cancel what the upstream is running.
+    fn cancel_upstream(&mut self);
 }
 
 /// One side of the relay.
@@ -126,6 +131,11 @@ pub struct Relay {
     /// A FATAL error already reached the client.
     pub sent_fatal: bool,
     draining: bool,
+    /// While set, client frames wait: the one at the front needs a concurrency slot.
+    gate: Option<Gate>,
+    /// Fires at the pipeline's next deadline (budget or cancel grace).
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
 }
 
 impl Relay {
@@ -140,6 +150,9 @@ impl Relay {
             authenticated: false,
             sent_fatal: false,
             draining: false,
+            gate: None,
+            timer: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
+            timer_at: None,
         }
     }
 
@@ -159,8 +172,8 @@ impl Relay {
     }
 
     /// Relays until one side ends or, once draining, until idle.
-    pub async fn run(&mut self, handshake: &mut (dyn Handshake + Send)) -> Ending {
-        poll_fn(|cx| self.poll_relay(cx, handshake)).await
+    pub async fn run(&mut self, hooks: &mut (dyn SessionHooks + Send)) -> Ending {
+        poll_fn(|cx| self.poll_relay(cx, hooks)).await
     }
 
     /// Writes whatever is queued for each side, giving up quietly on errors.
@@ -200,7 +213,7 @@ impl Relay {
     fn poll_relay(
         &mut self,
         cx: &mut Context<'_>,
-        handshake: &mut (dyn Handshake + Send),
+        hooks: &mut (dyn SessionHooks + Send),
     ) -> Poll<Ending> {
         loop {
             let mut progressed = match self.upstream.poll_send(&mut self.to_upstream, cx) {
@@ -214,7 +227,22 @@ impl Relay {
             if self.draining && (self.idle() || !self.authenticated) {
                 return Poll::Ready(Ending::Shutdown);
             }
-            if self.to_upstream.len() < HIGH_WATER {
+            match self.poll_timer(cx, hooks) {
+                Poll::Ready(Some(ending)) => return Poll::Ready(ending),
+                Poll::Ready(None) => progressed = true,
+                Poll::Pending => {}
+            }
+            if let Some(gate) = &mut self.gate
+                && let Poll::Ready(permit) = gate.0.as_mut().poll(cx)
+            {
+                self.gate = None;
+                self.pipeline.admit(permit);
+                progressed = true;
+                if let Err(ending) = self.process_client() {
+                    return Poll::Ready(ending);
+                }
+            }
+            if self.gate.is_none() && self.to_upstream.len() < HIGH_WATER {
                 match self.client.poll_read(cx) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                         return Poll::Ready(Ending::ClientGone);
@@ -234,7 +262,7 @@ impl Relay {
                     Poll::Ready(Err(e)) => return Poll::Ready(Ending::UpstreamGone(Some(e))),
                     Poll::Ready(Ok(_)) => {
                         progressed = true;
-                        if let Err(ending) = self.process_upstream(handshake) {
+                        if let Err(ending) = self.process_upstream(hooks) {
                             return Poll::Ready(ending);
                         }
                     }
@@ -244,6 +272,36 @@ impl Relay {
             if !progressed {
                 return Poll::Pending;
             }
+        }
+    }
+
+    /// Keeps the timer on the pipeline's next deadline and acts when it passes.
+    fn poll_timer(
+        &mut self,
+        cx: &mut Context<'_>,
+        hooks: &mut (dyn SessionHooks + Send),
+    ) -> Poll<Option<Ending>> {
+        let wanted = self.pipeline.next_timer();
+        if wanted != self.timer_at {
+            self.timer_at = wanted;
+            if let Some(at) = wanted {
+                self.timer.as_mut().reset(at.into());
+            }
+        }
+        if self.timer_at.is_none() || self.timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.timer_at = None;
+        let now = Instant::now();
+        match self.pipeline.on_timer(now) {
+            Expiry::Cancel { grace_until } if grace_until <= now => {
+                Poll::Ready(Some(Ending::CancelIgnored))
+            }
+            Expiry::Cancel { .. } => {
+                hooks.cancel_upstream();
+                Poll::Ready(None)
+            }
+            Expiry::Nothing => Poll::Ready(None),
         }
     }
 
@@ -290,15 +348,25 @@ impl Relay {
                 break;
             }
             let frame = &avail[..frame_len];
-            match header.tag {
+            let action = match header.tag {
                 b'X' => return Err(Ending::ClientTerminated),
                 b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' => {
                     self.pipeline
-                        .on_client_frame(header.tag, &frame[frame::HEADER_LEN..], now);
+                        .on_client_frame(header.tag, &frame[frame::HEADER_LEN..], now)
                 }
-                _ => {}
+                _ => ClientAction::Forward,
+            };
+            match action {
+                ClientAction::Forward => self.to_upstream.push(frame),
+                ClientAction::Replace(bytes) => self.to_upstream.push(&bytes),
+                ClientAction::Drop => {}
+                ClientAction::Wait(gate) => {
+                    // The frame stays buffered and is offered again once the gate resolves.
+                    self.gate = Some(gate);
+                    break;
+                }
             }
-            self.to_upstream.push(frame);
+            self.pipeline.drain_replies(self.to_client.writer());
             self.client.recv.consume(frame_len);
         }
         self.client.recv.shrink_to(KEEP_CAPACITY);
@@ -307,10 +375,10 @@ impl Relay {
 
     /// Moves every backend frame into the client queue, rewriting only the handshake's
     /// BackendKeyData and SASL offer.
-    fn process_upstream(&mut self, handshake: &mut (dyn Handshake + Send)) -> Result<(), Ending> {
+    fn process_upstream(&mut self, hooks: &mut (dyn SessionHooks + Send)) -> Result<(), Ending> {
         // The buffer is moved out while its frames are inspected, so inspection may use `self`.
         let mut recv = std::mem::take(&mut self.upstream.recv);
-        let result = self.process_upstream_frames(&mut recv, handshake);
+        let result = self.process_upstream_frames(&mut recv, hooks);
         recv.shrink_to(KEEP_CAPACITY);
         self.upstream.recv = recv;
         result
@@ -319,7 +387,7 @@ impl Relay {
     fn process_upstream_frames(
         &mut self,
         recv: &mut RecvBuf,
-        handshake: &mut (dyn Handshake + Send),
+        hooks: &mut (dyn SessionHooks + Send),
     ) -> Result<(), Ending> {
         let now = Instant::now();
         loop {
@@ -361,7 +429,7 @@ impl Relay {
             let frame = &avail[..frame_len];
             let body = &frame[frame::HEADER_LEN..];
             self.pipeline.on_backend_bytes(frame_len);
-            let replaced = inspected && self.inspect_backend(header, body, now, handshake);
+            let replaced = inspected && self.inspect_backend(header, body, now, hooks);
             if !replaced {
                 self.to_client.push(frame);
             }
@@ -376,7 +444,7 @@ impl Relay {
         header: FrameHeader,
         body: &[u8],
         now: Instant,
-        handshake: &mut (dyn Handshake + Send),
+        hooks: &mut (dyn SessionHooks + Send),
     ) -> bool {
         match header.tag {
             b'R' if !self.authenticated
@@ -393,7 +461,7 @@ impl Relay {
             }
             b'K' if !self.authenticated => match backend::backend_key(body) {
                 Some((pid, secret)) => {
-                    let key = handshake.backend_key(CancelKey {
+                    let key = hooks.backend_key(CancelKey {
                         pid,
                         secret: secret.to_vec(),
                     });
@@ -402,24 +470,44 @@ impl Relay {
                 }
                 None => false,
             },
-            b'Z' => {
-                self.authenticated = true;
-                self.pipeline.on_backend_frame(header.tag, body, now);
-                false
-            }
-            b'E' => {
-                if backend::error_fields(body).is_fatal() {
-                    self.sent_fatal = true;
-                }
-                if self.authenticated {
-                    self.pipeline.on_backend_frame(header.tag, body, now);
-                }
+            b'E' if !self.authenticated => {
+                self.sent_fatal |= backend::error_fields(body).is_fatal();
                 false
             }
             _ => {
-                self.pipeline.on_backend_frame(header.tag, body, now);
-                false
+                if header.tag == b'Z' {
+                    self.authenticated = true;
+                }
+                if header.tag == b'E' && backend::error_fields(body).is_fatal() {
+                    self.sent_fatal = true;
+                }
+                let replacement = self.pipeline.on_backend_frame(header.tag, body, now);
+                let replaced = match replacement {
+                    Some(bytes) => {
+                        self.to_client.push(&bytes);
+                        true
+                    }
+                    None => false,
+                };
+                if !replaced {
+                    // Queue the original first so pgward's own replies that were waiting for
+                    // this completion follow it.
+                    return self.forward_then_replies(header, body);
+                }
+                self.pipeline.drain_replies(self.to_client.writer());
+                true
             }
         }
+    }
+
+    /// Forwards a backend frame, then any replies of pgward's that are now due; returns true
+    /// (the frame has been queued).
+    fn forward_then_replies(&mut self, header: FrameHeader, body: &[u8]) -> bool {
+        let out = self.to_client.writer();
+        out.push(header.tag);
+        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        out.extend_from_slice(body);
+        self.pipeline.drain_replies(out);
+        true
     }
 }

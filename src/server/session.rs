@@ -12,11 +12,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::relay::{Ending, Handshake, Relay};
+use super::relay::{Ending, Relay, SessionHooks};
 use super::startup::{self, Opening};
 use crate::app::App;
 use crate::net::Stream;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Identity, Pipeline};
 use crate::protocol::build::Report;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{CancelKey, StartupMessage};
@@ -58,21 +58,33 @@ async fn forward_cancel(app: &App, key: &CancelKey) {
     }
 }
 
-/// Gives the client pgward's own key and remembers the upstream's, for cancels.
-struct SessionKeys<'a> {
-    app: &'a App,
+/// Gives the client pgward's own key, remembers the upstream's, and cancels with it.
+struct SessionKeys {
+    app: Arc<App>,
     id: u64,
     client_key: Option<CancelKey>,
     upstream_key: Option<CancelTarget>,
 }
 
-impl Handshake for SessionKeys<'_> {
+impl SessionHooks for SessionKeys {
     fn backend_key(&mut self, upstream: CancelKey) -> CancelKey {
         let target = CancelTarget { key: upstream };
         let key = self.app.cancel_keys.register(self.id, target.clone());
         self.upstream_key = Some(target);
         self.client_key = Some(key.clone());
         key
+    }
+
+    fn cancel_upstream(&mut self) {
+        let Some(target) = self.upstream_key.clone() else {
+            return;
+        };
+        let app = self.app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = target.cancel(&app.upstream).await {
+                tracing::warn!(error = %e, "could not send budget cancel upstream");
+            }
+        });
     }
 }
 
@@ -120,7 +132,12 @@ async fn run_session(
         "session opened"
     );
 
-    let pipeline = Pipeline::new(app.pipeline.clone());
+    let identity = Identity {
+        user: startup.user().to_owned(),
+        database: startup.database().to_owned(),
+        application_name: startup.param("application_name").unwrap_or("").to_owned(),
+    };
+    let pipeline = Pipeline::new(app.pipeline.clone(), identity);
     let mut relay = Relay::new(
         client,
         upstream,
@@ -129,7 +146,7 @@ async fn run_session(
     );
     relay.send_upstream(&startup.encode());
     let mut keys = SessionKeys {
-        app: &app,
+        app: app.clone(),
         id,
         client_key: None,
         upstream_key: None,
@@ -189,6 +206,13 @@ async fn finish(app: &App, mut relay: Relay, ending: Ending, upstream_key: Optio
             let message = format!("pgward: invalid message from upstream: {message}");
             Report::fatal(sqlstate::CONNECTION_FAILURE, &message)
                 .write_error(relay.client_writer());
+        }
+        Ending::CancelIgnored => {
+            tracing::warn!("budget cancel had no effect within cancel_grace; closing the session");
+            let mut fatal = Vec::new();
+            relay.pipeline.cancel_ignored_error(&mut fatal);
+            relay.client_writer().extend_from_slice(&fatal);
+            relay.sent_fatal = true;
         }
         Ending::Shutdown => {
             tracing::debug!("closing idle session for shutdown");

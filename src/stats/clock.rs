@@ -37,6 +37,14 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// Formats Unix microseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+/// RFC 3339 UTC text for a wall-clock time.
+pub fn rfc3339(time: std::time::SystemTime) -> String {
+    let micros = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    rfc3339_micros(micros)
+}
+
 pub(crate) fn rfc3339_micros(micros: u64) -> String {
     let secs = micros / 1_000_000;
     let millis = (micros % 1_000_000) / 1_000;

@@ -27,6 +27,7 @@ use dashmap::DashMap;
 
 use crate::fingerprint::FingerprintId;
 
+pub use clock::rfc3339;
 pub use prometheus::render_prometheus;
 pub use proxy::{Gauge, ProxySnapshot, ProxyStats};
 pub use record::{Counter, Execution, FingerprintStats, HISTOGRAM_MAX_MICROS, HISTOGRAM_SIGFIG};

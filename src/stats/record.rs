@@ -46,11 +46,15 @@ pub enum Counter {
     CacheHit,
     CacheMiss,
     StaleServed,
+    WouldTimeout,
+    WouldShed,
+    WouldReject,
+    WouldRewrite,
 }
 
 impl Counter {
     /// Number of counters; the length of every per-fingerprint counter array.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 12;
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::BudgetExceeded,
@@ -61,6 +65,10 @@ impl Counter {
         Counter::CacheHit,
         Counter::CacheMiss,
         Counter::StaleServed,
+        Counter::WouldTimeout,
+        Counter::WouldShed,
+        Counter::WouldReject,
+        Counter::WouldRewrite,
     ];
 
     /// Position in counter arrays.
@@ -79,6 +87,10 @@ impl Counter {
             Counter::CacheHit => "cache_hits",
             Counter::CacheMiss => "cache_misses",
             Counter::StaleServed => "stale_served",
+            Counter::WouldTimeout => "would_timeout",
+            Counter::WouldShed => "would_shed",
+            Counter::WouldReject => "would_reject",
+            Counter::WouldRewrite => "would_rewrite",
         }
     }
 
@@ -93,6 +105,12 @@ impl Counter {
             Counter::CacheHit => "Executions answered from the result cache",
             Counter::CacheMiss => "Executions that missed the result cache",
             Counter::StaleServed => "Executions answered with a stale cached result",
+            Counter::WouldTimeout => "Executions over the budget of an observe-mode rule",
+            Counter::WouldShed => {
+                "Executions an observe-mode rule's concurrency cap would have shed"
+            }
+            Counter::WouldReject => "Executions an observe-mode rule would have rejected",
+            Counter::WouldRewrite => "Executions an observe-mode rule would have rewritten",
         }
     }
 }

@@ -4,4 +4,5 @@ mod auth_tls;
 mod faults;
 mod harness;
 mod passthrough;
+mod rules;
 mod stats_http;

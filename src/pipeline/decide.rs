@@ -1,0 +1,408 @@
+//! Phase 2 and 3 of a statement: the rules decision. One rules snapshot per statement; the first
+//! matching rule decides. Query and Parse may be rejected or rewritten; Query and Execute wait
+//! for a concurrency slot (or are shed) and get their deadline. Observe-mode rules only count
+//! what they would have done.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::expect::{Deadline, Running};
+use super::{Admission, ClientAction, Fingerprinted, Gate, Matched, Pipeline, Statement, replies};
+use crate::fingerprint;
+use crate::protocol::frontend;
+use crate::reload::ActiveRules;
+use crate::rules::{Action, Mode, Rule, SessionInfo};
+use crate::stats::{Counter, FingerprintStats};
+
+impl Pipeline {
+    fn matched(&self, rules: &Arc<ActiveRules>, statement: &Fingerprinted) -> Option<Matched> {
+        let session = SessionInfo {
+            user: &self.identity.user,
+            database: &self.identity.database,
+            application_name: &self.identity.application_name,
+        };
+        let rule = rules
+            .set
+            .evaluate(statement.id, &statement.text, &session)?;
+        let index = rules.set.rules.iter().position(|r| std::ptr::eq(r, rule))?;
+        Some(Matched {
+            rules: rules.clone(),
+            index,
+        })
+    }
+
+    pub(super) fn on_query(&mut self, sql: &[u8], now: Instant) -> super::ClientAction {
+        if !self.recording() {
+            self.count_queries(1);
+            self.expected.push_running(Running {
+                stats: None,
+                received: now,
+                bytes_sent: 0,
+                deadline: None,
+                _slot: None,
+            });
+            self.expected.push_ready();
+            return ClientAction::Forward;
+        }
+        let statements = self.shared.fingerprints.query(sql);
+        let rules = self.shared.rules.snapshot();
+        let matches: Vec<Option<Matched>> =
+            statements.iter().map(|s| self.matched(&rules, s)).collect();
+        let handles: Vec<Arc<FingerprintStats>> = statements
+            .iter()
+            .map(|s| self.shared.stats.fingerprint(s.id, &s.text))
+            .collect();
+        for (handle, matched) in handles.iter().zip(&matches) {
+            if let Some(rule) = matched.as_ref().and_then(Matched::rule) {
+                handle.set_rule(&rule.name);
+            }
+        }
+
+        // Reject: the whole Query is answered by pgward.
+        for ((statement, handle), matched) in statements.iter().zip(&handles).zip(&matches) {
+            let Some(rule) = matched.as_ref().and_then(Matched::rule) else {
+                continue;
+            };
+            if let Action::Reject { message, sqlstate } = &rule.action {
+                if rule.mode == Mode::Observe {
+                    handle.bump(Counter::WouldReject);
+                    continue;
+                }
+                handle.bump(Counter::Rejected);
+                self.count_queries(statements.len());
+                self.expected.push_reply(
+                    replies::rejected(&rule.name, sqlstate, message, statement.id),
+                    true,
+                );
+                return ClientAction::Drop;
+            }
+        }
+
+        // Concurrency cap: one slot, of the first capped rule among the statements.
+        let capped = statements
+            .iter()
+            .zip(&handles)
+            .zip(&matches)
+            .find_map(|((s, h), m)| {
+                let m = m.as_ref()?;
+                m.rules.limiters.get(m.index)?.as_ref()?;
+                Some((s.clone(), h.clone(), m.clone()))
+            });
+        let (permit, received) = match capped {
+            Some((statement, handle, matched)) => {
+                match self.take_slot(&statement, &handle, &matched, now) {
+                    Slot::Granted(permit, received) => (permit, received),
+                    Slot::Wait(gate) => return ClientAction::Wait(gate),
+                    Slot::Shed(bytes) => {
+                        self.count_queries(statements.len());
+                        self.expected.push_reply(bytes, true);
+                        return ClientAction::Drop;
+                    }
+                }
+            }
+            None => (None, now),
+        };
+
+        // Rewrite, then one expected completion per statement.
+        let replaced = self.rewrite_query(sql, &statements, &handles, &matches);
+        self.count_queries(statements.len());
+        let last = statements.len().saturating_sub(1);
+        let mut permit = permit;
+        for (i, ((statement, handle), matched)) in
+            statements.iter().zip(handles).zip(&matches).enumerate()
+        {
+            let deadline = deadline_for(&rules, matched.as_ref(), statement, received);
+            let permit = if i == last { permit.take() } else { None };
+            self.expected.push_running(Running {
+                stats: Some(handle),
+                received,
+                bytes_sent: 0,
+                deadline,
+                _slot: permit,
+            });
+        }
+        self.expected.push_ready();
+        match replaced {
+            Some(frame) => ClientAction::Replace(frame),
+            None => ClientAction::Forward,
+        }
+    }
+
+    /// Rewrites the statements whose (enforcing) rule has a rewrite; None when none does.
+    fn rewrite_query(
+        &self,
+        sql: &[u8],
+        statements: &[Fingerprinted],
+        handles: &[Arc<FingerprintStats>],
+        matches: &[Option<Matched>],
+    ) -> Option<Vec<u8>> {
+        let any = matches.iter().any(|m| {
+            m.as_ref()
+                .and_then(Matched::rule)
+                .is_some_and(|r| r.rewrite.is_some())
+        });
+        if !any {
+            return None;
+        }
+        let text = String::from_utf8_lossy(sql);
+        let ranges = fingerprint::split_statements(&text);
+        if ranges.len() != statements.len() {
+            return None;
+        }
+        let mut out = String::with_capacity(text.len() + 64);
+        let mut copied = 0;
+        let mut changed = false;
+        for ((range, handle), matched) in ranges.into_iter().zip(handles).zip(matches) {
+            let Some(rule) = matched.as_ref().and_then(Matched::rule) else {
+                continue;
+            };
+            let Some(rewrite) = &rule.rewrite else {
+                continue;
+            };
+            if rule.mode == Mode::Observe {
+                handle.bump(Counter::WouldRewrite);
+                continue;
+            }
+            let Some(original) = text.get(range.clone()) else {
+                continue;
+            };
+            let normalized = fingerprint::normalize(original);
+            out.push_str(&text[copied..range.start]);
+            out.push_str(&rewrite.apply_to_text(original, &normalized));
+            copied = range.end;
+            changed = true;
+            handle.bump(Counter::Rewritten);
+        }
+        if !changed {
+            return None;
+        }
+        out.push_str(&text[copied..]);
+        let mut frame = Vec::with_capacity(out.len() + 6);
+        frame.push(b'Q');
+        frame.extend_from_slice(&((out.len() + 5) as u32).to_be_bytes());
+        frame.extend_from_slice(out.as_bytes());
+        frame.push(0);
+        Some(frame)
+    }
+
+    pub(super) fn on_parse(&mut self, body: &[u8]) -> ClientAction {
+        let Some(parse) = frontend::parse(body) else {
+            return ClientAction::Forward;
+        };
+        if !self.recording() {
+            return ClientAction::Forward;
+        }
+        let Some(statement) = self.shared.fingerprints.statement(parse.sql) else {
+            return ClientAction::Forward;
+        };
+        let rules = self.shared.rules.snapshot();
+        let matched = self.matched(&rules, &statement);
+        let name: Box<[u8]> = parse.statement.into();
+        let Some(rule) = matched.as_ref().and_then(Matched::rule) else {
+            self.prepared.insert(
+                name,
+                Statement {
+                    fingerprint: statement,
+                },
+            );
+            return ClientAction::Forward;
+        };
+        let handle = self.shared.stats.fingerprint(statement.id, &statement.text);
+        handle.set_rule(&rule.name);
+        let observe = rule.mode == Mode::Observe;
+        if let Action::Reject { message, sqlstate } = &rule.action {
+            if observe {
+                handle.bump(Counter::WouldReject);
+            } else {
+                handle.bump(Counter::Rejected);
+                self.expected.push_reply(
+                    replies::rejected(&rule.name, sqlstate, message, statement.id),
+                    false,
+                );
+                self.skip_until_sync = true;
+                return ClientAction::Drop;
+            }
+        }
+        let replaced = match &rule.rewrite {
+            Some(_) if observe => {
+                handle.bump(Counter::WouldRewrite);
+                None
+            }
+            Some(rewrite) => {
+                let text = String::from_utf8_lossy(parse.sql);
+                let normalized = fingerprint::normalize(&text);
+                let declared: Vec<u32> = (0..parse.param_type_count as usize)
+                    .map(|i| parse.param_type(i))
+                    .collect();
+                let referenced = highest_parameter(&text, &normalized).max(declared.len());
+                let (sql, oids) = rewrite.apply_to_parse(&text, &normalized, &declared, referenced);
+                handle.bump(Counter::Rewritten);
+                Some(parse_frame(parse.statement, &sql, &oids))
+            }
+            None => None,
+        };
+        self.prepared.insert(
+            name,
+            Statement {
+                fingerprint: statement,
+            },
+        );
+        match replaced {
+            Some(frame) => ClientAction::Replace(frame),
+            None => ClientAction::Forward,
+        }
+    }
+
+    pub(super) fn on_execute(&mut self, body: &[u8], now: Instant) -> ClientAction {
+        let statement = frontend::execute(body)
+            .and_then(|e| self.portals.get(e.portal))
+            .map(|s| s.fingerprint.clone());
+        let Some(statement) = statement else {
+            self.count_queries(1);
+            self.expected.push_running(Running {
+                stats: None,
+                received: now,
+                bytes_sent: 0,
+                deadline: None,
+                _slot: None,
+            });
+            return ClientAction::Forward;
+        };
+        let rules = self.shared.rules.snapshot();
+        let matched = self.matched(&rules, &statement);
+        let handle = self.shared.stats.fingerprint(statement.id, &statement.text);
+        let (permit, received) = match &matched {
+            Some(m) if m.rules.limiters.get(m.index).is_some_and(Option::is_some) => {
+                match self.take_slot(&statement, &handle, m, now) {
+                    Slot::Granted(permit, received) => (permit, received),
+                    Slot::Wait(gate) => return ClientAction::Wait(gate),
+                    Slot::Shed(bytes) => {
+                        self.count_queries(1);
+                        self.expected.push_reply(bytes, false);
+                        self.skip_until_sync = true;
+                        return ClientAction::Drop;
+                    }
+                }
+            }
+            _ => (None, now),
+        };
+        self.count_queries(1);
+        let deadline = deadline_for(&rules, matched.as_ref(), &statement, received);
+        self.expected.push_running(Running {
+            stats: Some(handle),
+            received,
+            bytes_sent: 0,
+            deadline,
+            _slot: permit,
+        });
+        ClientAction::Forward
+    }
+
+    /// A concurrency slot for a capped rule: at once, after waiting at a gate, or shed.
+    fn take_slot(
+        &mut self,
+        statement: &Fingerprinted,
+        handle: &FingerprintStats,
+        matched: &Matched,
+        now: Instant,
+    ) -> Slot {
+        let (Some(rule), Some(Some(limiter))) =
+            (matched.rule(), matched.rules.limiters.get(matched.index))
+        else {
+            return Slot::Granted(None, now);
+        };
+        if let Some(Admission { permit, since }) = self.admission.take() {
+            handle.record_queued(now.saturating_duration_since(since));
+            return match permit {
+                Some(permit) => Slot::Granted(Some(permit), since),
+                None => {
+                    handle.bump(Counter::Shed);
+                    tracing::info!(fingerprint = %statement.id, rule = &*rule.name, "statement shed: no concurrency slot");
+                    let slots = rule.max_concurrency.unwrap_or(0);
+                    Slot::Shed(replies::shed(
+                        &rule.name,
+                        slots,
+                        now.saturating_duration_since(since),
+                        statement.id,
+                    ))
+                }
+            };
+        }
+        match limiter.clone().try_acquire_owned() {
+            Ok(permit) => Slot::Granted(Some(permit), now),
+            Err(_) if rule.mode == Mode::Observe => {
+                handle.bump(Counter::WouldShed);
+                Slot::Granted(None, now)
+            }
+            Err(_) => {
+                let budget = rule.budget(&matched.rules.set);
+                let wait = budget.map_or(rule.queue_timeout, |b| b.min(rule.queue_timeout));
+                self.waiting_since = Some(now);
+                let limiter = limiter.clone();
+                Slot::Wait(Gate(Box::pin(async move {
+                    tokio::time::timeout(wait, limiter.acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                })))
+            }
+        }
+    }
+}
+
+enum Slot {
+    Granted(Option<tokio::sync::OwnedSemaphorePermit>, Instant),
+    Wait(Gate),
+    Shed(Vec<u8>),
+}
+
+/// The statement's time budget: its rule's, or the default.
+fn deadline_for(
+    rules: &ActiveRules,
+    matched: Option<&Matched>,
+    statement: &Fingerprinted,
+    received: Instant,
+) -> Option<Deadline> {
+    let rule: Option<&Rule> = matched.and_then(Matched::rule);
+    let budget = match rule {
+        Some(rule) => rule.budget(&rules.set)?,
+        None => rules.set.default_budget?,
+    };
+    Some(Deadline {
+        at: received + budget,
+        budget,
+        rule: rule.map(|r| r.name.clone()),
+        fingerprint: statement.id,
+        observe: rule.is_some_and(|r| r.mode == Mode::Observe),
+        cancel_grace: rules.set.cancel_grace,
+        expired_at: None,
+    })
+}
+
+/// The highest `$k` parameter the original statement uses.
+fn highest_parameter(sql: &str, normalized: &fingerprint::Normalized) -> usize {
+    normalized
+        .slots
+        .iter()
+        .filter_map(|r| sql.get(r.clone())?.strip_prefix('$')?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A Parse message for `statement` with new text and parameter types.
+fn parse_frame(statement: &[u8], sql: &str, oids: &[u32]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(statement.len() + sql.len() + 8 + oids.len() * 4);
+    body.extend_from_slice(statement);
+    body.push(0);
+    body.extend_from_slice(sql.as_bytes());
+    body.push(0);
+    body.extend_from_slice(&(oids.len() as i16).to_be_bytes());
+    for oid in oids {
+        body.extend_from_slice(&oid.to_be_bytes());
+    }
+    let mut frame = Vec::with_capacity(body.len() + 5);
+    frame.push(b'P');
+    frame.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}

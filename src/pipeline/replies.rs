@@ -1,0 +1,142 @@
+//! The errors pgward raises for rules, worded so the person reading them in an application log
+//! learns which rule fired and what to change: budget exceeded (57014), shed by a concurrency
+//! cap (53000), rejected (the rule's SQLSTATE).
+
+use std::time::Duration;
+
+use super::expect::Deadline;
+use crate::fingerprint::FingerprintId;
+use crate::protocol::build::{Report, Severity};
+use crate::protocol::sqlstate;
+
+/// An error with owned texts, written as an ErrorResponse.
+pub(super) struct Raised {
+    severity: Severity,
+    code: String,
+    message: String,
+    detail: String,
+    hint: Option<&'static str>,
+}
+
+impl Raised {
+    pub fn write_error_to(&self, out: &mut Vec<u8>) {
+        let report = Report {
+            severity: self.severity,
+            code: &self.code,
+            message: &self.message,
+            detail: Some(&self.detail),
+            hint: self.hint,
+        };
+        report.write_error(out);
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_error_to(&mut out);
+        out
+    }
+}
+
+fn rule_label(rule: Option<&str>) -> String {
+    match rule {
+        Some(name) => format!("rule \"{name}\""),
+        None => "the default budget".to_owned(),
+    }
+}
+
+/// 57014 for a statement whose budget passed; FATAL when the cancel had no effect in time.
+pub(super) fn budget_exceeded(deadline: &Deadline, fatal: bool) -> Raised {
+    let who = rule_label(deadline.rule.as_deref());
+    let budget = format_duration(deadline.budget);
+    if fatal {
+        Raised {
+            severity: Severity::Fatal,
+            code: sqlstate::QUERY_CANCELED.into(),
+            message: format!(
+                "terminating connection: statement exceeded the pgward time budget of {budget} ({who}) and did not stop within {} of its cancel",
+                format_duration(deadline.cancel_grace)
+            ),
+            detail: format!(
+                "fingerprint {}; the upstream connection was closed, so session state is lost",
+                deadline.fingerprint
+            ),
+            hint: Some(
+                "Reconnect. If this repeats, the upstream ignores cancels (e.g. a blocked backend).",
+            ),
+        }
+    } else {
+        Raised {
+            severity: Severity::Error,
+            code: sqlstate::QUERY_CANCELED.into(),
+            message: format!(
+                "canceling statement: pgward time budget of {budget} exceeded ({who})"
+            ),
+            detail: format!("fingerprint {}", deadline.fingerprint),
+            hint: Some("Raise the budget in rules.toml, or make the query faster."),
+        }
+    }
+}
+
+/// 53000 for a statement that found no concurrency slot within queue_timeout.
+pub(super) fn shed(
+    rule: &str,
+    slots: usize,
+    waited: Duration,
+    fingerprint: FingerprintId,
+) -> Vec<u8> {
+    Raised {
+        severity: Severity::Error,
+        code: sqlstate::INSUFFICIENT_RESOURCES.into(),
+        message: format!(
+            "pgward: too many concurrent statements for rule \"{rule}\": no slot of {slots} free within {}",
+            format_duration(waited)
+        ),
+        detail: format!("fingerprint {fingerprint}"),
+        hint: Some("Retry later; the rule's max_concurrency protects the database from this query family."),
+    }
+    .into_bytes()
+}
+
+/// The rule's own SQLSTATE and message for a rejected statement.
+pub(super) fn rejected(
+    rule: &str,
+    code: &str,
+    message: &str,
+    fingerprint: FingerprintId,
+) -> Vec<u8> {
+    Raised {
+        severity: Severity::Error,
+        code: code.to_owned(),
+        message: message.to_owned(),
+        detail: format!("rejected by pgward rule \"{rule}\" (fingerprint {fingerprint})"),
+        hint: None,
+    }
+    .into_bytes()
+}
+
+/// "150ms", "2s", "1.5s", "2m".
+pub(crate) fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(format_duration(Duration::from_millis(150)), "150ms");
+        assert_eq!(format_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_duration(Duration::from_secs(120)), "2m");
+    }
+}

@@ -1,0 +1,173 @@
+//! The rules in force and how they change: an [`ArcSwap`] holding the active rule set (each
+//! statement takes one snapshot and finishes under it), the concurrency limiters that belong to
+//! that set, and reloading — from a file poll, SIGHUP or `POST /rules/reload`. A file that fails
+//! to parse or validate changes nothing; the error is kept for `GET /rules`, logged and counted.
+//!
+//! The file is polled (size, mtime, then content hash) rather than watched with inotify: it
+//! survives editors that save by rename and Kubernetes ConfigMaps that swap a symlink, and costs
+//! one `stat` per interval. See docs/adr/0003-rules-reload-by-polling.md.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+
+use crate::rules::{RuleSet, RulesError, load_rules};
+
+/// How often the rules file is checked for changes.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A rule set with the runtime state that belongs to it.
+pub struct ActiveRules {
+    pub set: RuleSet,
+    /// One limiter per rule with `max_concurrency`, by rule index.
+    pub limiters: Vec<Option<Arc<Semaphore>>>,
+    pub version: u64,
+}
+
+impl ActiveRules {
+    fn new(set: RuleSet, version: u64) -> Self {
+        let limiters = set
+            .rules
+            .iter()
+            .map(|r| r.max_concurrency.map(|n| Arc::new(Semaphore::new(n))))
+            .collect();
+        ActiveRules {
+            set,
+            limiters,
+            version,
+        }
+    }
+}
+
+/// What `GET /rules` reports about loading.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ReloadStatus {
+    pub path: Option<PathBuf>,
+    pub version: u64,
+    pub loaded_at: Option<String>,
+    pub file_hash: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub reload_failures: u64,
+}
+
+/// The rules in force and their reload machinery.
+pub struct Rules {
+    current: ArcSwap<ActiveRules>,
+    path: Option<PathBuf>,
+    status: Mutex<ReloadStatus>,
+    failures: AtomicU64,
+}
+
+impl Rules {
+    /// Loads the initial rules; a bad file here is a startup error.
+    pub fn load(path: Option<&Path>) -> Result<Rules, RulesError> {
+        let set = match path {
+            Some(path) => load_rules(path)?,
+            None => RuleSet::empty(),
+        };
+        let status = ReloadStatus {
+            path: path.map(Path::to_path_buf),
+            version: 1,
+            loaded_at: Some(crate::stats::rfc3339(SystemTime::now())),
+            file_hash: path.map(|_| set.source_hash.clone()),
+            ..ReloadStatus::default()
+        };
+        Ok(Rules {
+            current: ArcSwap::from_pointee(ActiveRules::new(set, 1)),
+            path: path.map(Path::to_path_buf),
+            status: Mutex::new(status),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    /// The rules to evaluate one statement under.
+    pub fn snapshot(&self) -> Arc<ActiveRules> {
+        self.current.load_full()
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        let mut status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        status.reload_failures = self.failures.load(Relaxed);
+        status
+    }
+
+    /// Re-reads the file; on success the new rules apply to the next statement. Returns whether
+    /// anything changed.
+    pub fn reload(&self) -> Result<bool, String> {
+        let Some(path) = &self.path else {
+            return Err("no rules file configured".into());
+        };
+        match load_rules(path) {
+            Ok(set) => {
+                let current = self.current.load();
+                if current.set.source_hash == set.source_hash {
+                    self.set_status(|s| s.last_error = None);
+                    return Ok(false);
+                }
+                let version = current.version + 1;
+                let hash = set.source_hash.clone();
+                let count = set.rules.len();
+                self.current.store(Arc::new(ActiveRules::new(set, version)));
+                self.set_status(|s| {
+                    s.version = version;
+                    s.loaded_at = Some(crate::stats::rfc3339(SystemTime::now()));
+                    s.file_hash = Some(hash);
+                    s.last_error = None;
+                });
+                tracing::info!(version, rules = count, path = %path.display(), "rules reloaded");
+                Ok(true)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.failures.fetch_add(1, Relaxed);
+                self.set_status(|s| {
+                    s.last_error = Some(message.clone());
+                    s.last_error_at = Some(crate::stats::rfc3339(SystemTime::now()));
+                });
+                tracing::error!(path = %path.display(), problems = %message, "rules file rejected; the previous rules stay in force");
+                Err(message)
+            }
+        }
+    }
+
+    fn set_status(&self, change: impl FnOnce(&mut ReloadStatus)) {
+        if let Ok(mut status) = self.status.lock() {
+            change(&mut status);
+        }
+    }
+
+    /// Polls the rules file and reloads when its content changes, until shutdown.
+    pub async fn watch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        let mut last = file_signature(&path);
+        let mut ticker = tokio::time::interval(POLL_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+            }
+            let signature = file_signature(&path);
+            if signature != last {
+                last = signature;
+                // A half-written file fails validation and is retried on the next change.
+                let _ = self.reload();
+            }
+        }
+    }
+}
+
+/// Size and modification time, enough to notice a change without reading the file.
+fn file_signature(path: &Path) -> Option<(u64, SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
+}

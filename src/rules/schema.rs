@@ -1,0 +1,74 @@
+//! The shape of rules.toml as serde sees it: a `[defaults]` table and an array of `[[rule]]`
+//! tables, every value kept as written (strings for durations, actions and modes) together with
+//! its byte span, so that [`super::compile`] can check each value itself, report every problem
+//! at once and point each one at its line and column. Unknown keys are refused both here
+//! (`deny_unknown_fields`) and, earlier and all at once, by the key lists below.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Keys allowed at the top of the file.
+pub(super) const TOP_KEYS: &[&str] = &["defaults", "rule"];
+/// Keys allowed in `[defaults]`.
+pub(super) const DEFAULTS_KEYS: &[&str] = &["budget", "cancel_grace"];
+/// Keys allowed in a `[[rule]]` table.
+pub(super) const RULE_KEYS: &[&str] = &[
+    "name",
+    "match",
+    "budget",
+    "max_concurrency",
+    "queue_timeout",
+    "rewrite",
+    "action",
+    "message",
+    "sqlstate",
+    "mode",
+];
+/// Keys allowed in a rule's `match` table.
+pub(super) const MATCH_KEYS: &[&str] = &[
+    "query",
+    "fingerprint",
+    "pattern",
+    "user",
+    "database",
+    "application_name",
+];
+
+/// `[defaults]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDefaults {
+    /// Budget of every statement no rule gives its own: a duration or "off".
+    pub budget: Option<Spanned<String>>,
+    /// How long a cancelled statement may take to stop before the connection is closed.
+    pub cancel_grace: Option<Spanned<String>>,
+}
+
+/// One `[[rule]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub name: Option<Spanned<String>>,
+    #[serde(rename = "match")]
+    pub matcher: Option<Spanned<RawMatch>>,
+    pub budget: Option<Spanned<String>>,
+    pub max_concurrency: Option<Spanned<i64>>,
+    pub queue_timeout: Option<Spanned<String>>,
+    pub rewrite: Option<Spanned<String>>,
+    pub action: Option<Spanned<String>>,
+    pub message: Option<Spanned<String>>,
+    pub sqlstate: Option<Spanned<String>>,
+    pub mode: Option<Spanned<String>>,
+}
+
+/// A rule's `match` table: one of query / fingerprint / pattern, plus optional filters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatch {
+    pub query: Option<Spanned<String>>,
+    pub fingerprint: Option<Spanned<String>>,
+    pub pattern: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub database: Option<Spanned<String>>,
+    pub application_name: Option<Spanned<String>>,
+}

@@ -1,0 +1,320 @@
+//! Tests of loading: every validation problem, all reported at once, with positions and rule
+//! names.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse_rules(Path::new("rules.toml"), text) {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(e) => e.problems,
+    }
+}
+
+fn ok(text: &str) -> RuleSet {
+    match parse_rules(Path::new("rules.toml"), text) {
+        Ok(set) => set,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The single problem of `text`, which must contain `needle`.
+fn one(text: &str, needle: &str) -> Problem {
+    let ps = problems(text);
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    let p = ps.into_iter().next().unwrap_or_else(|| unreachable!());
+    assert!(
+        p.message.contains(needle),
+        "{:?} lacks {needle:?}",
+        p.message
+    );
+    p
+}
+
+#[test]
+fn toml_syntax_error_is_one_problem_with_position() {
+    let p = one("[defaults]\nbudget = \"30s\"\n[[rule]\nname = \"x\"\n", "");
+    assert_eq!((p.line, p.rule), (3, None));
+    assert!(p.column >= 1);
+}
+
+#[test]
+fn unknown_keys_everywhere_are_all_reported() {
+    let text = "colour = 1\n[defaults]\nbudgett = \"1s\"\n[[rule]]\nname = \"a\"\nmatch.pattern = \"x\"\nmatch.usr = \"u\"\nbugdet = \"1s\"\n";
+    let ps = problems(text);
+    let got: Vec<(usize, usize, Option<&str>)> = ps
+        .iter()
+        .map(|p| (p.line, p.column, p.rule.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, 1, None),
+            (3, 1, None),
+            (7, 7, Some("a")),
+            (8, 1, Some("a"))
+        ]
+    );
+    assert!(
+        ps.iter().all(|p| p.message.starts_with("unknown key")),
+        "{ps:#?}"
+    );
+    assert!(ps[2].message.contains("`usr`") && ps[2].message.contains("user"));
+}
+
+#[test]
+fn wrong_type_is_reported_by_serde_with_position() {
+    let p = one(
+        "[[rule]]\nname = \"a\"\nmatch.pattern = \"x\"\nmax_concurrency = \"four\"\n",
+        "max_concurrency: invalid type: string \"four\", expected an integer",
+    );
+    assert_eq!((p.line, p.column, p.rule.as_deref()), (4, 19, Some("a")));
+    let p = one(
+        "[[rule]]\nname = \"b\"\nmatch.user = 7\n",
+        "match.user: invalid type",
+    );
+    assert_eq!((p.line, p.rule.as_deref()), (3, Some("b")));
+    one(
+        "[[rule]]\nname = \"c\"\nmatch = \"x\"\n",
+        "match: invalid type: string \"x\", expected a table",
+    );
+}
+
+#[test]
+fn bad_regex() {
+    let p = one(
+        "[[rule]]\nname = \"r\"\nmatch.pattern = \"(unclosed\"\n",
+        "not a valid regex",
+    );
+    assert_eq!((p.line, p.column, p.rule.as_deref()), (3, 17, Some("r")));
+    assert!(!p.message.contains('\n'), "{:?}", p.message);
+}
+
+#[test]
+fn rewrite_that_does_not_parse() {
+    let text = "[[rule]]\nname = \"w\"\nmatch.query = \"select * from t where a = 1\"\nrewrite = \"selec * frm t\"\n";
+    let p = one(text, "rewrite does not parse");
+    assert_eq!((p.line, p.rule.as_deref()), (4, Some("w")));
+}
+
+#[test]
+fn match_query_that_does_not_parse() {
+    let p = one(
+        "[[rule]]\nname = \"q\"\nmatch.query = \"selec 1\"\n",
+        "match.query does not parse",
+    );
+    assert_eq!(p.line, 3);
+}
+
+#[test]
+fn rewrite_placeholder_beyond_the_example_values() {
+    let text = "[[rule]]\nname = \"w\"\nmatch.query = \"select * from t where a = 1 and b = 'x'\"\nrewrite = \"select * from u where a = $3\"\n";
+    let p = one(text, "$3");
+    assert!(p.message.contains("only 2"), "{}", p.message);
+    assert_eq!(p.line, 4);
+    // $2 is fine.
+    ok(&text.replace("$3", "$2"));
+}
+
+#[test]
+fn rewrite_needs_match_query_and_allow() {
+    let text = "[[rule]]\nname = \"f\"\nmatch.fingerprint = \"00000000000000ff\"\nrewrite = \"select 1\"\n";
+    one(text, "rewrite needs match.query");
+    let text = "[[rule]]\nname = \"p\"\nmatch.pattern = \"^select\"\nrewrite = \"select 1\"\n";
+    one(text, "rewrite needs match.query");
+    let text = "[[rule]]\nname = \"j\"\nmatch.query = \"select 1\"\naction = \"reject\"\nrewrite = \"select 2\"\n";
+    one(text, "reject rule cannot also rewrite");
+}
+
+#[test]
+fn duplicate_names() {
+    let text = "[[rule]]\nname = \"d\"\nmatch.pattern = \"a\"\n\n[[rule]]\nname = \"d\"\nmatch.pattern = \"b\"\n";
+    let p = one(
+        text,
+        "duplicate rule name (first used by the rule on line 1)",
+    );
+    assert_eq!((p.line, p.rule.as_deref()), (6, Some("d")));
+}
+
+#[test]
+fn two_matchers_and_no_matcher() {
+    let text = "[[rule]]\nname = \"two\"\nmatch.query = \"select 1\"\nmatch.pattern = \"x\"\n";
+    let p = one(text, "match.query and match.pattern are both set");
+    assert_eq!(p.line, 4);
+    one(
+        "[[rule]]\nname = \"none\"\nbudget = \"1s\"\n",
+        "rule has no match",
+    );
+    one(
+        "[[rule]]\nname = \"empty\"\nmatch.user = \"u\"\n",
+        "match needs one of",
+    );
+}
+
+#[test]
+fn bad_fingerprint() {
+    let p = one(
+        "[[rule]]\nname = \"f\"\nmatch.fingerprint = \"9f3a\"\n",
+        "16 hex digits",
+    );
+    assert_eq!((p.line, p.column), (3, 21));
+    one(
+        "[[rule]]\nname = \"f\"\nmatch.fingerprint = \"zzzzzzzzzzzzzzzz\"\n",
+        "16 hex",
+    );
+}
+
+#[test]
+fn bad_durations() {
+    let p = one(
+        "[[rule]]\nname = \"b\"\nmatch.pattern = \"x\"\nbudget = \"150\"\n",
+        "needs a unit",
+    );
+    assert_eq!((p.line, p.rule.as_deref()), (4, Some("b")));
+    one(
+        "[[rule]]\nname = \"b\"\nmatch.pattern = \"x\"\nbudget = \"0s\"\n",
+        "greater than 0",
+    );
+    one("[defaults]\ncancel_grace = \"soon\"\n", "cancel_grace");
+    one(
+        "[defaults]\nbudget = \"5 fortnights\"\n",
+        "unknown duration unit",
+    );
+    let text = "[[rule]]\nname = \"q\"\nmatch.pattern = \"x\"\nmax_concurrency = 2\nqueue_timeout = \"1y\"\n";
+    one(text, "queue_timeout");
+}
+
+#[test]
+fn max_concurrency_must_be_positive() {
+    let p = one(
+        "[[rule]]\nname = \"m\"\nmatch.pattern = \"x\"\nmax_concurrency = 0\n",
+        "at least 1",
+    );
+    assert_eq!((p.line, p.column), (4, 19));
+    one(
+        "[[rule]]\nname = \"m\"\nmatch.pattern = \"x\"\nmax_concurrency = -3\n",
+        "at least 1",
+    );
+    one(
+        "[[rule]]\nname = \"m\"\nmatch.pattern = \"x\"\nqueue_timeout = \"1s\"\n",
+        "only applies together with max_concurrency",
+    );
+}
+
+#[test]
+fn reject_settings() {
+    one(
+        "[[rule]]\nname = \"s\"\nmatch.pattern = \"x\"\naction = \"reject\"\nsqlstate = \"4250\"\n",
+        "sqlstate",
+    );
+    one(
+        "[[rule]]\nname = \"s\"\nmatch.pattern = \"x\"\naction = \"reject\"\nsqlstate = \"42s01\"\n",
+        "sqlstate",
+    );
+    one(
+        "[[rule]]\nname = \"s\"\nmatch.pattern = \"x\"\nmessage = \"no\"\n",
+        "only apply to action = \"reject\"",
+    );
+    one(
+        "[[rule]]\nname = \"s\"\nmatch.pattern = \"x\"\naction = \"deny\"\n",
+        "action must be",
+    );
+    one(
+        "[[rule]]\nname = \"s\"\nmatch.pattern = \"x\"\nmode = \"dry-run\"\n",
+        "mode must be",
+    );
+    let set = ok("[[rule]]\nname = \"s\"\nmatch.pattern = \"x\"\naction = \"reject\"\n");
+    match &set.rules[0].action {
+        Action::Reject { message, sqlstate } => {
+            assert_eq!(sqlstate, DEFAULT_SQLSTATE);
+            assert!(message.contains("\"s\""), "{message}");
+        }
+        Action::Allow => panic!("expected reject"),
+    }
+}
+
+#[test]
+fn missing_name_and_rule_not_an_array() {
+    let p = one("[[rule]]\nmatch.pattern = \"x\"\n", "rule has no `name`");
+    assert_eq!((p.line, p.rule), (1, None));
+    one("[rule]\nname = \"x\"\n", "array of tables");
+}
+
+#[test]
+fn all_problems_at_once_in_file_order_with_rule_names() {
+    let text = r#"[defaults]
+budget = "forever"
+
+[[rule]]
+name = "first"
+match.pattern = "(oops"
+max_concurrency = 0
+
+[[rule]]
+name = "second"
+match.query = "select * from t where a = 1"
+rewrite = "select * from u where a = $2"
+
+[[rule]]
+name = "first"
+match.fingerprint = "123"
+"#;
+    let ps = problems(text);
+    let got: Vec<(usize, Option<&str>)> = ps.iter().map(|p| (p.line, p.rule.as_deref())).collect();
+    assert_eq!(
+        got,
+        [
+            (2, None),
+            (6, Some("first")),
+            (7, Some("first")),
+            (12, Some("second")),
+            (15, Some("first")),
+            (16, Some("first")),
+        ],
+        "{ps:#?}"
+    );
+    let shown = RulesError {
+        path: "rules.toml".into(),
+        problems: ps,
+    }
+    .to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 6, "{shown}");
+    assert!(
+        lines[1].starts_with("rules.toml:6:17: rule \"first\": match.pattern"),
+        "{shown}"
+    );
+    assert!(lines[0].starts_with("rules.toml:2:10: budget: "), "{shown}");
+}
+
+#[test]
+fn load_rules_reports_unreadable_file() {
+    let e = match load_rules(Path::new("/nonexistent/pgward/rules.toml")) {
+        Ok(_) => panic!("loaded a missing file"),
+        Err(e) => e,
+    };
+    assert_eq!(e.problems.len(), 1);
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/pgward/rules.toml: cannot read"),
+        "{e}"
+    );
+}
+
+#[test]
+fn empty_file_and_defaults() {
+    let set = ok("");
+    assert!(set.rules.is_empty());
+    assert_eq!(set.default_budget, None);
+    assert_eq!(set.cancel_grace, DEFAULT_CANCEL_GRACE);
+    let set = ok("[defaults]\nbudget = \"off\"\ncancel_grace = \"250ms\"\n");
+    assert_eq!(
+        (set.default_budget, set.cancel_grace),
+        (None, Duration::from_millis(250))
+    );
+    let e = RuleSet::empty();
+    assert!(e.rules.is_empty() && e.default_budget.is_none());
+    assert_eq!(e.cancel_grace, Duration::from_secs(1));
+}
