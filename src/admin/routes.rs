@@ -128,11 +128,16 @@ async fn reset(State(app): State<Arc<App>>) -> Response {
 /// The rules in force and the state of reloading.
 async fn rules(State(app): State<Arc<App>>) -> Response {
     let active = app.rules.snapshot();
+    let mut outcomes = app.stats.snapshot().by_rule();
     let rules: Vec<Value> = active
         .set
         .rules
         .iter()
-        .map(|rule| describe_rule(rule, &active.set))
+        .map(|rule| {
+            let mut described = describe_rule(rule, &active.set);
+            described["stats"] = json!(outcomes.remove(&*rule.name).unwrap_or_default());
+            described
+        })
         .collect();
     Json(json!({
         "status": app.rules.status(),

@@ -216,6 +216,44 @@ pub fn render_prometheus(snapshot: &Snapshot, top: usize, show_query_label: bool
         "Query fingerprints evicted to respect max_fingerprints",
         Value::Int(p.fingerprints_evicted),
     );
+
+    let by_rule = snapshot.by_rule();
+    let rule_label = |rule: &str| format!("rule=\"{}\"", escape_label(rule));
+    w.family(
+        "pgward_rule_calls_total",
+        "counter",
+        "Executions of fingerprints a rule matched",
+    );
+    for (rule, t) in &by_rule {
+        w.sample(
+            "pgward_rule_calls_total",
+            &rule_label(rule),
+            Value::Int(t.calls),
+        );
+    }
+    w.family(
+        "pgward_rule_queue_seconds_total",
+        "counter",
+        "Time statements of a rule waited for a concurrency slot",
+    );
+    for (rule, t) in &by_rule {
+        w.sample(
+            "pgward_rule_queue_seconds_total",
+            &rule_label(rule),
+            Value::Float(t.queue_time / 1_000.0),
+        );
+    }
+    for counter in Counter::ALL {
+        let name = format!("pgward_rule_{}_total", counter.name());
+        w.family(&name, "counter", &format!("{}, per rule", counter.help()));
+        for (rule, t) in &by_rule {
+            w.sample(
+                &name,
+                &rule_label(rule),
+                Value::Int(t.outcomes.get(counter)),
+            );
+        }
+    }
     w.out
 }
 

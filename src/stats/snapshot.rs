@@ -139,6 +139,17 @@ impl Snapshot {
         rows
     }
 
+    /// Sums per rule name over the tracked fingerprints that a rule last matched.
+    pub fn by_rule(&self) -> BTreeMap<String, Totals> {
+        let mut out: BTreeMap<String, Totals> = BTreeMap::new();
+        for fp in &self.fingerprints {
+            if let Some(rule) = &fp.rule {
+                out.entry(rule.clone()).or_default().add(fp);
+            }
+        }
+        out
+    }
+
     /// The row of one fingerprint, if tracked.
     pub fn get(&self, id: FingerprintId) -> Option<&FingerprintSnapshot> {
         self.fingerprints.iter().find(|fp| fp.id == id)

@@ -103,6 +103,14 @@ async fn budget_cancels_upstream_and_keeps_the_session() {
     let stats = query_stats(proxy.admin_addr.unwrap(), "pg_sleep").await;
     assert_eq!(stats["budget_exceeded"], 3, "{stats}");
     assert_eq!(stats["rule"], "sleepy");
+    let (_, body) = http(proxy.admin_addr.unwrap(), "GET", "/rules", None).await;
+    let rules: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rules["rules"][0]["stats"]["budget_exceeded"], 3, "{body}");
+    let (_, metrics) = http(proxy.admin_addr.unwrap(), "GET", "/metrics", None).await;
+    assert!(
+        metrics.contains("pgward_rule_budget_exceeded_total{rule=\"sleepy\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
