@@ -1,10 +1,12 @@
-//! Benchmarks of the fingerprint hot path (`normalize`) and the once-per-id slow path
-//! (`analyze`) on typical OLTP statements and one ~5 KB reporting query.
+//! Benchmarks of the fingerprint hot path (`normalize`, cold: a text never seen), the text
+//! cache hit that repeated texts take instead, and the once-per-id slow path (`analyze`), on
+//! typical OLTP statements and one ~5 KB reporting query.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pgward::fingerprint::{analyze, normalize};
+use pgward::pipeline::FingerprintCache;
 
 const OLTP: &[(&str, &str)] = &[
     (
@@ -80,6 +82,21 @@ fn bench(c: &mut Criterion) {
         g.bench_function(*name, |b| b.iter(|| normalize(black_box(sql))));
     }
     g.bench_function("report_5kb", |b| b.iter(|| normalize(black_box(&report))));
+    g.finish();
+
+    // The session's path for a repeated text: one xxh3 of the text and a map hit.
+    let cache = FingerprintCache::new(1024);
+    let mut g = c.benchmark_group("text_cache_hit");
+    for (name, sql) in OLTP {
+        cache.query(sql.as_bytes());
+        cache.query(sql.as_bytes());
+        g.bench_function(*name, |b| b.iter(|| cache.query(black_box(sql.as_bytes()))));
+    }
+    cache.query(report.as_bytes());
+    cache.query(report.as_bytes());
+    g.bench_function("report_5kb", |b| {
+        b.iter(|| cache.query(black_box(report.as_bytes())))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("analyze");
