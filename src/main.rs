@@ -162,7 +162,11 @@ fn run(cli: Cli) -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("pgward: {e:#}");
-            ExitCode::FAILURE
+            // A bad config or rules file is the operator's to fix: the same status as a bad flag.
+            match e.downcast_ref::<pgward::Error>() {
+                Some(pgward::Error::Config(_) | pgward::Error::Rules(_)) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

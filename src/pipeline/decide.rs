@@ -34,13 +34,7 @@ impl Pipeline {
     pub(super) fn on_query(&mut self, sql: &[u8], now: Instant) -> super::ClientAction {
         if !self.recording() {
             self.count_queries(1);
-            self.expected.push_running(Running {
-                stats: None,
-                received: now,
-                bytes_sent: 0,
-                deadline: None,
-                _slot: None,
-            });
+            self.expected.push_running(Running::untracked(now));
             self.expected.push_ready();
             return ClientAction::Forward;
         }
@@ -113,13 +107,8 @@ impl Pipeline {
         {
             let deadline = deadline_for(&rules, matched.as_ref(), statement, received);
             let permit = if i == last { permit.take() } else { None };
-            self.expected.push_running(Running {
-                stats: Some(handle),
-                received,
-                bytes_sent: 0,
-                deadline,
-                _slot: permit,
-            });
+            self.expected
+                .push_running(Running::new(handle, received, deadline, permit));
         }
         self.expected.push_ready();
         match replaced {
@@ -259,13 +248,7 @@ impl Pipeline {
             .map(|s| s.fingerprint.clone());
         let Some(statement) = statement else {
             self.count_queries(1);
-            self.expected.push_running(Running {
-                stats: None,
-                received: now,
-                bytes_sent: 0,
-                deadline: None,
-                _slot: None,
-            });
+            self.expected.push_running(Running::untracked(now));
             return ClientAction::Forward;
         };
         let rules = self.shared.rules.snapshot();
@@ -288,13 +271,8 @@ impl Pipeline {
         };
         self.count_queries(1);
         let deadline = deadline_for(&rules, matched.as_ref(), &statement, received);
-        self.expected.push_running(Running {
-            stats: Some(handle),
-            received,
-            bytes_sent: 0,
-            deadline,
-            _slot: permit,
-        });
+        self.expected
+            .push_running(Running::new(handle, received, deadline, permit));
         ClientAction::Forward
     }
 

@@ -39,6 +39,34 @@ pub(super) struct Running {
     pub _slot: Option<OwnedSemaphorePermit>,
 }
 
+impl Running {
+    pub fn new(
+        stats: Arc<FingerprintStats>,
+        received: Instant,
+        deadline: Option<Deadline>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        Running {
+            stats: Some(stats),
+            received,
+            bytes_sent: 0,
+            deadline,
+            _slot: slot,
+        }
+    }
+
+    /// A statement pgward does not fingerprint (stats off, or an unknown portal).
+    pub fn untracked(received: Instant) -> Self {
+        Running {
+            stats: None,
+            received,
+            bytes_sent: 0,
+            deadline: None,
+            _slot: None,
+        }
+    }
+}
+
 enum Expected {
     Completion(Running),
     Ready,
