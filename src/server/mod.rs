@@ -35,6 +35,10 @@ pub struct ServerSettings {
     pub shutdown_timeout: HumanDuration,
     /// TLS toward clients.
     pub tls: ClientTlsSettings,
+    /// Runtime threads serving sessions: 1 = a single-threaded runtime; 0 = automatic (one
+    /// thread on machines with up to 2 cores, where pgward shares the CPUs with Postgres;
+    /// otherwise one per core).
+    pub workers: usize,
 }
 
 impl Default for ServerSettings {
@@ -45,6 +49,7 @@ impl Default for ServerSettings {
             max_message_size: ByteSize(1 << 30),
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             tls: ClientTlsSettings::default(),
+            workers: 0,
         }
     }
 }
