@@ -160,7 +160,7 @@ impl Pipeline {
             out.push_str(&rewrite.apply_to_text(original, &normalized));
             copied = range.end;
             changed = true;
-            handle.bump(Counter::Rewritten);
+            handle.record_rewrite(rewrite.target);
         }
         if !changed {
             return None;
@@ -225,7 +225,7 @@ impl Pipeline {
                     .collect();
                 let referenced = highest_parameter(&text, &normalized).max(declared.len());
                 let (sql, oids) = rewrite.apply_to_parse(&text, &normalized, &declared, referenced);
-                handle.bump(Counter::Rewritten);
+                handle.record_rewrite(rewrite.target);
                 Some(parse_frame(parse.statement, &sql, &oids))
             }
             None => None,

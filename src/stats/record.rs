@@ -248,6 +248,8 @@ pub struct FingerprintStats {
     bytes_sent: AtomicU64,
     counters: [AtomicU64; Counter::COUNT],
     rule: Mutex<Option<Arc<str>>>,
+    /// Fingerprint of the statement a rule last rewrote this one into.
+    rewritten_to: Mutex<Option<FingerprintId>>,
     timing: Mutex<Timing>,
     detached: AtomicBool,
 }
@@ -264,6 +266,7 @@ impl FingerprintStats {
             bytes_sent: AtomicU64::new(0),
             counters: std::array::from_fn(|_| AtomicU64::new(0)),
             rule: Mutex::new(None),
+            rewritten_to: Mutex::new(None),
             timing: Mutex::new(Timing::new()),
             detached: AtomicBool::new(false),
         }
@@ -316,6 +319,15 @@ impl FingerprintStats {
         if rule.as_deref() != Some(name) {
             *rule = Some(Arc::from(name));
         }
+    }
+
+    /// Counts a rewrite and remembers the fingerprint of the statement sent instead.
+    pub fn record_rewrite(&self, target: FingerprintId) {
+        self.bump(Counter::Rewritten);
+        *self
+            .rewritten_to
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(target);
     }
 
     /// Current value of one outcome counter.
@@ -401,6 +413,11 @@ impl FingerprintStats {
             first_seen: rfc3339_micros(self.first_seen_micros),
             last_seen: rfc3339_micros(self.last_seen_micros.load(Relaxed)),
             rule,
+            rewritten_to: self
+                .rewritten_to
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .map(|id| id.to_string()),
             outcomes: Outcomes::from_fn(|c| self.counter(c)),
             id: self.id,
         }

@@ -77,6 +77,8 @@ pub struct FingerprintSnapshot {
     pub last_seen: String,
     /// Last rule that matched this fingerprint.
     pub rule: Option<String>,
+    /// Fingerprint of the statement the rule last rewrote this one into (16 hex digits).
+    pub rewritten_to: Option<String>,
     #[serde(flatten)]
     pub outcomes: Outcomes,
 }

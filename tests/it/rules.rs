@@ -234,6 +234,10 @@ rewrite = "SELECT v FROM reco_fast WHERE id = $1"
     assert_eq!(row.get::<_, String>(0), "fast");
     let stats = query_stats(proxy.admin_addr.unwrap(), "reco_slow").await;
     assert_eq!(stats["rewritten"], 2, "{stats}");
+    let target = pgward::fingerprint::normalize("SELECT v FROM reco_fast WHERE id = $1")
+        .id
+        .to_string();
+    assert_eq!(stats["rewritten_to"], target.as_str(), "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
