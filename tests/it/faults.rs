@@ -132,9 +132,11 @@ async fn malformed_and_oversized_messages_get_08p01_and_a_clean_close() {
         let mut raw = Raw::connect(proxy.proxy_addr).await;
         raw.send(&garbage).await;
         let messages = raw.read_to_close().await;
-        if let Some((_, error)) = messages.iter().find(|m| m.0 == b'E') {
-            assert_eq!(sqlstate(error), "08P01");
-        }
+        let (_, error) = messages
+            .iter()
+            .find(|m| m.0 == b'E')
+            .unwrap_or_else(|| panic!("no error for {garbage:?}"));
+        assert_eq!(sqlstate(error), "08P01", "{}", field(error, b'M'));
     }
     // pgward is still fine.
     let client = connect(proxy.proxy_addr, TRUST_USER, None).await.unwrap();
