@@ -53,6 +53,15 @@ impl FingerprintCache {
     /// Fingerprints of every statement in a simple-protocol Query string, in order.
     pub fn query(&self, sql: &[u8]) -> Arc<[Fingerprinted]> {
         self.lookup(sql, |text| {
+            if !text.contains(';') {
+                // One statement (the common case): skip the splitting pass over the text.
+                let single = fingerprinted(text);
+                return if single.text.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![single]
+                };
+            }
             fingerprint::split_statements(text)
                 .into_iter()
                 .filter_map(|range| text.get(range))
@@ -170,6 +179,15 @@ mod tests {
             "third lookup is a hit"
         );
         assert_eq!(first.id, third.id);
+    }
+
+    #[test]
+    fn empty_and_comment_only_queries_have_no_statements() {
+        let cache = FingerprintCache::new(16);
+        assert_eq!(cache.query(b"").len(), 0);
+        assert_eq!(cache.query(b"  -- nothing here\n").len(), 0);
+        assert_eq!(cache.query(b" ; ; ").len(), 0);
+        assert_eq!(cache.query(b"select 1 -- trailing").len(), 1);
     }
 
     #[test]
