@@ -429,23 +429,33 @@ impl Relay {
             let frame = &avail[..frame_len];
             let body = &frame[frame::HEADER_LEN..];
             self.pipeline.on_backend_bytes(frame_len);
-            let replaced = inspected && self.inspect_backend(header, body, now, hooks);
-            if !replaced {
-                self.to_client.push(frame);
+            let replacement = if inspected {
+                self.inspect_backend(header, body, now, hooks)
+            } else {
+                None
+            };
+            match replacement {
+                Some(bytes) => self.to_client.push(&bytes),
+                None => self.to_client.push(frame),
+            }
+            if inspected {
+                // Replies pgward queued behind this completion follow it.
+                self.pipeline.drain_replies(self.to_client.writer());
             }
             recv.consume(frame_len);
         }
         Ok(())
     }
 
-    /// Looks at one inspected backend frame; returns true when a replacement was queued instead.
+    /// Looks at one inspected backend frame; returns the bytes to send the client instead of it,
+    /// if any.
     fn inspect_backend(
         &mut self,
         header: FrameHeader,
         body: &[u8],
         now: Instant,
         hooks: &mut (dyn SessionHooks + Send),
-    ) -> bool {
+    ) -> Option<Vec<u8>> {
         match header.tag {
             b'R' if !self.authenticated
                 && backend::auth_code(body) == Some(backend::auth::SASL) =>
@@ -456,23 +466,23 @@ impl Relay {
                     .into_iter()
                     .filter(|m| !m.ends_with(b"-PLUS"))
                     .collect();
-                build::auth_sasl(self.to_client.writer(), &mechanisms);
-                true
+                let mut offer = Vec::new();
+                build::auth_sasl(&mut offer, &mechanisms);
+                Some(offer)
             }
-            b'K' if !self.authenticated => match backend::backend_key(body) {
-                Some((pid, secret)) => {
-                    let key = hooks.backend_key(CancelKey {
-                        pid,
-                        secret: secret.to_vec(),
-                    });
-                    build::backend_key_data(self.to_client.writer(), key.pid, &key.secret);
-                    true
-                }
-                None => false,
-            },
+            b'K' if !self.authenticated => {
+                let (pid, secret) = backend::backend_key(body)?;
+                let key = hooks.backend_key(CancelKey {
+                    pid,
+                    secret: secret.to_vec(),
+                });
+                let mut ours = Vec::new();
+                build::backend_key_data(&mut ours, key.pid, &key.secret);
+                Some(ours)
+            }
             b'E' if !self.authenticated => {
                 self.sent_fatal |= backend::error_fields(body).is_fatal();
-                false
+                None
             }
             _ => {
                 if header.tag == b'Z' {
@@ -481,33 +491,8 @@ impl Relay {
                 if header.tag == b'E' && backend::error_fields(body).is_fatal() {
                     self.sent_fatal = true;
                 }
-                let replacement = self.pipeline.on_backend_frame(header.tag, body, now);
-                let replaced = match replacement {
-                    Some(bytes) => {
-                        self.to_client.push(&bytes);
-                        true
-                    }
-                    None => false,
-                };
-                if !replaced {
-                    // Queue the original first so pgward's own replies that were waiting for
-                    // this completion follow it.
-                    return self.forward_then_replies(header, body);
-                }
-                self.pipeline.drain_replies(self.to_client.writer());
-                true
+                self.pipeline.on_backend_frame(header.tag, body, now)
             }
         }
-    }
-
-    /// Forwards a backend frame, then any replies of pgward's that are now due; returns true
-    /// (the frame has been queued).
-    fn forward_then_replies(&mut self, header: FrameHeader, body: &[u8]) -> bool {
-        let out = self.to_client.writer();
-        out.push(header.tag);
-        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        out.extend_from_slice(body);
-        self.pipeline.drain_replies(out);
-        true
     }
 }
