@@ -21,10 +21,9 @@ impl Pipeline {
             database: &self.identity.database,
             application_name: &self.identity.application_name,
         };
-        let rule = rules
+        let index = rules
             .set
-            .evaluate(statement.id, &statement.text, &session)?;
-        let index = rules.set.rules.iter().position(|r| std::ptr::eq(r, rule))?;
+            .evaluate_index(statement.id, &statement.text, &session)?;
         Some(Matched {
             rules: rules.clone(),
             index,

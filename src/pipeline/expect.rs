@@ -269,6 +269,13 @@ impl Pipeline {
             bytes_sent: running.bytes_sent,
             error_sqlstate: error,
         };
+        // A reset or an eviction since the statement started detached its record: record
+        // into the live one instead of losing the execution.
+        let stats = if stats.is_detached() {
+            self.shared.stats.fingerprint(stats.id(), stats.query())
+        } else {
+            stats
+        };
         stats.record(&execution);
         tracing::trace!(fingerprint = %stats.id(), elapsed_us = execution.elapsed.as_micros() as u64, rows, "statement complete");
     }

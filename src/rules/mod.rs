@@ -165,8 +165,19 @@ impl RuleSet {
         session: &SessionInfo<'_>,
     ) -> Option<&Rule> {
         self.rules
+            .get(self.evaluate_index(id, normalized, session)?)
+    }
+
+    /// Like [`RuleSet::evaluate`], returning the rule's position in `rules`.
+    pub fn evaluate_index(
+        &self,
+        id: FingerprintId,
+        normalized: &str,
+        session: &SessionInfo<'_>,
+    ) -> Option<usize> {
+        self.rules
             .iter()
-            .find(|r| r.filters.accept(session) && r.matcher.accepts(id, normalized))
+            .position(|r| r.filters.accept(session) && r.matcher.accepts(id, normalized))
     }
 }
 

@@ -228,18 +228,25 @@ impl Cluster {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// A PostgreSQL client program aimed at this cluster as the superuser, over TCP.
+    fn superuser_command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(pg_bin(program));
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+        ]);
+        cmd
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = Command::new(pg_bin("pg_isready"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "postgres",
-                ])
+            let ok = self
+                .superuser_command("pg_isready")
                 .stdout(Stdio::null())
                 .status()
                 .map(|s| s.success())
@@ -258,7 +265,8 @@ impl Cluster {
 
     /// Runs SQL directly against the cluster (not through pgward) as the superuser.
     pub fn psql(&self, sql: &str) -> String {
-        let out = Command::new(pg_bin("psql"))
+        let out = self
+            .superuser_command("psql")
             .args([
                 "-X",
                 "-q",
@@ -266,12 +274,6 @@ impl Cluster {
                 "-A",
                 "-v",
                 "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
                 "-d",
                 "postgres",
                 "-c",
