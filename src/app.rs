@@ -1,5 +1,5 @@
 //! [`App`]: the shared handles every session and the admin endpoint use (config, upstream,
-//! TLS, stats, cancel keys), built from a [`Config`] with no globals, so tests can run many
+//! TLS, stats, cancel keys, result cache), built from a [`Config`] with no globals, so tests can run many
 //! proxies in one process. [`start`] binds the listeners and returns a [`Running`] handle.
 
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::cache::ResultCache;
 use crate::config::Config;
 use crate::error::{Error, listen_addr};
 use crate::pipeline::{self, FingerprintCache};
@@ -30,6 +31,7 @@ pub struct App {
     pub stats: Arc<Stats>,
     pub cancel_keys: CancelKeys,
     pub rules: Arc<Rules>,
+    pub cache: Arc<ResultCache>,
     pub pipeline: Arc<pipeline::Shared>,
     clients: AtomicUsize,
 }
@@ -42,10 +44,12 @@ impl App {
         let client_tls = client_tls_acceptor(&config.server.tls).map_err(Error::ClientTls)?;
         let stats = Arc::new(Stats::new(&config.stats));
         let rules = Arc::new(Rules::load(config.rules.as_deref())?);
+        let cache = ResultCache::new(&config.cache, stats.clone());
         let pipeline = Arc::new(pipeline::Shared {
             stats: stats.clone(),
             fingerprints: FingerprintCache::new(FINGERPRINT_CACHE_TEXTS),
             rules: rules.clone(),
+            cache: cache.clone(),
         });
         Ok(App {
             config,
@@ -54,6 +58,7 @@ impl App {
             stats,
             cancel_keys: CancelKeys::default(),
             rules,
+            cache,
             pipeline,
             clients: AtomicUsize::new(0),
         })

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::admin::AdminSettings;
+use crate::cache::CacheSettings;
 use crate::server::ServerSettings;
 use crate::stats::StatsSettings;
 use crate::upstream::{UpstreamSettings, UpstreamTlsMode};
@@ -21,6 +22,7 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     pub admin: AdminSettings,
     pub stats: StatsSettings,
+    pub cache: CacheSettings,
     pub log: LogSettings,
     /// Path of the rules file; relative paths are resolved against the config file's folder.
     pub rules: Option<PathBuf>,

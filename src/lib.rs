@@ -16,16 +16,18 @@
 //! | [`net`] | the plain-or-TLS byte stream under each leg |
 //! | [`upstream`] | connecting to Postgres (TCP, TLS) and cancelling its queries |
 //! | [`rules`] | rules.toml: schema, validation with every problem, evaluation, rewrites |
+//! | [`cache`] | the result cache: entries, single flight, invalidation epochs, per-session keys |
 //! | [`reload`] | the rules in force (ArcSwap), their concurrency limiters, hot reload |
-//! | [`pipeline`] | the per-statement phases: fingerprint -> rules -> cap/budget -> record |
+//! | [`pipeline`] | the per-statement phases: fingerprint -> rules -> cache -> cap/budget -> record |
 //! | [`server`] | listener, startup/TLS handshake, the session relay, cancel-key mapping |
-//! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/healthz` |
+//! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/rules`, `/cache`, `/healthz` |
 //! | [`config`], [`app`], [`error`] | config loading, the shared handles, top-level errors |
 //!
 //! See `docs/architecture.md` for the path of one query.
 
 pub mod admin;
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod fingerprint;

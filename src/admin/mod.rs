@@ -1,6 +1,8 @@
-//! The admin HTTP endpoint for ops (axum): query stats as JSON, Prometheus metrics, health.
+//! The admin HTTP endpoint for ops (axum): query stats as JSON, Prometheus metrics, rules,
+//! the result cache, health.
 //! Binds loopback by default; an optional bearer token guards everything but `/healthz`.
 
+mod cache_routes;
 mod routes;
 
 use std::sync::Arc;

@@ -13,10 +13,11 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::cache_routes;
 use crate::app::App;
 use crate::fingerprint::FingerprintId;
 use crate::protocol::startup::encode_ssl_request;
-use crate::rules::{Action, Matcher, Mode, Rule, RuleSet};
+use crate::rules::{Action, Fallback, Invalidate, Matcher, Mode, Refresh, Rule, RuleSet};
 use crate::secret::constant_time_eq;
 use crate::stats::{SortKey, render_prometheus};
 
@@ -30,6 +31,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/rules", get(rules))
         .route("/rules/reload", post(reload_rules))
+        .route("/cache", get(cache_routes::cache))
+        .route("/cache/invalidate", post(cache_routes::invalidate))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
@@ -44,7 +47,7 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-fn error(status: StatusCode, message: String) -> Response {
+pub(super) fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
@@ -173,7 +176,23 @@ fn describe_rule(rule: &Rule, set: &RuleSet) -> Value {
         "message": message,
         "sqlstate": sqlstate,
         "mode": match rule.mode { Mode::Enforce => "enforce", Mode::Observe => "observe" },
+        "cache": rule.cache.map(|c| json!({
+            "ttl_ms": c.ttl.as_secs_f64() * 1000.0,
+            "stale_for_ms": c.stale_for.as_secs_f64() * 1000.0,
+            "refresh": match c.refresh { Refresh::Background => "background", Refresh::Blocking => "blocking" },
+            "max_entry_size": c.max_entry_size,
+            "invalidate": match c.invalidate { Invalidate::OnWrite => "on_write", Invalidate::TtlOnly => "ttl" },
+        })),
+        "on_budget_exceeded": fallback(rule.on_budget_exceeded),
+        "on_upstream_error": fallback(rule.on_upstream_error),
     })
+}
+
+fn fallback(f: Fallback) -> &'static str {
+    match f {
+        Fallback::Error => "error",
+        Fallback::ServeStale => "serve_stale",
+    }
 }
 
 async fn reload_rules(State(app): State<Arc<App>>) -> Response {
@@ -189,7 +208,8 @@ async fn reload_rules(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let snapshot = app.stats.snapshot();
-    let body = render_prometheus(&snapshot, app.config.stats.metrics_top, true);
+    let mut body = render_prometheus(&snapshot, app.config.stats.metrics_top, true);
+    body.push_str(&cache_routes::render_cache_metrics(&app.cache.snapshot(0)));
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

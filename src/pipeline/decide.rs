@@ -6,13 +6,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::expect::{Deadline, Running};
-use super::{Admission, ClientAction, Fingerprinted, Gate, Matched, Pipeline, Statement, replies};
+use super::cached::{CachePhase, Request};
+use super::expect::{Deadline, Fill, Running};
+use super::{
+    Admission, Admitted, ClientAction, Fingerprinted, Gate, Matched, Pipeline, Statement, replies,
+};
+use crate::cache::Shape;
 use crate::fingerprint;
 use crate::protocol::frontend;
 use crate::reload::ActiveRules;
+use crate::rules::Fallback;
 use crate::rules::{Action, Mode, Rule, SessionInfo};
-use crate::stats::{Counter, FingerprintStats};
+use crate::stats::{Counter, FingerprintStats, MissReason};
 
 impl Pipeline {
     fn matched(&self, rules: &Arc<ActiveRules>, statement: &Fingerprinted) -> Option<Matched> {
@@ -71,6 +76,36 @@ impl Pipeline {
             }
         }
 
+        // Result cache: a single read statement whose rule caches.
+        let mut fill = None;
+        if self.cache.is_some() {
+            if let ([statement], [handle], [Some(matched)]) =
+                (&statements[..], &handles[..], &matches[..])
+            {
+                let request = Request {
+                    sql,
+                    bind: &[],
+                    shape: Shape::WithRowDescription,
+                };
+                match self.cache_phase(request, statement, handle, matched, now) {
+                    CachePhase::Pass => {}
+                    CachePhase::Answered => return ClientAction::Drop,
+                    CachePhase::Wait(gate) => return ClientAction::Wait(gate),
+                    CachePhase::Fill(f) => fill = Some(f),
+                }
+            } else if statements.len() > 1 && self.admission.is_none() {
+                for (handle, matched) in handles.iter().zip(&matches) {
+                    if matched
+                        .as_ref()
+                        .and_then(Matched::rule)
+                        .is_some_and(|r| r.cache.is_some())
+                    {
+                        handle.record_miss(MissReason::MultiStatement);
+                    }
+                }
+            }
+        }
+
         // Concurrency cap: one slot, of the first capped rule among the statements.
         let capped = statements
             .iter()
@@ -85,8 +120,16 @@ impl Pipeline {
             Some((statement, handle, matched)) => {
                 match self.take_slot(&statement, &handle, &matched, now) {
                     Slot::Granted(permit, received) => (permit, received),
-                    Slot::Wait(gate) => return ClientAction::Wait(gate),
+                    Slot::Wait(gate) => {
+                        self.pending_fill = fill;
+                        return ClientAction::Wait(gate);
+                    }
                     Slot::Shed(bytes) => {
+                        if let Some(fill) = fill
+                            && self.answer_stale_when_shed(fill, &handle, now)
+                        {
+                            return ClientAction::Drop;
+                        }
                         self.count_queries(statements.len());
                         self.expected.push_reply(bytes, true);
                         return ClientAction::Drop;
@@ -98,6 +141,7 @@ impl Pipeline {
 
         // Rewrite, then one expected completion per statement.
         let replaced = self.rewrite_query(sql, &statements, &handles, &matches);
+        self.follow_statements(sql, &statements);
         self.count_queries(statements.len());
         let last = statements.len().saturating_sub(1);
         let mut permit = permit;
@@ -106,8 +150,9 @@ impl Pipeline {
         {
             let deadline = deadline_for(&rules, matched.as_ref(), statement, received);
             let permit = if i == last { permit.take() } else { None };
-            self.expected
-                .push_running(Running::new(handle, received, deadline, permit));
+            let mut running = Running::new(handle, received, deadline, permit);
+            running.fill = fill.take();
+            self.expected.push_running(running);
         }
         self.expected.push_ready();
         match replaced {
@@ -186,11 +231,16 @@ impl Pipeline {
         let rules = self.shared.rules.snapshot();
         let matched = self.matched(&rules, &statement);
         let name: Box<[u8]> = parse.statement.into();
+        let sql = self
+            .keeps_text(&statement, rules.set.caches())
+            .then(|| Arc::from(parse.sql));
         let Some(rule) = matched.as_ref().and_then(Matched::rule) else {
             self.prepared.insert(
                 name,
                 Statement {
                     fingerprint: statement,
+                    sql,
+                    bind: None,
                 },
             );
             return ClientAction::Forward;
@@ -233,6 +283,8 @@ impl Pipeline {
             name,
             Statement {
                 fingerprint: statement,
+                sql,
+                bind: None,
             },
         );
         match replaced {
@@ -242,23 +294,61 @@ impl Pipeline {
     }
 
     pub(super) fn on_execute(&mut self, body: &[u8], now: Instant) -> ClientAction {
-        let statement = frontend::execute(body)
-            .and_then(|e| self.portals.get(e.portal))
-            .map(|s| s.fingerprint.clone());
-        let Some(statement) = statement else {
+        let execute = frontend::execute(body);
+        let max_rows = execute.as_ref().map_or(0, |e| e.max_rows);
+        let portal = execute.and_then(|e| self.portals.get(e.portal)).cloned();
+        let Some(portal) = portal else {
             self.count_queries(1);
             self.expected.push_running(Running::untracked(now));
             return ClientAction::Forward;
         };
+        let statement = &portal.fingerprint;
         let rules = self.shared.rules.snapshot();
-        let matched = self.matched(&rules, &statement);
+        let matched = self.matched(&rules, statement);
         let handle = self.shared.stats.fingerprint(statement.id, &statement.text);
+
+        let mut fill = None;
+        if let Some(m) = &matched
+            && m.rule().is_some_and(|r| r.cache.is_some())
+            && self.cache.is_some()
+        {
+            match (&portal.sql, &portal.bind) {
+                _ if max_rows != 0 && self.admission.is_none() => {
+                    handle.record_miss(MissReason::Partial);
+                }
+                _ if max_rows != 0 => {}
+                (Some(sql), Some(bind)) if self.batch_tracked => {
+                    let request = Request {
+                        sql,
+                        bind,
+                        shape: Shape::RowsOnly,
+                    };
+                    match self.cache_phase(request, statement, &handle, m, now) {
+                        CachePhase::Pass => {}
+                        CachePhase::Answered => return ClientAction::Drop,
+                        CachePhase::Wait(gate) => return ClientAction::Wait(gate),
+                        CachePhase::Fill(f) => fill = Some(f),
+                    }
+                }
+                // Prepared before a caching rule existed, or mid-batch when rules changed.
+                _ => {}
+            }
+        }
+
         let (permit, received) = match &matched {
             Some(m) if m.rules.limiters.get(m.index).is_some_and(Option::is_some) => {
-                match self.take_slot(&statement, &handle, m, now) {
+                match self.take_slot(statement, &handle, m, now) {
                     Slot::Granted(permit, received) => (permit, received),
-                    Slot::Wait(gate) => return ClientAction::Wait(gate),
+                    Slot::Wait(gate) => {
+                        self.pending_fill = fill;
+                        return ClientAction::Wait(gate);
+                    }
                     Slot::Shed(bytes) => {
+                        if let Some(fill) = fill
+                            && self.answer_stale_when_shed(fill, &handle, now)
+                        {
+                            return ClientAction::Drop;
+                        }
                         self.count_queries(1);
                         self.expected.push_reply(bytes, false);
                         self.skip_until_sync = true;
@@ -268,11 +358,38 @@ impl Pipeline {
             }
             _ => (None, now),
         };
+        self.follow_prepared(statement, portal.sql.as_deref());
         self.count_queries(1);
-        let deadline = deadline_for(&rules, matched.as_ref(), &statement, received);
-        self.expected
-            .push_running(Running::new(handle, received, deadline, permit));
+        let deadline = deadline_for(&rules, matched.as_ref(), statement, received);
+        let mut running = Running::new(handle, received, deadline, permit);
+        running.fill = fill;
+        self.expected.push_running(running);
         ClientAction::Forward
+    }
+
+    /// A statement that found no concurrency slot gets the stale entry its fill carries,
+    /// when its rule says so. Returns false when there is none to give.
+    fn answer_stale_when_shed(
+        &mut self,
+        fill: Box<Fill>,
+        handle: &Arc<FingerprintStats>,
+        now: Instant,
+    ) -> bool {
+        let usable = fill.on_budget == Fallback::ServeStale;
+        let Some(entry) = fill.stale.filter(|e| usable && e.is_usable(now)) else {
+            return false;
+        };
+        let notice = replies::stale_served(
+            entry.age(now),
+            "no concurrency slot was free in time",
+            &fill.rule,
+            fill.fingerprint,
+        );
+        handle.bump(Counter::StaleServed);
+        self.shared.cache.count_stale_hit();
+        let since = self.admission.as_ref().map_or(now, |a| a.since);
+        self.answer_from_cache(entry, notice, fill.shape, handle, since, now);
+        true
     }
 
     /// A concurrency slot for a capped rule: at once, after waiting at a gate, or shed.
@@ -317,10 +434,12 @@ impl Pipeline {
                 self.waiting_since = Some(now);
                 let limiter = limiter.clone();
                 Slot::Wait(Gate(Box::pin(async move {
-                    tokio::time::timeout(wait, limiter.acquire_owned())
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
+                    Admitted::Slot(
+                        tokio::time::timeout(wait, limiter.acquire_owned())
+                            .await
+                            .ok()
+                            .and_then(Result::ok),
+                    )
                 })))
             }
         }
@@ -334,7 +453,7 @@ enum Slot {
 }
 
 /// The statement's time budget: its rule's, or the default.
-fn deadline_for(
+pub(super) fn deadline_for(
     rules: &ActiveRules,
     matched: Option<&Matched>,
     statement: &Fingerprinted,

@@ -1,7 +1,10 @@
 //! What the backend owes the client, in order: one completion per running statement, a
-//! ReadyForQuery per Sync / Query / FunctionCall, and the replies pgward queued itself. Also each
-//! statement's deadline (its time budget) and what happens when it passes, and recording the
-//! outcome of every completed statement.
+//! ReadyForQuery per Sync / Query / FunctionCall, the answers to Parse / Bind / Describe / Close
+//! while a batch may hold a cache hit, and the replies pgward queued itself (so a hit or an
+//! error pgward makes reaches the client exactly where Postgres would have put it). Also each
+//! statement's deadline (its time budget) and what happens when it passes, the result capture
+//! of a statement filling the cache (and the stale answer that may replace it), and recording
+//! the outcome of every completed statement.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,10 +14,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Pipeline, replies};
+use crate::cache::{Capture, Entry, FillTicket, Filled, Shape};
 use crate::fingerprint::FingerprintId;
 use crate::protocol::backend::{self, TransactionStatus};
 use crate::protocol::{build, sqlstate};
-use crate::stats::{Counter, Execution, FingerprintStats};
+use crate::rules::{CachePolicy, Fallback, Invalidate};
+use crate::stats::{Counter, Execution, FingerprintStats, MissReason};
 
 /// A time budget attached to a running statement.
 pub(super) struct Deadline {
@@ -37,6 +42,38 @@ pub(super) struct Running {
     pub deadline: Option<Deadline>,
     /// The concurrency slot it holds until it completes.
     pub _slot: Option<OwnedSemaphorePermit>,
+    /// Set when its result is being captured for the cache.
+    pub fill: Option<Box<Fill>>,
+}
+
+/// A statement whose result is captured for the cache (it missed, or refreshes an entry).
+pub(super) struct Fill {
+    pub ticket: FillTicket,
+    pub capture: Capture,
+    pub shape: Shape,
+    pub fingerprint: FingerprintId,
+    pub policy: CachePolicy,
+    pub tables: Arc<[Box<str>]>,
+    pub rule: Arc<str>,
+    /// The last good result, for the serve_stale fallbacks.
+    pub stale: Option<Arc<Entry>>,
+    pub on_budget: Fallback,
+    pub on_error: Fallback,
+    /// Set when the client gets `stale` instead of what Postgres sends: why.
+    pub serving_stale: Option<String>,
+    /// A DataRow was already forwarded (a stale result can no longer replace it).
+    pub rows_started: bool,
+    pub row_description_sent: bool,
+}
+
+impl Fill {
+    /// The stale entry, if the fallback allows it and it is still usable.
+    fn usable_stale(&self, fallback: Fallback, now: Instant) -> Option<&Arc<Entry>> {
+        if fallback != Fallback::ServeStale || self.rows_started {
+            return None;
+        }
+        self.stale.as_ref().filter(|e| e.is_usable(now))
+    }
 }
 
 impl Running {
@@ -52,6 +89,7 @@ impl Running {
             bytes_sent: 0,
             deadline,
             _slot: slot,
+            fill: None,
         }
     }
 
@@ -63,6 +101,7 @@ impl Running {
             bytes_sent: 0,
             deadline: None,
             _slot: None,
+            fill: None,
         }
     }
 }
@@ -70,9 +109,13 @@ impl Running {
 enum Expected {
     Completion(Running),
     Ready,
-    /// An answer pgward made itself; `ready` appends ReadyForQuery (simple Query).
+    /// The answer to a Parse, Bind, Describe or Close (tracked while a batch may hold a hit).
+    Response,
+    /// An answer pgward made itself: `bytes`, then a cached result, then (simple Query)
+    /// ReadyForQuery.
     Reply {
         bytes: Vec<u8>,
+        cached: Option<(Arc<Entry>, Shape)>,
         ready: bool,
     },
 }
@@ -80,6 +123,8 @@ enum Expected {
 /// The ordered expectations of one session.
 pub(super) struct Queue {
     entries: VecDeque<Expected>,
+    /// `Expected::Response` entries in `entries`.
+    responses: usize,
     last_completion: Instant,
     pub transaction: TransactionStatus,
 }
@@ -88,6 +133,7 @@ impl Queue {
     pub fn new() -> Self {
         Queue {
             entries: VecDeque::new(),
+            responses: 0,
             last_completion: Instant::now(),
             transaction: TransactionStatus::Idle,
         }
@@ -106,7 +152,43 @@ impl Queue {
     }
 
     pub fn push_reply(&mut self, bytes: Vec<u8>, ready: bool) {
-        self.entries.push_back(Expected::Reply { bytes, ready });
+        self.entries.push_back(Expected::Reply {
+            bytes,
+            cached: None,
+            ready,
+        });
+    }
+
+    /// A cached result (after `head`, e.g. a notice) as the answer to a statement.
+    pub fn push_cached(&mut self, head: Vec<u8>, entry: Arc<Entry>, shape: Shape, ready: bool) {
+        self.entries.push_back(Expected::Reply {
+            bytes: head,
+            cached: Some((entry, shape)),
+            ready,
+        });
+    }
+
+    pub fn push_response(&mut self) {
+        self.responses += 1;
+        self.entries.push_back(Expected::Response);
+    }
+
+    /// True while an answer to Parse / Bind / Describe / Close is tracked.
+    pub fn tracks_responses(&self) -> bool {
+        self.responses > 0
+    }
+
+    fn pop(&mut self) -> Option<Expected> {
+        let popped = self.entries.pop_front();
+        if matches!(popped, Some(Expected::Response)) {
+            self.responses -= 1;
+        }
+        popped
+    }
+
+    /// True when the front statement is the last one before its ReadyForQuery.
+    fn front_is_last(&self) -> bool {
+        matches!(self.entries.get(1), Some(Expected::Ready))
     }
 
     fn front_running(&mut self) -> Option<&mut Running> {
@@ -127,18 +209,55 @@ pub enum Expiry {
 }
 
 impl Pipeline {
-    /// Counts bytes of backend messages sent to the client toward the running statement.
-    pub fn on_backend_bytes(&mut self, n: usize) {
+    /// Counts bytes of backend messages sent to the client toward the running statement, and
+    /// captures them when it fills the cache. `frame_tag` is set when `chunk` starts a message.
+    pub fn on_backend_bytes(&mut self, chunk: &[u8], frame_tag: Option<u8>) {
         if let Some(running) = self.expected.front_running() {
-            running.bytes_sent += n as u64;
+            running.bytes_sent += chunk.len() as u64;
+            if let Some(fill) = &mut running.fill {
+                match frame_tag {
+                    Some(b'D') => fill.rows_started = true,
+                    Some(b'T') => fill.row_description_sent = true,
+                    _ => {}
+                }
+                fill.capture.push(chunk, frame_tag.is_some());
+            }
         }
+    }
+
+    /// True when a backend message with this tag must not reach the client: the running
+    /// statement is being answered with a stale cached result instead.
+    pub fn suppresses(&mut self, tag: u8) -> bool {
+        matches!(tag, b'D' | b'T')
+            && self
+                .expected
+                .front_running()
+                .and_then(|r| r.fill.as_ref())
+                .is_some_and(|f| f.serving_stale.is_some())
+    }
+
+    /// Backend tags the session must hand to [`Pipeline::on_backend_frame`] whole.
+    pub fn inspects(&self, tag: u8) -> bool {
+        matches!(tag, b'Z' | b'C' | b'E' | b'I' | b's')
+            || self.expected.tracks_responses() && matches!(tag, b'1' | b'2' | b'3' | b'T' | b'n')
     }
 
     /// Sees a complete backend frame that may end a statement. Returns a replacement for the
     /// frame when pgward must reword it (the 57014 of a budget cancel).
     pub fn on_backend_frame(&mut self, tag: u8, body: &[u8], now: Instant) -> Option<Vec<u8>> {
         let mut replacement = None;
+        if matches!(tag, b'C' | b'E')
+            && let Some((stale, rows)) = self.settle_fill(tag, body, now)
+        {
+            self.complete(now, rows, None);
+            return Some(stale);
+        }
         match tag {
+            b'1' | b'2' | b'3' | b'T' | b'n' => {
+                if matches!(self.expected.entries.front(), Some(Expected::Response)) {
+                    self.expected.pop();
+                }
+            }
             b'C' => self.complete(now, backend::command_rows(body), None),
             b'I' | b's' => self.complete(now, 0, None),
             b'E' => {
@@ -154,19 +273,28 @@ impl Pipeline {
                 }
                 self.shared.stats.proxy().errors.fetch_add(1, Relaxed);
                 self.complete(now, 0, Some(code.unwrap_or(*b"XX000")));
-                // The backend skips everything up to the next Sync after an error.
-                while let Some(Expected::Completion(_)) = self.expected.entries.front() {
-                    self.expected.entries.pop_front();
+                // The backend skips everything up to the next Sync after an error, and so do
+                // the answers pgward queued for that stretch.
+                while let Some(
+                    Expected::Completion(_)
+                    | Expected::Response
+                    | Expected::Reply { ready: false, .. },
+                ) = self.expected.entries.front()
+                {
+                    self.expected.pop();
                 }
             }
             b'Z' => {
                 if let Some(status) = backend::ready_status(body) {
                     self.expected.transaction = status;
                 }
-                while let Some(expected) = self.expected.entries.pop_front() {
+                while let Some(expected) = self.expected.pop() {
                     if matches!(expected, Expected::Ready) {
                         break;
                     }
+                }
+                if !self.expected.busy() {
+                    self.settled();
                 }
             }
             _ => {}
@@ -178,8 +306,20 @@ impl Pipeline {
     /// `out`.
     pub fn drain_replies(&mut self, out: &mut Vec<u8>) {
         while let Some(Expected::Reply { .. }) = self.expected.entries.front() {
-            if let Some(Expected::Reply { bytes, ready }) = self.expected.entries.pop_front() {
+            if let Some(Expected::Reply {
+                bytes,
+                cached,
+                ready,
+            }) = self.expected.pop()
+            {
                 out.extend_from_slice(&bytes);
+                match cached {
+                    Some((entry, Shape::WithRowDescription)) => out.extend_from_slice(&entry.bytes),
+                    Some((entry, Shape::RowsOnly)) => {
+                        out.extend_from_slice(entry.rows_and_completion())
+                    }
+                    None => {}
+                }
                 if ready {
                     build::ready_for_query(out, self.expected.transaction);
                 }
@@ -204,6 +344,7 @@ impl Pipeline {
 
     /// Called when [`Pipeline::next_timer`] has passed.
     pub fn on_timer(&mut self, now: Instant) -> Expiry {
+        let last = self.expected.front_is_last();
         let Some(running) = self.expected.front_running() else {
             return Expiry::Nothing;
         };
@@ -219,6 +360,16 @@ impl Pipeline {
         deadline.expired_at = Some(now);
         let (observe, budget, rule) = (deadline.observe, deadline.budget, deadline.rule.clone());
         let grace_until = now + deadline.cancel_grace;
+        if !observe
+            && last
+            && let Some(fill) = &mut running.fill
+            && fill.usable_stale(fill.on_budget, now).is_some()
+        {
+            fill.serving_stale = Some(format!(
+                "the time budget of {} passed; the query was cancelled",
+                replies::format_duration(budget)
+            ));
+        }
         if let Some(stats) = &stats {
             stats.bump(if observe {
                 Counter::WouldTimeout
@@ -251,11 +402,97 @@ impl Pipeline {
         }
     }
 
+    /// The front statement's fill ends with this CommandComplete or ErrorResponse: store the
+    /// captured result, or (when the client gets a stale result instead) return that
+    /// answer and its row count.
+    fn settle_fill(&mut self, tag: u8, body: &[u8], now: Instant) -> Option<(Vec<u8>, u64)> {
+        let last = self.expected.front_is_last();
+        let running = self.expected.front_running()?;
+        let stats = running.stats.clone();
+        let fill = running.fill.take()?;
+        let mut fill = *fill;
+        if fill.serving_stale.is_none() && tag == b'E' && last {
+            let code = backend::error_fields(body).code;
+            let class_ok = code.is_some_and(|c| matches!(&c[..2], b"08" | b"53" | b"57"));
+            if class_ok && fill.usable_stale(fill.on_error, now).is_some() {
+                let code = code.map(|c| String::from_utf8_lossy(&c).into_owned());
+                fill.serving_stale = Some(format!(
+                    "Postgres failed the query with SQLSTATE {}",
+                    code.unwrap_or_default()
+                ));
+            }
+        }
+        if let Some(why) = fill.serving_stale.take() {
+            let entry = fill.stale.take()?;
+            let mut out = replies::stale_served(entry.age(now), &why, &fill.rule, fill.fingerprint);
+            let body = if fill.row_description_sent {
+                entry.rows_and_completion()
+            } else {
+                &entry.bytes
+            };
+            out.extend_from_slice(body);
+            entry.count_hit();
+            self.shared.cache.count_stale_hit();
+            if let Some(stats) = &stats {
+                stats.bump(Counter::StaleServed);
+                stats.add(Counter::CacheBytesServed, body.len() as u64);
+            }
+            tracing::info!(fingerprint = %fill.fingerprint, rule = &*fill.rule, age_ms = entry.age(now).as_millis() as u64, "served a stale cached result");
+            return Some((out, entry.rows));
+        }
+        if tag == b'C' {
+            let overflowed = fill.capture.overflowed();
+            match fill.capture.finish(fill.shape) {
+                Some((bytes, row_description_len, rows)) => {
+                    let stored = self.shared.cache.store(
+                        fill.ticket,
+                        Filled {
+                            fingerprint: fill.fingerprint,
+                            bytes,
+                            row_description_len,
+                            rows,
+                            ttl: fill.policy.ttl,
+                            stale_for: fill.policy.stale_for,
+                            tables: fill.tables,
+                            invalidate_on_write: fill.policy.invalidate == Invalidate::OnWrite,
+                        },
+                    );
+                    if stored && let Some(stats) = &stats {
+                        stats.bump(Counter::CacheFill);
+                    }
+                }
+                None if overflowed => {
+                    if let Some(stats) = &stats {
+                        stats.record_miss_reason(MissReason::TooLarge);
+                    }
+                }
+                None => {}
+            }
+        } else if let Some(stats) = &stats {
+            stats.record_miss_reason(MissReason::Error);
+        }
+        None
+    }
+
+    /// Nothing is owed any more: the transaction status is final, and the writes of a
+    /// finished transaction invalidate the cache entries that read their tables.
+    fn settled(&mut self) {
+        let idle = self.expected.transaction == TransactionStatus::Idle;
+        if let Some(session) = &mut self.cache
+            && let Some(committed) = session.on_settled(idle)
+            && self.shared.cache.active()
+        {
+            self.shared
+                .cache
+                .writes_committed(&committed.tables, committed.unknown);
+        }
+    }
+
     fn complete(&mut self, now: Instant, rows: u64, error: Option<[u8; 5]>) {
         if !matches!(self.expected.entries.front(), Some(Expected::Completion(_))) {
             return;
         }
-        let Some(Expected::Completion(running)) = self.expected.entries.pop_front() else {
+        let Some(Expected::Completion(running)) = self.expected.pop() else {
             return;
         };
         let started = running.received.max(self.expected.last_completion);

@@ -7,17 +7,19 @@
 //! Phases of one statement:
 //! 1. fingerprint: cached per text; prepared statements once at Parse        (`fingerprints`)
 //! 2. rules, one snapshot per statement: reject, rewrite (at Query / Parse)   (`decide`)
-//! 3. concurrency cap at Query / Execute: wait for a slot in FIFO order, or shed
-//! 4. forward upstream with a deadline; on expiry the session cancels upstream (`expect`)
-//! 5. record latency, rows, bytes and outcome for the fingerprint             (`expect`)
-//!
-//! The result cache plugs in between 2 and 3.
+//! 3. result cache at Query / Execute: answer a hit, wait for an identical query another
+//!    session is running, or run it and capture the result                    (`cached`)
+//! 4. concurrency cap at Query / Execute: wait for a slot in FIFO order, or shed
+//! 5. forward upstream with a deadline; on expiry the session cancels upstream, or answers
+//!    with a stale cached result                                               (`expect`)
+//! 6. record latency, rows, bytes and outcome for the fingerprint             (`expect`)
 //!
 //! The tracker mirrors the protocol's ordering: every Execute (and every statement of a simple
 //! Query) expects exactly one completion, a ReadyForQuery closes everything up to its Sync, and
 //! replies pgward makes itself (rejects, sheds) wait in the same queue, so they reach the client
 //! in the order the client asked.
 
+mod cached;
 mod decide;
 mod expect;
 mod fingerprints;
@@ -34,6 +36,7 @@ pub use expect::Expiry;
 pub use fingerprints::{FingerprintCache, Fingerprinted};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::cache::{ResultCache, SessionCache};
 use crate::protocol::backend::TransactionStatus;
 use crate::protocol::frontend::{self, Target};
 use crate::reload::{ActiveRules, Rules};
@@ -52,14 +55,23 @@ pub enum ClientAction {
     Wait(Gate),
 }
 
-/// A wait for a concurrency slot: resolves to the permit, or `None` when queue_timeout passed.
-pub struct Gate(pub Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>);
+/// A wait before a held client frame is offered again.
+pub struct Gate(pub Pin<Box<dyn Future<Output = Admitted> + Send>>);
+
+/// How a wait at a [`Gate`] ended.
+pub enum Admitted {
+    /// A concurrency slot: the permit, or `None` when queue_timeout passed.
+    Slot(Option<OwnedSemaphorePermit>),
+    /// The identical query another session ran ended (or this one's budget passed).
+    CacheFill,
+}
 
 /// Process-wide handles the per-session pipelines share.
 pub struct Shared {
     pub stats: Arc<Stats>,
     pub fingerprints: FingerprintCache,
     pub rules: Arc<Rules>,
+    pub cache: Arc<ResultCache>,
 }
 
 /// Who the session is, for rule filters.
@@ -68,6 +80,8 @@ pub struct Identity {
     pub user: String,
     pub database: String,
     pub application_name: String,
+    /// Every startup parameter, as the client sent them (part of cache keys).
+    pub params: Vec<(String, String)>,
 }
 
 /// The rule a statement matched, in the snapshot it was matched under.
@@ -88,6 +102,10 @@ impl Matched {
 #[derive(Clone)]
 struct Statement {
     fingerprint: Fingerprinted,
+    /// The statement text, kept when the cache may need it (for keys or SET values).
+    sql: Option<Arc<[u8]>>,
+    /// A portal's Bind after the names: parameter formats, values, result formats.
+    bind: Option<Arc<[u8]>>,
 }
 
 /// The outcome of waiting at a gate, kept until the held frame is offered again.
@@ -109,10 +127,35 @@ pub struct Pipeline {
     /// Set while a held frame waits for (or has just got) a concurrency slot.
     admission: Option<Admission>,
     waiting_since: Option<Instant>,
+    /// The session's side of the result cache (None when the cache is disabled).
+    cache: Option<SessionCache>,
+    /// Set while a held frame waits for another session's identical query: since when.
+    cache_wait: Option<Instant>,
+    /// A fill this session leads while its frame waits for a concurrency slot.
+    pending_fill: Option<Box<expect::Fill>>,
+    /// A batch (messages up to Sync) has started; whether it tracks Parse/Bind/Describe/Close
+    /// answers so that a cache hit can take its place among them.
+    batch_open: bool,
+    batch_tracked: bool,
 }
 
 impl Pipeline {
     pub fn new(shared: Arc<Shared>, identity: Identity) -> Self {
+        let cache = shared.cache.enabled().then(|| {
+            SessionCache::new(
+                [
+                    ("\0user", identity.user.as_str()),
+                    ("\0database", identity.database.as_str()),
+                ]
+                .into_iter()
+                .chain(
+                    identity
+                        .params
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                ),
+            )
+        });
         Pipeline {
             shared,
             identity,
@@ -122,6 +165,11 @@ impl Pipeline {
             skip_until_sync: false,
             admission: None,
             waiting_since: None,
+            cache,
+            cache_wait: None,
+            pending_fill: None,
+            batch_open: false,
+            batch_tracked: false,
         }
     }
 
@@ -136,9 +184,25 @@ impl Pipeline {
     }
 
     /// Records the outcome of a gate the session waited on.
-    pub fn admit(&mut self, permit: Option<OwnedSemaphorePermit>) {
-        let since = self.waiting_since.take().unwrap_or_else(Instant::now);
-        self.admission = Some(Admission { permit, since });
+    pub fn admit(&mut self, admitted: Admitted) {
+        match admitted {
+            Admitted::Slot(permit) => {
+                let since = self.waiting_since.take().unwrap_or_else(Instant::now);
+                self.admission = Some(Admission { permit, since });
+            }
+            // `cache_wait` already says since when; the frame is simply offered again.
+            Admitted::CacheFill => {}
+        }
+    }
+
+    /// Whether the current batch tracks the answers to Parse/Bind/Describe/Close (decided at
+    /// its first message, so that it stays consistent until its Sync).
+    fn batch_tracked(&mut self) -> bool {
+        if !self.batch_open {
+            self.batch_open = true;
+            self.batch_tracked = self.cache.is_some() && self.shared.rules.snapshot().set.caches();
+        }
+        self.batch_tracked
     }
 
     fn recording(&self) -> bool {
@@ -153,6 +217,18 @@ impl Pipeline {
             }
             self.skip_until_sync = false;
         }
+        let tracked = matches!(tag, b'P' | b'B' | b'D' | b'C' | b'E') && self.batch_tracked();
+        let action = self.route_client_frame(tag, body, now);
+        if tracked
+            && matches!(tag, b'P' | b'B' | b'D' | b'C')
+            && matches!(action, ClientAction::Forward | ClientAction::Replace(_))
+        {
+            self.expected.push_response();
+        }
+        action
+    }
+
+    fn route_client_frame(&mut self, tag: u8, body: &[u8], now: Instant) -> ClientAction {
         match tag {
             b'Q' => match frontend::query(body) {
                 Some(sql) => self.on_query(sql, now),
@@ -166,7 +242,11 @@ impl Pipeline {
                 if let Some(bind) = frontend::bind(body) {
                     match self.prepared.get(bind.statement) {
                         Some(statement) => {
-                            self.portals.insert(bind.portal.into(), statement.clone())
+                            let mut portal = statement.clone();
+                            if portal.sql.is_some() {
+                                portal.bind = Some(Arc::from(bind.rest));
+                            }
+                            self.portals.insert(bind.portal.into(), portal)
                         }
                         None => self.portals.remove(bind.portal),
                     };
@@ -183,6 +263,7 @@ impl Pipeline {
                 ClientAction::Forward
             }
             b'S' | b'F' => {
+                self.batch_open = false;
                 self.expected.push_ready();
                 ClientAction::Forward
             }

@@ -114,6 +114,30 @@ pub(super) fn rejected(
     .into_bytes()
 }
 
+/// The NOTICE that goes with a stale cached result: how old it is and why it was served.
+pub(super) fn stale_served(
+    age: Duration,
+    why: &str,
+    rule: &str,
+    fingerprint: FingerprintId,
+) -> Vec<u8> {
+    let message = format!(
+        "pgward: served a cached result {} old because {why}",
+        format_duration(age)
+    );
+    let detail = format!("rule \"{rule}\", fingerprint {fingerprint}");
+    let mut out = Vec::new();
+    Report {
+        severity: Severity::Error,
+        code: sqlstate::WARNING,
+        message: &message,
+        detail: Some(&detail),
+        hint: None,
+    }
+    .write_notice(&mut out);
+    out
+}
+
 /// "150ms", "2s", "1.5s", "2m".
 pub(crate) fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();

@@ -8,3 +8,4 @@ pub const ADMIN_SHUTDOWN: &str = "57P01";
 pub const QUERY_CANCELED: &str = "57014";
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 pub const INSUFFICIENT_RESOURCES: &str = "53000";
+pub const WARNING: &str = "01000";

@@ -12,9 +12,12 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+use super::cache_policy::compile_cache;
 use super::fields::{compile_action, compile_match};
 use super::rewrite::Rewrite;
-use super::schema::{DEFAULTS_KEYS, MATCH_KEYS, RULE_KEYS, RawDefaults, RawRule, TOP_KEYS};
+use super::schema::{
+    CACHE_KEYS, DEFAULTS_KEYS, MATCH_KEYS, RULE_KEYS, RawDefaults, RawRule, TOP_KEYS,
+};
 use super::{Action, Budget, Mode, Problem, Rule, RuleSet};
 use crate::units::parse_duration;
 
@@ -69,7 +72,12 @@ impl Ctx<'_> {
         clean
     }
 
-    fn duration(&mut self, v: &Spanned<String>, key: &str, rule: Option<&str>) -> Option<Duration> {
+    pub(super) fn duration(
+        &mut self,
+        v: &Spanned<String>,
+        key: &str,
+        rule: Option<&str>,
+    ) -> Option<Duration> {
         match parse_duration(v.get_ref()) {
             Ok(d) => Some(d),
             Err(e) => {
@@ -218,6 +226,7 @@ fn serde_message(message: &str) -> String {
     message
         .replace("struct RawMatch", "a table (match.query = \"...\")")
         .replace("expected i64", "expected an integer")
+        .replace("struct RawCache", "a table (cache.ttl = \"60s\")")
 }
 
 /// The rule's name as written, for messages about a rule that did not deserialize.
@@ -233,6 +242,9 @@ fn compile_rule(cx: &mut Ctx<'_>, value: Spanned<DeValue<'_>>) -> Option<Rule> {
         let mut clean = cx.unknown_keys(t, RULE_KEYS, "[[rule]]", who);
         if let Some(DeValue::Table(m)) = t.get("match").map(Spanned::get_ref) {
             clean &= cx.unknown_keys(m, MATCH_KEYS, "match", who);
+        }
+        if let Some(DeValue::Table(c)) = t.get("cache").map(Spanned::get_ref) {
+            clean &= cx.unknown_keys(c, CACHE_KEYS, "cache", who);
         }
         if !clean {
             return None;
@@ -325,6 +337,8 @@ fn compile_rule(cx: &mut Ctx<'_>, value: Spanned<DeValue<'_>>) -> Option<Rule> {
         }
         Rewrite::compile(r.get_ref(), slots?).map_err(|e| cx.report(r.span(), who, e)).ok()
     });
+    let (cache, on_budget_exceeded, on_upstream_error) =
+        compile_cache(cx, &raw, who, action.as_ref(), mode);
     if cx.problems.len() > before {
         return None;
     }
@@ -339,5 +353,8 @@ fn compile_rule(cx: &mut Ctx<'_>, value: Spanned<DeValue<'_>>) -> Option<Rule> {
         rewrite,
         action: action?,
         mode,
+        cache,
+        on_budget_exceeded,
+        on_upstream_error,
     })
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::fingerprint::FingerprintId;
 
+mod cache_policy;
 mod compile;
 #[cfg(test)]
 mod evaluate_tests;
@@ -61,6 +62,51 @@ pub struct Rule {
     pub rewrite: Option<Rewrite>,
     pub action: Action,
     pub mode: Mode,
+    /// Results of matching read statements are cached (see `docs/caching.md`).
+    pub cache: Option<CachePolicy>,
+    /// What a statement gets when its budget passes: the error, or a stale cached result.
+    pub on_budget_exceeded: Fallback,
+    /// What a statement gets when Postgres fails it with class 08/53/57: the error, or a stale
+    /// cached result.
+    pub on_upstream_error: Fallback,
+}
+
+/// A rule's `cache` table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// How long an entry is fresh (answered without asking Postgres).
+    pub ttl: Duration,
+    /// How long after `ttl` an entry may still be served when Postgres is slow or failing,
+    /// or while one request refreshes it.
+    pub stale_for: Duration,
+    pub refresh: Refresh,
+    /// Results larger than this (bytes of protocol messages) are not cached.
+    pub max_entry_size: u64,
+    pub invalidate: Invalidate,
+}
+
+/// What happens to the first request for an entry past its `ttl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refresh {
+    /// It runs upstream and refreshes the entry; requests meanwhile get the old entry.
+    Background,
+    /// It is a miss: it runs upstream and concurrent requests wait for it.
+    Blocking,
+}
+
+/// Whether writes seen by pgward drop entries that read the written tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalidate {
+    OnWrite,
+    /// Entries live out their ttl (results that may lag writes, like recommendations).
+    TtlOnly,
+}
+
+/// The answer when a statement cannot complete normally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    Error,
+    ServeStale,
 }
 
 /// What a statement is recognised by.
@@ -153,6 +199,11 @@ impl RuleSet {
             rules: Vec::new(),
             source_hash: String::new(),
         }
+    }
+
+    /// True when some rule caches results.
+    pub fn caches(&self) -> bool {
+        self.rules.iter().any(|r| r.cache.is_some())
     }
 
     /// The first rule, in file order, whose filters all accept the session and whose matcher

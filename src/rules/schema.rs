@@ -23,6 +23,17 @@ pub(super) const RULE_KEYS: &[&str] = &[
     "message",
     "sqlstate",
     "mode",
+    "cache",
+    "on_budget_exceeded",
+    "on_upstream_error",
+];
+/// Keys allowed in a rule's `cache` table.
+pub(super) const CACHE_KEYS: &[&str] = &[
+    "ttl",
+    "stale_for",
+    "refresh",
+    "max_entry_size",
+    "invalidate",
 ];
 /// Keys allowed in a rule's `match` table.
 pub(super) const MATCH_KEYS: &[&str] = &[
@@ -59,6 +70,20 @@ pub(super) struct RawRule {
     pub message: Option<Spanned<String>>,
     pub sqlstate: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
+    pub cache: Option<Spanned<RawCache>>,
+    pub on_budget_exceeded: Option<Spanned<String>>,
+    pub on_upstream_error: Option<Spanned<String>>,
+}
+
+/// A rule's `cache` table: how long its results are fresh and usable.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    pub ttl: Option<Spanned<String>>,
+    pub stale_for: Option<Spanned<String>>,
+    pub refresh: Option<Spanned<String>>,
+    pub max_entry_size: Option<Spanned<String>>,
+    pub invalidate: Option<Spanned<String>>,
 }
 
 /// A rule's `match` table: one of query / fingerprint / pattern, plus optional filters.

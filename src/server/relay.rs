@@ -62,6 +62,8 @@ struct Leg {
     streaming_left: usize,
     /// How many more bytes the frame at the front needs.
     want: usize,
+    /// The frame being streamed is dropped instead of forwarded.
+    streaming_suppressed: bool,
     needs_flush: bool,
 }
 
@@ -72,6 +74,7 @@ impl Leg {
             recv: RecvBuf::new(READ_CHUNK),
             streaming_left: 0,
             want: READ_CHUNK,
+            streaming_suppressed: false,
             needs_flush: false,
         }
     }
@@ -350,10 +353,9 @@ impl Relay {
             let frame = &avail[..frame_len];
             let action = match header.tag {
                 b'X' => return Err(Ending::ClientTerminated),
-                b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F' => {
-                    self.pipeline
-                        .on_client_frame(header.tag, &frame[frame::HEADER_LEN..], now)
-                }
+                b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'S' | b'F' => self
+                    .pipeline
+                    .on_client_frame(header.tag, &frame[frame::HEADER_LEN..], now),
                 _ => ClientAction::Forward,
             };
             match action {
@@ -398,8 +400,10 @@ impl Relay {
             }
             if self.upstream.streaming_left > 0 {
                 let n = self.upstream.streaming_left.min(avail.len());
-                self.to_client.push(&avail[..n]);
-                self.pipeline.on_backend_bytes(n);
+                if !self.upstream.streaming_suppressed {
+                    self.to_client.push(&avail[..n]);
+                    self.pipeline.on_backend_bytes(&avail[..n], None);
+                }
                 recv.consume(n);
                 self.upstream.streaming_left -= n;
                 continue;
@@ -413,12 +417,17 @@ impl Relay {
                 Err(e) => return Err(Ending::UpstreamProtocol(e.to_string())),
             };
             let frame_len = header.frame_len();
-            let inspected = matches!(header.tag, b'R' | b'K' | b'Z' | b'C' | b'E' | b'I' | b's');
+            let inspected = matches!(header.tag, b'R' | b'K') || self.pipeline.inspects(header.tag);
+            // A statement answered with a stale cached result: Postgres's rows are dropped.
+            let suppressed = self.pipeline.suppresses(header.tag);
             if avail.len() < frame_len {
                 if !inspected {
-                    self.to_client.push(avail);
                     let n = avail.len();
-                    self.pipeline.on_backend_bytes(n);
+                    if !suppressed {
+                        self.to_client.push(avail);
+                        self.pipeline.on_backend_bytes(avail, Some(header.tag));
+                    }
+                    self.upstream.streaming_suppressed = suppressed;
                     self.upstream.streaming_left = frame_len - n;
                     recv.consume(n);
                     continue;
@@ -428,7 +437,11 @@ impl Relay {
             }
             let frame = &avail[..frame_len];
             let body = &frame[frame::HEADER_LEN..];
-            self.pipeline.on_backend_bytes(frame_len);
+            if suppressed {
+                recv.consume(frame_len);
+                continue;
+            }
+            self.pipeline.on_backend_bytes(frame, Some(header.tag));
             let replacement = if inspected {
                 self.inspect_backend(header, body, now, hooks)
             } else {

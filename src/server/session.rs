@@ -136,6 +136,7 @@ async fn run_session(
         user: startup.user().to_owned(),
         database: startup.database().to_owned(),
         application_name: startup.param("application_name").unwrap_or("").to_owned(),
+        params: startup.params.clone(),
     };
     let pipeline = Pipeline::new(app.pipeline.clone(), identity);
     let mut relay = Relay::new(

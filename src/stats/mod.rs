@@ -9,6 +9,7 @@
 //! through it with atomics and one per-fingerprint mutex; no global lock.
 
 mod clock;
+mod miss;
 mod prometheus;
 #[cfg(test)]
 mod prometheus_tests;
@@ -28,6 +29,7 @@ use dashmap::DashMap;
 use crate::fingerprint::FingerprintId;
 
 pub use clock::rfc3339;
+pub use miss::MissReason;
 pub use prometheus::render_prometheus;
 pub use proxy::{Gauge, ProxySnapshot, ProxyStats};
 pub use record::{Counter, Execution, FingerprintStats, HISTOGRAM_MAX_MICROS, HISTOGRAM_SIGFIG};
@@ -144,6 +146,11 @@ impl Stats {
     }
 
     /// Copies every record (each read once) plus the proxy counters.
+    /// The live record of a fingerprint, if it is tracked (never creates one).
+    pub fn existing(&self, id: FingerprintId) -> Option<Arc<FingerprintStats>> {
+        self.fingerprints.get(&id).map(|r| r.clone())
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         // Clone the handles first so no map shard stays locked while the
         // per-record mutexes are taken.

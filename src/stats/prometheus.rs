@@ -107,6 +107,21 @@ pub fn render_prometheus(snapshot: &Snapshot, top: usize, show_query_label: bool
             w.sample(&name, l, Value::Int(fp.outcomes.get(counter)));
         }
     }
+    w.family(
+        "pgward_query_cache_misses_by_reason_total",
+        "counter",
+        "Cache misses of the query fingerprint by reason (reasons seen so far only)",
+    );
+    for (fp, l) in &per_fp {
+        for (reason, n) in &fp.cache_miss_reasons {
+            let labels = format!("{l},reason=\"{reason}\"");
+            w.sample(
+                "pgward_query_cache_misses_by_reason_total",
+                &labels,
+                Value::Int(*n),
+            );
+        }
+    }
 
     let t = &snapshot.totals;
     let all = "over all fingerprints since the last reset";

@@ -11,6 +11,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use super::clock::{now_micros, rfc3339_micros};
+use super::miss::MissReason;
 use super::snapshot::{FingerprintSnapshot, Outcomes};
 use crate::fingerprint::FingerprintId;
 
@@ -50,11 +51,17 @@ pub enum Counter {
     WouldShed,
     WouldReject,
     WouldRewrite,
+    CacheFill,
+    CacheRefresh,
+    CacheCoalesced,
+    CacheEvicted,
+    CacheInvalidated,
+    CacheBytesServed,
 }
 
 impl Counter {
     /// Number of counters; the length of every per-fingerprint counter array.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 18;
     /// Every counter, in index order.
     pub const ALL: [Counter; Counter::COUNT] = [
         Counter::BudgetExceeded,
@@ -69,6 +76,12 @@ impl Counter {
         Counter::WouldShed,
         Counter::WouldReject,
         Counter::WouldRewrite,
+        Counter::CacheFill,
+        Counter::CacheRefresh,
+        Counter::CacheCoalesced,
+        Counter::CacheEvicted,
+        Counter::CacheInvalidated,
+        Counter::CacheBytesServed,
     ];
 
     /// Position in counter arrays.
@@ -91,6 +104,12 @@ impl Counter {
             Counter::WouldShed => "would_shed",
             Counter::WouldReject => "would_reject",
             Counter::WouldRewrite => "would_rewrite",
+            Counter::CacheFill => "cache_fills",
+            Counter::CacheRefresh => "cache_refreshes",
+            Counter::CacheCoalesced => "cache_coalesced_waits",
+            Counter::CacheEvicted => "cache_evictions",
+            Counter::CacheInvalidated => "cache_invalidations",
+            Counter::CacheBytesServed => "cache_bytes_served",
         }
     }
 
@@ -111,6 +130,14 @@ impl Counter {
             }
             Counter::WouldReject => "Executions an observe-mode rule would have rejected",
             Counter::WouldRewrite => "Executions an observe-mode rule would have rewritten",
+            Counter::CacheFill => "Results stored in the result cache",
+            Counter::CacheRefresh => "Executions that refreshed a cache entry past its ttl",
+            Counter::CacheCoalesced => {
+                "Executions that waited for another session's identical query to fill the cache"
+            }
+            Counter::CacheEvicted => "Cache entries evicted to stay within cache.max_size",
+            Counter::CacheInvalidated => "Cache entries dropped because their tables were written",
+            Counter::CacheBytesServed => "Bytes of results answered from the result cache",
         }
     }
 }
@@ -247,6 +274,7 @@ pub struct FingerprintStats {
     rows: AtomicU64,
     bytes_sent: AtomicU64,
     counters: [AtomicU64; Counter::COUNT],
+    miss_reasons: [AtomicU64; MissReason::COUNT],
     rule: Mutex<Option<Arc<str>>>,
     /// Fingerprint of the statement a rule last rewrote this one into.
     rewritten_to: Mutex<Option<FingerprintId>>,
@@ -265,6 +293,7 @@ impl FingerprintStats {
             rows: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             counters: std::array::from_fn(|_| AtomicU64::new(0)),
+            miss_reasons: std::array::from_fn(|_| AtomicU64::new(0)),
             rule: Mutex::new(None),
             rewritten_to: Mutex::new(None),
             timing: Mutex::new(Timing::new()),
@@ -304,6 +333,19 @@ impl FingerprintStats {
     /// Adds `n` to one outcome counter.
     pub fn add(&self, counter: Counter, n: u64) {
         self.counters[counter.index()].fetch_add(n, Relaxed);
+        self.touch();
+    }
+
+    /// Counts a cache miss and why it missed.
+    pub fn record_miss(&self, reason: MissReason) {
+        self.miss_reasons[reason as usize].fetch_add(1, Relaxed);
+        self.bump(Counter::CacheMiss);
+    }
+
+    /// Counts why a miss's result could not be stored (too large, an error), without
+    /// counting another miss.
+    pub fn record_miss_reason(&self, reason: MissReason) {
+        self.miss_reasons[reason as usize].fetch_add(1, Relaxed);
         self.touch();
     }
 
@@ -419,6 +461,13 @@ impl FingerprintStats {
                 .unwrap_or_else(PoisonError::into_inner)
                 .map(|id| id.to_string()),
             outcomes: Outcomes::from_fn(|c| self.counter(c)),
+            cache_miss_reasons: MissReason::ALL
+                .iter()
+                .filter_map(|r| {
+                    let n = self.miss_reasons[*r as usize].load(Relaxed);
+                    (n > 0).then_some((r.name(), n))
+                })
+                .collect(),
             id: self.id,
         }
     }

@@ -81,6 +81,8 @@ pub struct FingerprintSnapshot {
     pub rewritten_to: Option<String>,
     #[serde(flatten)]
     pub outcomes: Outcomes,
+    /// Why cacheable-by-rule executions missed the result cache (non-zero reasons only).
+    pub cache_miss_reasons: BTreeMap<&'static str, u64>,
 }
 
 /// Sums over every fingerprint since the last reset, including those since

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::harness::*;
 use crate::stats_http::http;
 
-fn rules_file(text: &str) -> PathBuf {
+pub(crate) fn rules_file(text: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!(
         "pgward-rules-{}-{}.toml",
         std::process::id(),
@@ -28,7 +28,7 @@ async fn proxy_with_rules(text: &str) -> (pgward::Running, PathBuf) {
 }
 
 /// The stats entry whose normalized text contains `needle` or whose rule is named `needle`.
-async fn query_stats(admin: std::net::SocketAddr, needle: &str) -> Value {
+pub(crate) async fn query_stats(admin: std::net::SocketAddr, needle: &str) -> Value {
     let (_, body) = http(admin, "GET", "/stats/queries?limit=1000", None).await;
     let stats: Value = serde_json::from_str(&body).unwrap();
     let matches =

@@ -1,0 +1,495 @@
+//! The result cache shared by all sessions: entries (captured backend messages) by key, bounded
+//! in bytes (moka: size-aware admission and eviction, per-entry expiry at ttl + stale_for),
+//! single-flight registration so that concurrent misses on one key send one query upstream,
+//! and invalidation. The session-side logic (keys, what a session may use) is in
+//! [`session`]; the per-fingerprint cacheability in [`plan`].
+//!
+//! Invalidation is by epochs rather than by scanning: every invalidation (a committed write
+//! seen by pgward, or `POST /cache/invalidate`) takes the next epoch number and records it
+//! against the tables (or fingerprint, or everything) it covers. An entry remembers the epoch
+//! at which its query started; it is valid only while nothing it depends on was invalidated
+//! after that. The check runs on every hit (a few map lookups) and once more when a fill is
+//! stored, so a result that raced with a write is never stored (ADR 0005).
+
+pub mod entry;
+pub mod plan;
+pub mod session;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use moka::notification::RemovalCause;
+use serde::Serialize;
+use tokio::sync::watch;
+
+pub use entry::{Capture, Entry, Shape};
+pub use plan::{Plan, Writes};
+pub use session::SessionCache;
+
+use crate::fingerprint::FingerprintId;
+use crate::stats::{Counter, MissReason, Stats};
+use crate::units::ByteSize;
+
+/// Most fingerprints whose plan is remembered; the map is cleared beyond it.
+const MAX_PLANS: usize = 20_000;
+/// Bookkeeping bytes counted per entry on top of its key and messages.
+const ENTRY_OVERHEAD: usize = 160;
+/// The invalidation key that stands for "every table" (a write pgward could not attribute).
+const ALL_TABLES: &str = "*";
+
+/// `[cache]` configuration.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Off: no statement is cached, whatever the rules say.
+    pub enabled: bool,
+    /// Upper bound of all entries together (messages + keys + bookkeeping).
+    pub max_size: ByteSize,
+    /// Functions never cached besides the built-in list (now(), random(), nextval(), ...).
+    pub volatile_functions: Vec<String>,
+}
+
+impl Default for CacheSettings {
+    fn default() -> CacheSettings {
+        CacheSettings {
+            enabled: true,
+            max_size: ByteSize(256 * 1024 * 1024),
+            volatile_functions: Vec::new(),
+        }
+    }
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Fresh(Arc<Entry>),
+    /// Past its ttl but within stale_for.
+    Stale(Arc<Entry>),
+    Miss(MissReason),
+}
+
+/// The outcome of asking to fill a key.
+pub enum Flight {
+    /// This request runs the query; the ticket ends the flight when dropped.
+    Leader(FillTicket),
+    /// Another request is running it: wait on this until its ticket is dropped.
+    Follower(watch::Receiver<()>),
+}
+
+/// Held by the one request filling a key; dropping it wakes the requests waiting for it.
+pub struct FillTicket {
+    cache: Arc<ResultCache>,
+    key: Box<[u8]>,
+    /// Invalidation epoch when the query started.
+    epoch: u64,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for FillTicket {
+    fn drop(&mut self) {
+        self.cache.flights.remove(&*self.key);
+    }
+}
+
+impl std::fmt::Debug for FillTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FillTicket")
+            .field("epoch", &self.epoch)
+            .finish()
+    }
+}
+
+/// What a completed fill stores.
+pub struct Filled {
+    pub fingerprint: FingerprintId,
+    pub bytes: Box<[u8]>,
+    pub row_description_len: usize,
+    pub rows: u64,
+    pub ttl: Duration,
+    pub stale_for: Duration,
+    pub tables: Arc<[Box<str>]>,
+    pub invalidate_on_write: bool,
+}
+
+/// Cache-wide counters.
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stores: AtomicU64,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+    invalidated_entries: AtomicU64,
+    invalidations: AtomicU64,
+    discarded_fills: AtomicU64,
+}
+
+/// The process-wide result cache.
+pub struct ResultCache {
+    enabled: bool,
+    max_size: u64,
+    entries: moka::sync::Cache<Box<[u8]>, Arc<Entry>>,
+    flights: DashMap<Box<[u8]>, watch::Receiver<()>>,
+    plans: DashMap<FingerprintId, Arc<Plan>>,
+    volatile: HashSet<Box<str>>,
+    epoch: AtomicU64,
+    /// Table key -> epoch of the last committed write pgward saw to it.
+    written: DashMap<Box<str>, u64>,
+    /// Table key -> epoch of the last `POST /cache/invalidate?table=`.
+    purged_tables: DashMap<Box<str>, u64>,
+    purged_fingerprints: DashMap<FingerprintId, u64>,
+    purged_all: AtomicU64,
+    /// Something was cached once: from then on writes must be tracked.
+    active: AtomicBool,
+    counters: Counters,
+    stats: Arc<Stats>,
+}
+
+struct EntryExpiry;
+
+impl moka::Expiry<Box<[u8]>, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &Box<[u8]>,
+        entry: &Arc<Entry>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(entry.ttl + entry.stale_for)
+    }
+}
+
+impl ResultCache {
+    // moka's weigher and expiry callbacks take `&K`, and K is `Box<[u8]>`.
+    #[allow(clippy::borrowed_box)]
+    pub fn new(settings: &CacheSettings, stats: Arc<Stats>) -> Arc<ResultCache> {
+        Arc::new_cyclic(|weak: &std::sync::Weak<ResultCache>| {
+            let listener = weak.clone();
+            let entries = moka::sync::Cache::builder()
+                .max_capacity(settings.max_size.0)
+                .weigher(|key: &Box<[u8]>, entry: &Arc<Entry>| {
+                    let weight = key.len() + entry.bytes.len() + ENTRY_OVERHEAD;
+                    u32::try_from(weight).unwrap_or(u32::MAX)
+                })
+                .expire_after(EntryExpiry)
+                .eviction_listener(move |_key, entry: Arc<Entry>, cause| {
+                    if let Some(cache) = listener.upgrade() {
+                        cache.on_removed(&entry, cause);
+                    }
+                })
+                .build();
+            let mut volatile: HashSet<Box<str>> = plan::DEFAULT_VOLATILE_FUNCTIONS
+                .iter()
+                .map(|f| Box::from(*f))
+                .collect();
+            volatile.extend(
+                settings
+                    .volatile_functions
+                    .iter()
+                    .map(|f| f.to_ascii_lowercase().into_boxed_str()),
+            );
+            ResultCache {
+                enabled: settings.enabled,
+                max_size: settings.max_size.0,
+                entries,
+                flights: DashMap::new(),
+                plans: DashMap::new(),
+                volatile,
+                epoch: AtomicU64::new(0),
+                written: DashMap::new(),
+                purged_tables: DashMap::new(),
+                purged_fingerprints: DashMap::new(),
+                purged_all: AtomicU64::new(0),
+                active: AtomicBool::new(false),
+                counters: Counters::default(),
+                stats,
+            }
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// True once anything was cached: sessions then report the writes they see.
+    pub fn active(&self) -> bool {
+        self.active.load(Relaxed)
+    }
+
+    fn on_removed(&self, entry: &Entry, cause: RemovalCause) {
+        let counter = match cause {
+            RemovalCause::Size => {
+                self.counters.evictions.fetch_add(1, Relaxed);
+                Counter::CacheEvicted
+            }
+            RemovalCause::Expired => {
+                self.counters.expirations.fetch_add(1, Relaxed);
+                return;
+            }
+            RemovalCause::Explicit | RemovalCause::Replaced => return,
+        };
+        if let Some(stats) = self.stats.existing(entry.fingerprint) {
+            stats.bump(counter);
+        }
+    }
+
+    /// The cache's view of a statement, computed once per fingerprint.
+    pub fn plan(&self, id: FingerprintId, normalized: &str) -> Arc<Plan> {
+        if let Some(plan) = self.plans.get(&id) {
+            return plan.clone();
+        }
+        let plan = Arc::new(plan::plan(normalized, &self.volatile));
+        if self.plans.len() >= MAX_PLANS {
+            self.plans.clear();
+        }
+        self.plans.insert(id, plan.clone());
+        plan
+    }
+
+    /// Looks a key up. An entry found invalid is dropped and reported as `Invalidated`.
+    pub fn lookup(&self, key: &[u8], now: Instant) -> Lookup {
+        let Some(entry) = self.entries.get(key) else {
+            self.counters.misses.fetch_add(1, Relaxed);
+            return Lookup::Miss(MissReason::Cold);
+        };
+        if !self.still_valid(&entry) {
+            self.entries.invalidate(key);
+            self.counters.invalidated_entries.fetch_add(1, Relaxed);
+            self.counters.misses.fetch_add(1, Relaxed);
+            if let Some(stats) = self.stats.existing(entry.fingerprint) {
+                stats.bump(Counter::CacheInvalidated);
+            }
+            return Lookup::Miss(MissReason::Invalidated);
+        }
+        if entry.is_fresh(now) {
+            self.counters.hits.fetch_add(1, Relaxed);
+            Lookup::Fresh(entry)
+        } else if entry.is_usable(now) {
+            Lookup::Stale(entry)
+        } else {
+            self.counters.misses.fetch_add(1, Relaxed);
+            Lookup::Miss(MissReason::Expired)
+        }
+    }
+
+    /// Counts a stale entry served (to a request while another refreshes it, or on timeout).
+    pub fn count_stale_hit(&self) {
+        self.counters.hits.fetch_add(1, Relaxed);
+    }
+
+    fn invalidated_after(&self, epoch: u64, entry_tables: &[Box<str>], on_write: bool) -> bool {
+        let after =
+            |map: &DashMap<Box<str>, u64>, table: &str| map.get(table).is_some_and(|e| *e > epoch);
+        if self.purged_all.load(Relaxed) > epoch {
+            return true;
+        }
+        if on_write && after(&self.written, ALL_TABLES) {
+            return true;
+        }
+        entry_tables
+            .iter()
+            .any(|t| after(&self.purged_tables, t) || on_write && after(&self.written, t))
+    }
+
+    fn still_valid(&self, entry: &Entry) -> bool {
+        if self
+            .purged_fingerprints
+            .get(&entry.fingerprint)
+            .is_some_and(|e| *e > entry.epoch)
+        {
+            return false;
+        }
+        !self.invalidated_after(entry.epoch, &entry.tables, entry.invalidate_on_write)
+    }
+
+    /// Registers this request as the one filling `key`, unless another already is.
+    pub fn begin_fill(self: &Arc<Self>, key: &[u8]) -> Flight {
+        if let Some(flight) = self.flights.get(key) {
+            return Flight::Follower(flight.clone());
+        }
+        match self.flights.entry(key.into()) {
+            dashmap::Entry::Occupied(o) => Flight::Follower(o.get().clone()),
+            dashmap::Entry::Vacant(v) => {
+                let (done, waiting) = watch::channel(());
+                v.insert(waiting);
+                Flight::Leader(FillTicket {
+                    cache: self.clone(),
+                    key: key.into(),
+                    epoch: self.epoch.load(Relaxed),
+                    _done: done,
+                })
+            }
+        }
+    }
+
+    /// True while another request fills `key`.
+    pub fn in_flight(&self, key: &[u8]) -> bool {
+        self.flights.contains_key(key)
+    }
+
+    /// Stores a completed fill, unless something it read was invalidated since its query
+    /// started. Returns whether it was stored.
+    pub fn store(&self, ticket: FillTicket, filled: Filled) -> bool {
+        let Filled {
+            fingerprint,
+            bytes,
+            row_description_len,
+            rows,
+            ttl,
+            stale_for,
+            tables,
+            invalidate_on_write,
+        } = filled;
+        let epoch = ticket.epoch;
+        let raced = self
+            .purged_fingerprints
+            .get(&fingerprint)
+            .is_some_and(|e| *e > epoch)
+            || self.invalidated_after(epoch, &tables, invalidate_on_write);
+        if raced {
+            self.counters.discarded_fills.fetch_add(1, Relaxed);
+            return false;
+        }
+        let entry = Arc::new(Entry {
+            fingerprint,
+            bytes,
+            row_description_len,
+            rows,
+            created: Instant::now(),
+            ttl,
+            stale_for,
+            tables,
+            invalidate_on_write,
+            epoch,
+            hits: AtomicU64::new(0),
+        });
+        self.active.store(true, Relaxed);
+        self.entries.insert(ticket.key.clone(), entry);
+        self.counters.stores.fetch_add(1, Relaxed);
+        true
+    }
+
+    fn next_epoch(&self) -> u64 {
+        self.counters.invalidations.fetch_add(1, Relaxed);
+        self.epoch.fetch_add(1, Relaxed) + 1
+    }
+
+    /// A committed write seen by pgward: entries that read these tables (and invalidate on
+    /// write) are dropped. `Writes::Unknown` drops every such entry.
+    pub fn writes_committed(&self, tables: &[Box<str>], unknown: bool) {
+        if tables.is_empty() && !unknown {
+            return;
+        }
+        let epoch = self.next_epoch();
+        if unknown {
+            self.written.insert(ALL_TABLES.into(), epoch);
+        }
+        for table in tables {
+            self.written.insert(table.clone(), epoch);
+        }
+    }
+
+    /// `POST /cache/invalidate?table=`: drops every entry that read the table.
+    pub fn purge_table(&self, table: &str) {
+        let epoch = self.next_epoch();
+        self.purged_tables.insert(plan::table_key(table), epoch);
+    }
+
+    /// `POST /cache/invalidate?fingerprint=`.
+    pub fn purge_fingerprint(&self, id: FingerprintId) {
+        let epoch = self.next_epoch();
+        self.purged_fingerprints.insert(id, epoch);
+    }
+
+    /// `POST /cache/invalidate?all`.
+    pub fn purge_all(&self) {
+        let epoch = self.next_epoch();
+        self.purged_all.store(epoch, Relaxed);
+        self.entries.invalidate_all();
+    }
+
+    /// Size, counters and the largest and hottest entries (fingerprints only, no values).
+    pub fn snapshot(&self, top: usize) -> CacheSnapshot {
+        self.entries.run_pending_tasks();
+        let now = Instant::now();
+        let mut listed: Vec<EntrySummary> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| self.still_valid(e))
+            .map(|(key, e)| EntrySummary {
+                fingerprint: e.fingerprint.to_string(),
+                bytes: (key.len() + e.bytes.len()) as u64,
+                rows: e.rows,
+                hits: e.hits.load(Relaxed),
+                age_seconds: e.age(now).as_secs_f64(),
+                fresh: e.is_fresh(now),
+                tables: e.tables.iter().map(|t| t.to_string()).collect(),
+            })
+            .collect();
+        listed.sort_by(|a, b| {
+            b.bytes
+                .cmp(&a.bytes)
+                .then(a.fingerprint.cmp(&b.fingerprint))
+        });
+        let largest = listed.iter().take(top).cloned().collect();
+        listed.sort_by(|a, b| b.hits.cmp(&a.hits).then(a.fingerprint.cmp(&b.fingerprint)));
+        listed.truncate(top);
+        let c = &self.counters;
+        CacheSnapshot {
+            enabled: self.enabled,
+            max_size_bytes: self.max_size,
+            size_bytes: self.entries.weighted_size(),
+            entries: self.entries.entry_count(),
+            fills_in_flight: self.flights.len() as u64,
+            hits: c.hits.load(Relaxed),
+            misses: c.misses.load(Relaxed),
+            stores: c.stores.load(Relaxed),
+            evictions: c.evictions.load(Relaxed),
+            expirations: c.expirations.load(Relaxed),
+            invalidations: c.invalidations.load(Relaxed),
+            invalidated_entries: c.invalidated_entries.load(Relaxed),
+            discarded_fills: c.discarded_fills.load(Relaxed),
+            largest,
+            hottest: listed,
+        }
+    }
+}
+
+/// One entry in `GET /cache`.
+#[derive(Clone, Debug, Serialize)]
+pub struct EntrySummary {
+    pub fingerprint: String,
+    pub bytes: u64,
+    pub rows: u64,
+    pub hits: u64,
+    pub age_seconds: f64,
+    pub fresh: bool,
+    pub tables: Vec<String>,
+}
+
+/// `GET /cache`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CacheSnapshot {
+    pub enabled: bool,
+    pub max_size_bytes: u64,
+    pub size_bytes: u64,
+    pub entries: u64,
+    pub fills_in_flight: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub stores: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+    /// Invalidation events (committed writes seen, admin requests).
+    pub invalidations: u64,
+    /// Entries found invalid and dropped.
+    pub invalidated_entries: u64,
+    /// Fills not stored because a table they read was written while they ran.
+    pub discarded_fills: u64,
+    pub largest: Vec<EntrySummary>,
+    pub hottest: Vec<EntrySummary>,
+}
+
+#[cfg(test)]
+mod tests;

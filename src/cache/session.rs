@@ -1,0 +1,310 @@
+//! One session's side of the cache: the key prefix that makes entries private to who asked and
+//! how the session is set up (user, database, every startup parameter, every `SET` since), the
+//! transaction state (the cache is used only outside transaction blocks), temporary tables,
+//! and the writes waiting for their transaction to end before they invalidate.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::plan::{Plan, SessionEffect, TransactionEffect, Writes};
+use crate::stats::MissReason;
+
+/// Protocol marker in a key: a simple-protocol Query.
+pub const SIMPLE: u8 = b'Q';
+/// Protocol marker in a key: an extended-protocol Execute.
+pub const EXTENDED: u8 = b'E';
+
+/// Per-session cache state.
+#[derive(Debug)]
+pub struct SessionCache {
+    /// User, database and startup parameters, encoded once.
+    startup: Vec<u8>,
+    /// Setting -> the text of the SET that last changed it.
+    settings: BTreeMap<Box<str>, Box<str>>,
+    /// `startup` + `settings`: the prefix of every key of this session.
+    context: Vec<u8>,
+    /// A settings change pgward cannot follow happened: the cache is off for the session.
+    state_unknown: bool,
+    in_block: bool,
+    temp_tables: HashSet<Box<str>>,
+    pending_tables: Vec<Box<str>>,
+    pending_unknown: bool,
+}
+
+/// Writes to invalidate now that their transaction ended.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    pub tables: Vec<Box<str>>,
+    pub unknown: bool,
+}
+
+impl SessionCache {
+    /// `params` are the client's startup parameters (user and database included).
+    pub fn new<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> SessionCache {
+        let mut sorted: Vec<(&str, &str)> = params.into_iter().collect();
+        sorted.sort_unstable();
+        let mut startup = Vec::new();
+        for (name, value) in sorted {
+            push_field(&mut startup, name.as_bytes());
+            push_field(&mut startup, value.as_bytes());
+        }
+        let context = startup.clone();
+        SessionCache {
+            startup,
+            settings: BTreeMap::new(),
+            context,
+            state_unknown: false,
+            in_block: false,
+            temp_tables: HashSet::new(),
+            pending_tables: Vec::new(),
+            pending_unknown: false,
+        }
+    }
+
+    /// Why the session may not use the cache for this statement now, if it may not.
+    pub fn refusal(&self, plan: &Plan) -> Option<MissReason> {
+        if let Err(reason) = plan.verdict {
+            Some(reason)
+        } else if self.in_block {
+            Some(MissReason::InTransaction)
+        } else if self.state_unknown {
+            Some(MissReason::SessionState)
+        } else if plan.reads.iter().any(|t| self.temp_tables.contains(t)) {
+            Some(MissReason::TempTable)
+        } else {
+            None
+        }
+    }
+
+    /// The key of a statement: this session's context, the protocol, the statement text and
+    /// (extended protocol) the Bind's parameter formats, values and result formats.
+    pub fn key(&self, protocol: u8, statement: &[u8], bind: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.context.len() + statement.len() + bind.len() + 12);
+        key.extend_from_slice(&self.context);
+        key.push(0xff);
+        key.push(protocol);
+        push_field(&mut key, statement);
+        key.extend_from_slice(bind);
+        key
+    }
+
+    /// Follows a statement the session sends: transaction control, settings, temporary
+    /// tables and writes. `sql` is the statement's original text (values of SET included).
+    pub fn on_statement(&mut self, plan: &Plan, sql: &str) {
+        match plan.transaction {
+            TransactionEffect::Begin => self.in_block = true,
+            TransactionEffect::End => self.in_block = false,
+            TransactionEffect::None => {}
+        }
+        match plan.session {
+            SessionEffect::None => {}
+            SessionEffect::Unknown => self.state_unknown = true,
+            // A SET inside a transaction block is undone if the block rolls back, and pgward
+            // does not see which way it ends.
+            SessionEffect::Set | SessionEffect::ResetAll if self.in_block => {
+                self.state_unknown = true
+            }
+            SessionEffect::Set => {
+                self.apply_set(sql);
+                self.rebuild_context();
+            }
+            SessionEffect::ResetAll => {
+                self.settings.clear();
+                self.state_unknown = false;
+                let discard = sql
+                    .trim_start()
+                    .get(..7)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("discard"));
+                if discard {
+                    self.temp_tables.clear();
+                }
+                self.rebuild_context();
+            }
+        }
+        match &plan.writes {
+            Writes::Nothing => {}
+            Writes::Tables(tables) if plan.creates_temp => {
+                self.temp_tables.extend(tables.iter().cloned());
+            }
+            Writes::Tables(tables) => self.pending_tables.extend(tables.iter().cloned()),
+            Writes::Unknown => self.pending_unknown = true,
+        }
+    }
+
+    /// ReadyForQuery arrived and nothing more is owed: the transaction status is known. When
+    /// the session is outside a block, the writes it made are committed (or rolled back,
+    /// which invalidating cannot hurt) and are returned for invalidation.
+    pub fn on_settled(&mut self, idle: bool) -> Option<Committed> {
+        self.in_block = !idle;
+        if !idle || self.pending_tables.is_empty() && !self.pending_unknown {
+            return None;
+        }
+        let mut tables = std::mem::take(&mut self.pending_tables);
+        tables.sort_unstable();
+        tables.dedup();
+        Some(Committed {
+            tables,
+            unknown: std::mem::take(&mut self.pending_unknown),
+        })
+    }
+
+    /// True while the session is in a transaction block, as far as pgward can tell.
+    pub fn in_block(&self) -> bool {
+        self.in_block
+    }
+
+    fn apply_set(&mut self, sql: &str) {
+        let lower = sql.trim().trim_end_matches(';').to_ascii_lowercase();
+        let words: Vec<&str> = lower
+            .split(|c: char| c.is_whitespace() || c == '=')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let (verb, rest) = match words.split_first() {
+            Some((verb, rest)) => (*verb, rest),
+            None => return,
+        };
+        let rest = match rest {
+            ["session", next, ..] if *next != "authorization" && *next != "characteristics" => {
+                &rest[1..]
+            }
+            _ => rest,
+        };
+        let target: String = match rest {
+            ["time", "zone", ..] => "timezone".into(),
+            ["names", ..] => "client_encoding".into(),
+            ["schema", ..] => "search_path".into(),
+            ["session", "authorization", ..] => "session_authorization".into(),
+            ["session", "characteristics", ..] => "session_characteristics".into(),
+            [name, ..] => (*name).to_owned(),
+            [] => return,
+        };
+        if verb == "reset" {
+            self.settings.remove(target.as_str());
+        } else {
+            self.settings.insert(target.into(), lower.into());
+        }
+    }
+
+    fn rebuild_context(&mut self) {
+        self.context.clear();
+        self.context.extend_from_slice(&self.startup);
+        for (name, text) in &self.settings {
+            self.context.push(0xfe);
+            push_field(&mut self.context, name.as_bytes());
+            push_field(&mut self.context, text.as_bytes());
+        }
+    }
+}
+
+/// Length-prefixed, so that no two different field lists encode the same.
+fn push_field(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+    out.extend_from_slice(field);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::cache::plan::{self, DEFAULT_VOLATILE_FUNCTIONS};
+    use crate::fingerprint;
+
+    fn plan_of(sql: &str) -> Plan {
+        let volatile: HashSet<Box<str>> = DEFAULT_VOLATILE_FUNCTIONS
+            .iter()
+            .map(|f| (*f).into())
+            .collect();
+        plan::plan(&fingerprint::normalize(sql).text, &volatile)
+    }
+
+    fn session(user: &str) -> SessionCache {
+        SessionCache::new([("user", user), ("database", "shop")])
+    }
+
+    fn run(s: &mut SessionCache, sql: &str) {
+        s.on_statement(&plan_of(sql), sql);
+    }
+
+    #[test]
+    fn keys_differ_by_user_settings_and_protocol() {
+        let q = b"select 1";
+        let (alice, bob) = (session("alice"), session("bob"));
+        assert_ne!(alice.key(SIMPLE, q, b""), bob.key(SIMPLE, q, b""));
+        assert_eq!(
+            alice.key(SIMPLE, q, b""),
+            session("alice").key(SIMPLE, q, b"")
+        );
+        assert_ne!(alice.key(SIMPLE, q, b""), alice.key(EXTENDED, q, b""));
+        assert_ne!(
+            alice.key(EXTENDED, q, b"\x00\x01"),
+            alice.key(EXTENDED, q, b"\x00\x02")
+        );
+
+        let mut utc = session("alice");
+        run(&mut utc, "SET TIME ZONE 'UTC'");
+        let mut tokyo = session("alice");
+        run(&mut tokyo, "set timezone = 'Asia/Tokyo'");
+        assert_ne!(utc.key(SIMPLE, q, b""), tokyo.key(SIMPLE, q, b""));
+        assert_ne!(utc.key(SIMPLE, q, b""), alice.key(SIMPLE, q, b""));
+        // The last SET of a setting counts; RESET returns to the startup state.
+        run(&mut tokyo, "SET TIME ZONE 'UTC'");
+        assert_eq!(utc.key(SIMPLE, q, b""), tokyo.key(SIMPLE, q, b""));
+        run(&mut tokyo, "RESET timezone");
+        assert_eq!(tokyo.key(SIMPLE, q, b""), alice.key(SIMPLE, q, b""));
+        run(&mut utc, "SET search_path = a");
+        run(&mut utc, "RESET ALL");
+        assert_eq!(utc.key(SIMPLE, q, b""), alice.key(SIMPLE, q, b""));
+    }
+
+    #[test]
+    fn transaction_blocks_and_unknown_state_refuse() {
+        let read = plan_of("SELECT * FROM t");
+        let mut s = session("a");
+        assert_eq!(s.refusal(&read), None);
+        run(&mut s, "BEGIN");
+        assert_eq!(s.refusal(&read), Some(MissReason::InTransaction));
+        run(&mut s, "SET search_path = x");
+        run(&mut s, "COMMIT");
+        assert_eq!(s.refusal(&read), Some(MissReason::SessionState));
+        run(&mut s, "RESET ALL");
+        assert_eq!(s.refusal(&read), None);
+        run(&mut s, "SELECT set_config('search_path', 'y', false)");
+        assert_eq!(s.refusal(&read), Some(MissReason::SessionState));
+        assert_eq!(
+            s.refusal(&plan_of("SELECT now()")),
+            Some(MissReason::Volatile)
+        );
+    }
+
+    #[test]
+    fn temp_tables_are_refused() {
+        let mut s = session("a");
+        run(&mut s, "CREATE TEMP TABLE scratch (a int)");
+        assert_eq!(
+            s.refusal(&plan_of("SELECT * FROM scratch")),
+            Some(MissReason::TempTable)
+        );
+        assert_eq!(s.refusal(&plan_of("SELECT * FROM other")), None);
+        run(&mut s, "DISCARD ALL");
+        assert_eq!(s.refusal(&plan_of("SELECT * FROM scratch")), None);
+    }
+
+    #[test]
+    fn writes_wait_for_the_end_of_their_transaction() {
+        let mut s = session("a");
+        run(&mut s, "BEGIN");
+        run(&mut s, "INSERT INTO orders (id) VALUES (1)");
+        run(&mut s, "UPDATE shop.products SET stock = 1");
+        assert_eq!(s.on_settled(false), None);
+        run(&mut s, "COMMIT");
+        let committed = s.on_settled(true).expect("writes");
+        assert_eq!(
+            committed.tables,
+            vec!["orders".into(), "products".into()] as Vec<Box<str>>
+        );
+        assert!(!committed.unknown);
+        assert_eq!(s.on_settled(true), None);
+        run(&mut s, "CALL restock()");
+        assert_eq!(s.on_settled(true).map(|c| c.unknown), Some(true));
+    }
+}
