@@ -1,6 +1,8 @@
-//! The admin HTTP endpoint for ops (axum): query stats as JSON, Prometheus metrics, health.
-//! Binds loopback by default; an optional bearer token guards everything but `/healthz`.
+//! The admin HTTP endpoint for ops (axum): query stats as JSON, Prometheus metrics, health,
+//! and a dashboard page at `/`. Binds loopback by default; an optional bearer token guards
+//! everything but `/healthz` and the page itself (whose script sends the token).
 
+mod dashboard;
 mod routes;
 
 use std::sync::Arc;

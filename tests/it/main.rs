@@ -1,6 +1,7 @@
 //! Integration tests: a real PostgreSQL cluster, pgward in-process, real clients.
 
 mod auth_tls;
+mod dashboard;
 mod faults;
 mod harness;
 mod passthrough;
