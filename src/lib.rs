@@ -20,7 +20,7 @@
 //! | [`reload`] | the rules in force (ArcSwap), their concurrency limiters, hot reload |
 //! | [`pipeline`] | the per-statement phases: fingerprint -> rules -> cache -> cap/budget -> record |
 //! | [`server`] | listener, startup/TLS handshake, the session relay, cancel-key mapping |
-//! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/rules`, `/cache`, `/healthz` |
+//! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/rules`, `/cache`, `/healthz`, the dashboard page `/` |
 //! | [`config`], [`app`], [`error`] | config loading, the shared handles, top-level errors |
 //!
 //! See `docs/architecture.md` for the path of one query.

@@ -1,8 +1,10 @@
 //! The admin HTTP endpoint for ops (axum): query stats as JSON, Prometheus metrics, rules,
-//! the result cache, health.
-//! Binds loopback by default; an optional bearer token guards everything but `/healthz`.
+//! the result cache, health, and a dashboard page at `/`. Binds loopback by default; an
+//! optional bearer token guards everything but `/healthz` and the page itself (whose script
+//! sends the token).
 
 mod cache_routes;
+mod dashboard;
 mod routes;
 
 use std::sync::Arc;

@@ -1,4 +1,5 @@
 //! Admin routes and their JSON error shape (`{"error": "..."}` with a 4xx/5xx status).
+//! Everything but `/healthz` and the dashboard page (`/`) sits behind the optional token.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,8 +35,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/cache", get(cache_routes::cache))
         .route("/cache/invalidate", post(cache_routes::invalidate))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+    // Unguarded: /healthz for probes, and the dashboard page, which holds no data (its script
+    // calls the guarded endpoints with the token from the page URL).
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/", get(super::dashboard::page))
         .merge(guarded)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {

@@ -2,6 +2,7 @@
 
 mod auth_tls;
 mod cache;
+mod dashboard;
 mod faults;
 mod harness;
 mod passthrough;
