@@ -318,3 +318,101 @@ fn empty_file_and_defaults() {
     assert!(e.rules.is_empty() && e.default_budget.is_none());
     assert_eq!(e.cancel_grace, Duration::from_secs(1));
 }
+
+#[test]
+fn cache_table_compiles_with_defaults() {
+    let set = ok(r#"
+[[rule]]
+name = "reco"
+match.pattern = "reco"
+cache.ttl = "60s"
+cache.stale_for = "10m"
+cache.invalidate = "ttl"
+on_budget_exceeded = "serve_stale"
+on_upstream_error = "serve_stale"
+
+[[rule]]
+name = "plain"
+match.pattern = "x"
+cache.ttl = "1s"
+"#);
+    let reco = set.rules[0].cache.expect("cache");
+    assert_eq!(reco.ttl, Duration::from_secs(60));
+    assert_eq!(reco.stale_for, Duration::from_secs(600));
+    assert_eq!(reco.refresh, Refresh::Background);
+    assert_eq!(reco.invalidate, Invalidate::TtlOnly);
+    assert_eq!(reco.max_entry_size, 1024 * 1024);
+    assert_eq!(set.rules[0].on_budget_exceeded, Fallback::ServeStale);
+    assert_eq!(set.rules[0].on_upstream_error, Fallback::ServeStale);
+    let plain = set.rules[1].cache.expect("cache");
+    assert_eq!(
+        (plain.stale_for, plain.invalidate),
+        (Duration::ZERO, Invalidate::OnWrite)
+    );
+    assert_eq!(set.rules[1].on_budget_exceeded, Fallback::Error);
+    assert!(set.caches());
+}
+
+#[test]
+fn cache_problems_are_all_reported_with_positions() {
+    let ps = problems(
+        r#"
+[[rule]]
+name = "bad"
+match.pattern = "x"
+cache.ttl = "0s"
+cache.stale_for = "soon"
+cache.refresh = "lazy"
+cache.max_entry_size = "lots"
+cache.invalidate = "never"
+on_budget_exceeded = "panic"
+
+[[rule]]
+name = "stale-without-cache"
+match.pattern = "y"
+on_budget_exceeded = "serve_stale"
+
+[[rule]]
+name = "no-ttl"
+match.pattern = "z"
+cache.stale_for = "1m"
+
+[[rule]]
+name = "typo"
+match.pattern = "w"
+cache.tll = "1m"
+"#,
+    );
+    let expect = [
+        (5, "cache.ttl must be greater than 0"),
+        (6, "cache.stale_for"),
+        (7, "cache.refresh must be"),
+        (8, "cache.max_entry_size"),
+        (9, "cache.invalidate must be"),
+        (10, "on_budget_exceeded must be"),
+        (15, "needs a cache table"),
+        (20, "cache needs a ttl"),
+        (25, "unknown key `tll` in cache"),
+    ];
+    assert_eq!(ps.len(), expect.len(), "{ps:#?}");
+    for (p, (line, needle)) in ps.iter().zip(expect) {
+        assert_eq!(p.line, line, "{p:?}");
+        assert!(
+            p.message.contains(needle),
+            "{:?} lacks {needle:?}",
+            p.message
+        );
+    }
+}
+
+#[test]
+fn reject_and_observe_rules_cannot_cache() {
+    one(
+        "[[rule]]\nname = \"r\"\nmatch.pattern = \"x\"\naction = \"reject\"\ncache.ttl = \"1s\"\n",
+        "a reject rule cannot also cache",
+    );
+    one(
+        "[[rule]]\nname = \"o\"\nmatch.pattern = \"x\"\nmode = \"observe\"\ncache.ttl = \"1s\"\n",
+        "observe-mode rule cannot cache",
+    );
+}
