@@ -35,6 +35,7 @@ fn example_file_in_the_repository_is_valid() {
         names,
         [
             "reco-also-bought",
+            "order-history-bounded",
             "no-full-export",
             "revenue-report-trial",
             "nightly-stock-job"
@@ -53,11 +54,27 @@ fn example_file_in_the_repository_is_valid() {
         (reco.max_concurrency, reco.queue_timeout),
         (Some(4), Duration::from_millis(50))
     );
-    let rewritten = reco.rewrite.as_ref().map(|r| r.apply_to_text(sql, &n));
+    let cache = reco.cache.expect("the reco rule caches");
+    assert_eq!(
+        (cache.ttl, cache.stale_for, cache.invalidate),
+        (
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+            Invalidate::TtlOnly
+        )
+    );
+    assert_eq!(reco.on_budget_exceeded, Fallback::ServeStale);
+    let sql =
+        "select order_id, created_at from orders where customer_id = 12 order by created_at desc";
+    let n = normalize(sql);
+    let history = set.evaluate(n.id, &n.text, &SESSION);
+    let rewritten = history
+        .and_then(|r| r.rewrite.as_ref())
+        .map(|r| r.apply_to_text(sql, &n));
     assert_eq!(
         rewritten.as_deref(),
         Some(
-            "SELECT product_id, name FROM reco_top WHERE source_id = 7 ORDER BY score DESC LIMIT 5"
+            "SELECT order_id, created_at FROM orders WHERE customer_id = 12 ORDER BY created_at DESC LIMIT 50"
         )
     );
     let n = normalize("SELECT * FROM orders");
@@ -66,8 +83,8 @@ fn example_file_in_the_repository_is_valid() {
         reject.map(|r| &r.action),
         Some(Action::Reject { sqlstate, .. }) if sqlstate == "42501"
     ));
-    assert_eq!(set.rules[2].mode, Mode::Observe);
-    assert_eq!(set.rules[3].budget(&set), None);
+    assert_eq!(set.rules[3].mode, Mode::Observe);
+    assert_eq!(set.rules[4].budget(&set), None);
 }
 
 const ORDERED: &str = r#"
