@@ -50,6 +50,7 @@ impl App {
             fingerprints: FingerprintCache::new(FINGERPRINT_CACHE_TEXTS),
             rules: rules.clone(),
             cache: cache.clone(),
+            slow_statement: config.log.slow_statement.0,
         });
         Ok(App {
             config,

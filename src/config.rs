@@ -11,6 +11,7 @@ use crate::admin::AdminSettings;
 use crate::cache::CacheSettings;
 use crate::server::ServerSettings;
 use crate::stats::StatsSettings;
+use crate::units::DurationOrOff;
 use crate::upstream::{UpstreamSettings, UpstreamTlsMode};
 
 /// Everything pgward needs to run.
@@ -34,12 +35,28 @@ pub struct Config {
 pub struct LogSettings {
     /// A tracing filter, e.g. "info" or "pgward=debug"; `RUST_LOG` overrides it.
     pub level: String,
+    /// Statements slower than this are logged once (fingerprint, normalized text, duration,
+    /// rule, outcome; never literals); "off" disables the slow statement log.
+    pub slow_statement: DurationOrOff,
+    pub format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
             level: "info".into(),
+            slow_statement: DurationOrOff(Some(std::time::Duration::from_secs(1))),
+            format: LogFormat::Text,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pgward::config::Config;
+use pgward::config::{Config, LogFormat};
 use pgward::fingerprint;
 use tracing_subscriber::EnvFilter;
 
@@ -146,7 +146,13 @@ fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let workers = match config.server.workers {
         // Measured on 2 vCPUs shared with Postgres: one thread costs ~2 µs less CPU per
         // transaction than two (docs/adr/0004-runtime-threads.md).

@@ -89,6 +89,22 @@ impl fmt::Display for HumanDuration {
     }
 }
 
+/// A duration read from TOML as a string like "1s", or "off" for none.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DurationOrOff(pub Option<Duration>);
+
+impl<'de> Deserialize<'de> for DurationOrOff {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim() == "off" {
+            return Ok(DurationOrOff(None));
+        }
+        parse_duration(&text)
+            .map(|d| DurationOrOff(Some(d)))
+            .map_err(de::Error::custom)
+    }
+}
+
 /// A byte size read from TOML as an integer or a string like "64MiB".
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ByteSize(pub u64);

@@ -514,6 +514,37 @@ impl Pipeline {
             stats
         };
         stats.record(&execution);
+        if let Some(threshold) = self.shared.slow_statement
+            && execution.elapsed >= threshold
+        {
+            log_slow(&stats, &execution, running.deadline.as_ref());
+        }
         tracing::trace!(fingerprint = %stats.id(), elapsed_us = execution.elapsed.as_micros() as u64, rows, "statement complete");
     }
+}
+
+/// The slow statement log line: fingerprint, normalized text (no literals), duration, rule and
+/// outcome.
+fn log_slow(stats: &FingerprintStats, execution: &Execution, deadline: Option<&Deadline>) {
+    let rule = deadline
+        .and_then(|d| d.rule.clone())
+        .or_else(|| stats.rule());
+    let outcome = match (
+        execution.error_sqlstate,
+        deadline.and_then(|d| d.expired_at),
+    ) {
+        (_, Some(_)) => "budget_exceeded".to_owned(),
+        (Some(code), None) => format!("error {}", String::from_utf8_lossy(&code)),
+        (None, None) => "ok".to_owned(),
+    };
+    tracing::warn!(
+        target: "pgward::slow",
+        fingerprint = %stats.id(),
+        query = stats.query(),
+        duration_ms = execution.elapsed.as_secs_f64() * 1000.0,
+        rows = execution.rows,
+        rule = rule.as_deref().unwrap_or("-"),
+        outcome = %outcome,
+        "slow statement"
+    );
 }

@@ -72,6 +72,8 @@ pub struct Shared {
     pub fingerprints: FingerprintCache,
     pub rules: Arc<Rules>,
     pub cache: Arc<ResultCache>,
+    /// Statements slower than this are logged (`log.slow_statement`).
+    pub slow_statement: Option<std::time::Duration>,
 }
 
 /// Who the session is, for rule filters.

@@ -363,6 +363,14 @@ impl FingerprintStats {
         }
     }
 
+    /// The last rule that matched this fingerprint.
+    pub fn rule(&self) -> Option<Arc<str>> {
+        self.rule
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Counts a rewrite and remembers the fingerprint of the statement sent instead.
     pub fn record_rewrite(&self, target: FingerprintId) {
         self.bump(Counter::Rewritten);

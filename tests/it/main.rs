@@ -7,4 +7,5 @@ mod faults;
 mod harness;
 mod passthrough;
 mod rules;
+mod slow_log;
 mod stats_http;

@@ -1,0 +1,91 @@
+//! The slow statement log: pgward as its own process with `log.format = "json"`; a statement
+//! over `log.slow_statement` produces one JSON line with its fingerprint, normalized text,
+//! duration, rule and outcome, and never its literals.
+
+use std::io::Read;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_statements_are_logged_once_as_json_without_literals() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("pgward-slowlog-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"sleepers\"\nmatch.pattern = 'pg_sleep'\nbudget = \"5s\"\n",
+    )
+    .unwrap();
+    let config = dir.join("pgward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nrules = \"rules.toml\"\n\n[upstream]\naddress = \"{}\"\n\n\
+             [admin]\nlisten = \"\"\n\n[log]\nlevel = \"warn\"\nslow_statement = \"200ms\"\nformat = \"json\"\n",
+            shared().addr()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgward"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut client = None;
+    for _ in 0..100 {
+        if let Ok(c) = connect(addr, TRUST_USER, None).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = client.expect("pgward subprocess accepts connections");
+    client
+        .simple_query("SELECT pg_sleep(0.35), 'secret-literal'")
+        .await
+        .unwrap();
+    client.simple_query("SELECT 'fast-literal'").await.unwrap();
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = child.kill();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let _ = child.wait();
+
+    let slow: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "slow statement")
+        .collect();
+    assert_eq!(slow.len(), 1, "{stderr}");
+    let fields = &slow[0]["fields"];
+    assert_eq!(fields["query"], "select pg_sleep($1),$2", "{stderr}");
+    assert_eq!(
+        fields["fingerprint"].as_str().map(str::len),
+        Some(16),
+        "{stderr}"
+    );
+    assert_eq!(fields["rule"], "sleepers", "{stderr}");
+    assert_eq!(fields["outcome"], "ok", "{stderr}");
+    assert!(
+        fields["duration_ms"].as_f64().unwrap_or(0.0) >= 300.0,
+        "{stderr}"
+    );
+    assert_eq!(slow[0]["target"], "pgward::slow", "{stderr}");
+    assert!(
+        !stderr.contains("secret-literal") && !stderr.contains("0.35"),
+        "{stderr}"
+    );
+}
