@@ -413,9 +413,11 @@ impl ResultCache {
     pub fn snapshot(&self, top: usize) -> CacheSnapshot {
         self.entries.run_pending_tasks();
         let now = Instant::now();
+        // Listing walks every entry: skipped when nothing is asked for (`/metrics`).
         let mut listed: Vec<EntrySummary> = self
             .entries
             .iter()
+            .take_while(|_| top > 0)
             .filter(|(_, e)| self.still_valid(e))
             .map(|(key, e)| EntrySummary {
                 fingerprint: e.fingerprint.to_string(),
