@@ -46,17 +46,18 @@ impl Request<'_> {
 }
 
 impl Pipeline {
-    /// The cache phase of one statement whose rule has a `cache` table.
+    /// The cache phase of one statement whose rule has a `cache` table. `pending` is the fill
+    /// this statement already leads when its frame comes back from waiting for a slot.
     pub(super) fn cache_phase(
         &mut self,
+        pending: Option<Box<Fill>>,
         request: Request<'_>,
         statement: &Fingerprinted,
         handle: &Arc<FingerprintStats>,
         matched: &Matched,
         now: Instant,
     ) -> CachePhase {
-        if let Some(fill) = self.pending_fill.take() {
-            // The frame comes back after waiting for a concurrency slot: it still leads.
+        if let Some(fill) = pending {
             return CachePhase::Fill(fill);
         }
         let (Some(rule), Some(session)) = (matched.rule(), &self.cache) else {

@@ -76,7 +76,10 @@ impl Pipeline {
             }
         }
 
-        // Result cache: a single read statement whose rule caches.
+        // Result cache: a single read statement whose rule caches. A fill this frame led before
+        // waiting for a slot, and the start of a wait for another session's fill, belong to
+        // this frame only.
+        let pending = self.pending_fill.take();
         let mut fill = None;
         if self.cache.is_some() {
             if let ([statement], [handle], [Some(matched)]) =
@@ -87,7 +90,7 @@ impl Pipeline {
                     bind: &[],
                     shape: Shape::WithRowDescription,
                 };
-                match self.cache_phase(request, statement, handle, matched, now) {
+                match self.cache_phase(pending, request, statement, handle, matched, now) {
                     CachePhase::Pass => {}
                     CachePhase::Answered => return ClientAction::Drop,
                     CachePhase::Wait(gate) => return ClientAction::Wait(gate),
@@ -105,6 +108,8 @@ impl Pipeline {
                 }
             }
         }
+
+        self.cache_wait = None;
 
         // Concurrency cap: one slot, of the first capped rule among the statements.
         let capped = statements
@@ -307,6 +312,7 @@ impl Pipeline {
         let matched = self.matched(&rules, statement);
         let handle = self.shared.stats.fingerprint(statement.id, &statement.text);
 
+        let pending = self.pending_fill.take();
         let mut fill = None;
         if let Some(m) = &matched
             && m.rule().is_some_and(|r| r.cache.is_some())
@@ -323,7 +329,7 @@ impl Pipeline {
                         bind,
                         shape: Shape::RowsOnly,
                     };
-                    match self.cache_phase(request, statement, &handle, m, now) {
+                    match self.cache_phase(pending, request, statement, &handle, m, now) {
                         CachePhase::Pass => {}
                         CachePhase::Answered => return ClientAction::Drop,
                         CachePhase::Wait(gate) => return ClientAction::Wait(gate),
@@ -334,6 +340,7 @@ impl Pipeline {
                 _ => {}
             }
         }
+        self.cache_wait = None;
 
         let (permit, received) = match &matched {
             Some(m) if m.rules.limiters.get(m.index).is_some_and(Option::is_some) => {
