@@ -1,7 +1,7 @@
 -- pgbench script of the compose demo load (docker/compose.yml, service demo-load): the
--- shop's "customers who bought X also bought" query, the one rules.toml rewrites and caps.
+-- shop's "customers who bought X also bought" query, the one rules.toml caches, budgets and caps.
 -- Product ids are drawn from the range bench/shop.sql loads.
-\set product_id random(1, 1000)
+\set product_id random_zipfian(1, 10000, 1.1)
 SELECT p.product_id, p.name
 FROM order_items a
 JOIN order_items b ON b.order_id = a.order_id AND b.product_id <> a.product_id
