@@ -17,7 +17,9 @@ COLORS = {
     "direct": "#d62728",
     "pgward": "#1f77b4",
     "pgward-norules": "#1f77b4",
+    "pgward, no rules": "#1f77b4",
     "pgward-rules": "#2ca02c",
+    "pgward + rules.toml": "#2ca02c",
     "pgbouncer": "#ff7f0e",
 }
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
@@ -105,13 +107,13 @@ def bar_chart(groups, series, values, title, ylabel, subtitle=""):
     return "\n".join(out) + "\n"
 
 
-def line_chart(series, title, xlabel, ylabel, marks=(), log_y=True, subtitle=""):
+def line_chart(series, title, xlabel, ylabel, marks=(), log_y=True, subtitle="", x_from=None):
     """series: {name: [(x, y), ...]}; marks: [(x, label)] vertical dashed lines."""
     left, right, top, bottom = 80, 170, 50 if not subtitle else 66, 60
     w, h = 960, 460
     pw, ph = w - left - right, h - top - bottom
     pts = [p for s in series.values() for p in s if p[1] is not None and p[1] > 0]
-    xs = [p[0] for p in pts] + [m[0] for m in marks]
+    xs = [p[0] for p in pts] + [m[0] for m in marks] + ([x_from] if x_from is not None else [])
     xmin, xmax = (min(xs), max(xs)) if xs else (0, 1)
     if xmax <= xmin:
         xmax = xmin + 1
@@ -214,7 +216,8 @@ def passthrough_bars(csv_path):
 
 
 def incident_lines(csv_path):
-    """incident-p99.csv: config,round,second,phase,checkouts,p99_ms (first round of each config)."""
+    """incident-p99.csv: config,round,second,phase,checkouts,p99_ms,flood_start_s (round 1)."""
+    names = {"pgward-norules": "pgward, no rules", "pgward-rules": "pgward + rules.toml"}
     series = {}
     incident_at = None
     with open(csv_path, newline="") as f:
@@ -222,12 +225,12 @@ def incident_lines(csv_path):
             if r["round"] != "1":
                 continue
             y = float(r["p99_ms"]) if r["p99_ms"] else None
-            series.setdefault(r["config"], []).append((float(r["second"]), y))
-            if r["phase"] == "incident":
-                s = float(r["second"])
-                incident_at = s if incident_at is None else min(incident_at, s)
+            # plotted at the middle of its second
+            series.setdefault(names.get(r["config"], r["config"]), []).append((float(r["second"]) + 0.5, y))
+            if r.get("flood_start_s"):
+                incident_at = float(r["flood_start_s"])
     marks = [(incident_at, "recommendation flood starts")] if incident_at is not None else []
-    return line_chart(series, "Checkout p99 latency per second", "seconds since start", "checkout p99 (ms, log scale)", marks)
+    return line_chart(series, "Checkout p99 latency per second", "seconds since start", "checkout p99 (ms, log scale)", marks, x_from=0)
 
 
 def main():

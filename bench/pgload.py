@@ -10,7 +10,8 @@ Modes:
   flood  open loop: requests arrive at --rate per second (Poisson) for --duration seconds and
          are served by --clients connections; a request still queued --timeout seconds after
          its arrival is dropped ("timeout": the caller gave up). Latency is measured from the
-         arrival, like pgbench -R.
+         arrival, like pgbench -R. After the last arrival, requests still queued or in flight
+         get --drain seconds; what is left then is "unanswered".
   closed closed loop: --clients connections each send the next request as soon as the previous
          one is answered, for --duration seconds.
   hold   open --clients connections, run "SELECT 1" on each, write --ready-file, then keep
@@ -249,7 +250,11 @@ class Run:
                 await asyncio.sleep(delay)
             queue.put_nowait(t)
         await asyncio.sleep(max(0.0, self.deadline - time.time()))
-        # the run is over: what is still queued or in flight was not answered in the run
+        # arrivals are over; the last ones get up to --drain seconds to be answered
+        drain_end = time.time() + a.drain
+        while (not queue.empty() or self.inflight) and time.time() < drain_end:
+            await asyncio.sleep(0.05)
+        # what is still queued or in flight now was not answered in the run
         while not queue.empty():
             arrival = queue.get_nowait()
             self.records.append((arrival, (time.time() - arrival) * 1000.0, "unanswered", 0))
@@ -336,6 +341,7 @@ def main():
     ap.add_argument("--rate", type=float, default=100.0, help="requests per second (flood)")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds a queued request waits before the caller gives up (flood)")
+    ap.add_argument("--drain", type=float, default=0.0, help="flood: seconds after the last arrival that requests still queued or in flight may take to finish")
     ap.add_argument("--log", help="CSV file: one line per request")
     ap.add_argument("--ready-file", help="hold: written once every connection is open")
     ap.add_argument("--seed", type=int, help="random seed")

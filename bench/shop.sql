@@ -51,7 +51,7 @@ CREATE TABLE order_items (
 );
 
 -- deterministic data: the same numbers on every run
-SELECT setseed(0.42);
+SELECT setseed(0.42) \g /dev/null
 
 INSERT INTO products (product_id, name, price, stock)
 SELECT i,
