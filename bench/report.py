@@ -189,7 +189,7 @@ def incident(runs_csv, out_dir, md_path=None):
                     "config": cfg,
                     "round": rnd,
                     "second": sec,
-                    "phase": "calm" if start + sec < fs else "incident",
+                    "phase": "calm" if start + sec + 0.5 < fs else "incident",
                     "checkouts": len(lats),
                     "p99_ms": pct(lats, 99),
                     "flood_start_s": round(fs - start, 3),

@@ -39,6 +39,8 @@
 #                    success; pgbench --latency-limit), RECO_RATE 400 (/s),
 #                    RECO_CLIENTS 64, RECO_TIMEOUT 5 (s a queued recommendation
 #                    waits before the caller gives up)
+#   CACHE_TARGETS, INCIDENT_CONFIGS
+#                    subset/order of "direct pgward-norules pgward-rules" (default: all)
 #   KEEP_WORKDIR=1   keep the temporary folder (clusters, logs)
 #
 # A full run (`all`) takes about 18 minutes on 2 cores plus the build.
@@ -84,6 +86,11 @@ fi
 : "${CHECKOUT_RATE:=50}" "${CHECKOUT_CLIENTS:=16}" "${CHECKOUT_LIMIT_MS:=5000}"
 : "${RECO_RATE:=400}" "${RECO_CLIENTS:=64}" "${RECO_TIMEOUT:=5}"
 : "${RULES:=$REPO_ROOT/rules.toml}"
+: "${CACHE_TARGETS:=direct pgward-norules pgward-rules}" "${INCIDENT_CONFIGS:=direct pgward-norules pgward-rules}"
+for t in $CACHE_TARGETS $INCIDENT_CONFIGS; do
+    case "$t" in direct | pgward-norules | pgward-rules) ;; *) die "unknown configuration '$t' (direct, pgward-norules, pgward-rules)" ;; esac
+done
+[[ -n "${CACHE_TARGETS// /}" && -n "${INCIDENT_CONFIGS// /}" ]] || die "CACHE_TARGETS and INCIDENT_CONFIGS must not be empty"
 
 for n in PT_DURATION PT_ROUNDS PT_WARMUP PT_SCALE MEM_HOLD CACHE_DURATION CACHE_ROUNDS CACHE_CLIENTS \
     CACHE_JOBS CACHE_WARMUP CALM_SECS INCIDENT_SECS INCIDENT_ROUNDS CHECKOUT_CLIENTS CHECKOUT_LIMIT_MS \
@@ -158,7 +165,8 @@ git -C "$REPO_ROOT" diff --quiet HEAD 2>/dev/null || rev+="+dirty"
     echo "python3: $(python3 --version 2>&1)"
     for n in PT_DURATION PT_ROUNDS PT_CLIENTS PT_MODES PT_WARMUP PT_SCALE MEM_CLIENTS MEM_HOLD SHOP_SCALE \
         CACHE_DURATION CACHE_ROUNDS CACHE_CLIENTS CACHE_JOBS CACHE_WARMUP CALM_SECS INCIDENT_SECS \
-        INCIDENT_ROUNDS CHECKOUT_RATE CHECKOUT_CLIENTS CHECKOUT_LIMIT_MS RECO_RATE RECO_CLIENTS RECO_TIMEOUT; do
+        INCIDENT_ROUNDS CHECKOUT_RATE CHECKOUT_CLIENTS CHECKOUT_LIMIT_MS RECO_RATE RECO_CLIENTS RECO_TIMEOUT \
+        CACHE_TARGETS INCIDENT_CONFIGS; do
         echo "$n=${!n}"
     done
 } >"$OUT/environment.txt"
@@ -310,11 +318,18 @@ pgb_aborted() { grep -c 'aborted in command' "$1" || true; }
 
 # ---------------------------------------------------------------- cache
 if want cache; then
-    log "== hot reads: recommendation query, ${CACHE_ROUNDS} round(s) x ${CACHE_DURATION}s x 3 configurations"
-    start_pgward pgward-norules
-    start_pgward pgward-rules "$RULES"
-    http_get "http://127.0.0.1:${PW_ADMIN[pgward-rules]}/rules" "$OUT/cache-pgward-rules-rules-start.json"
-    targets=(direct pgward-norules pgward-rules)
+    log "== hot reads: recommendation query, ${CACHE_ROUNDS} round(s) x ${CACHE_DURATION}s x ($CACHE_TARGETS)"
+    read -r -a targets <<<"$CACHE_TARGETS"
+    nt=${#targets[@]}
+    for t in "${targets[@]}"; do
+        case "$t" in
+            pgward-norules) start_pgward pgward-norules ;;
+            pgward-rules)
+                start_pgward pgward-rules "$RULES"
+                http_get "http://127.0.0.1:${PW_ADMIN[pgward-rules]}/rules" "$OUT/cache-pgward-rules-rules-start.json"
+                ;;
+        esac
+    done
     CSV="$OUT/cache.csv"
     echo "run_ts,target,round,order_pos,clients,jobs,duration_s,tps,latency_ms,transactions,aborted_clients,pgbench_rc" >"$CSV"
     for t in "${targets[@]}"; do
@@ -324,8 +339,8 @@ if want cache; then
     done
     j=$((CACHE_JOBS < CACHE_CLIENTS ? CACHE_JOBS : CACHE_CLIENTS))
     for ((round = 1; round <= CACHE_ROUNDS; round++)); do
-        for ((k = 0; k < 3; k++)); do
-            t="${targets[$(((k + round - 1) % 3))]}"
+        for ((k = 0; k < nt; k++)); do
+            t="${targets[$(((k + round - 1) % nt))]}"
             o="$WORK/cache-$t-r$round.log"
             pid="${PW_PID[$t]:-}"
             if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
@@ -348,23 +363,25 @@ if want cache; then
             log "$(printf 'round %s %-15s tps=%-10s lat=%-8s ms aborted=%s' "$round" "$t" "${tps:-NA}" "${lat:-NA}" "$ab")"
         done
     done
-    snapshot_pgward pgward-rules cache-pgward-rules
-    snapshot_pgward pgward-norules cache-pgward-norules
-    stop_pgward pgward-norules
-    stop_pgward pgward-rules
+    for t in "${targets[@]}"; do
+        [[ "$t" == direct ]] && continue
+        snapshot_pgward "$t" "cache-$t"
+        stop_pgward "$t"
+    done
     python3 "$SCRIPT_DIR/report.py" cache "$CSV" "$SUMMARY" || { log "report.py cache failed"; FAILED=1; }
 fi
 
 # ---------------------------------------------------------------- incident
 if want incident; then
     total=$((CALM_SECS + INCIDENT_SECS))
-    log "== incident replay: ${INCIDENT_ROUNDS} round(s) x 3 configurations x ${total}s (calm ${CALM_SECS}s, incident ${INCIDENT_SECS}s)"
+    log "== incident replay: ${INCIDENT_ROUNDS} round(s) x ($INCIDENT_CONFIGS) x ${total}s (calm ${CALM_SECS}s, incident ${INCIDENT_SECS}s)"
     RUNS="$OUT/incident-runs.csv"
     echo "run_ts,config,round,start,flood_start,flood_end,checkout_log_prefix,checkout_stderr,reco_json,reco_log,checkout_rate,checkout_clients,calm_s,incident_s,reco_rate,reco_clients,latency_limit_ms" >"$RUNS"
-    configs=(direct pgward-norules pgward-rules)
+    read -r -a configs <<<"$INCIDENT_CONFIGS"
+    nc=${#configs[@]}
     for ((round = 1; round <= INCIDENT_ROUNDS; round++)); do
-        for ((k = 0; k < 3; k++)); do
-            cfg="${configs[$(((k + round - 1) % 3))]}"
+        for ((k = 0; k < nc; k++)); do
+            cfg="${configs[$(((k + round - 1) % nc))]}"
             tag="incident-$cfg-r$round"
             settle
             case "$cfg" in
