@@ -58,17 +58,12 @@ DEMO_CHECKOUT_RATE="${DEMO_CHECKOUT_RATE:-2}"
 LISTEN=127.0.0.1:6432
 ADMIN=127.0.0.1:6480
 
-# every PostgreSQL client and server tool we need, with the package that has it
-if ! pg_bin_dir >/dev/null 2>&1; then
-    if ((EUID == 0)) && command -v apt-get >/dev/null 2>&1; then
-        log "no PostgreSQL server binaries (initdb): installing the Debian package 'postgresql'"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2 \
-            || die "apt-get install postgresql failed"
-    fi
-    pg_bin_dir >/dev/null 2>&1 \
-        || die "no PostgreSQL server binaries (initdb, pg_ctl): install the Debian package 'postgresql' (sudo apt-get install postgresql), or run pgward in front of your own server: bash scripts/run.sh --upstream HOST:PORT"
-fi
+# the PostgreSQL server and client tools (Debian package postgresql; installed when
+# missing and we are root)
+pg_bin_dir >/dev/null 2>&1 \
+    || ((EUID == 0)) \
+    || die "no PostgreSQL server binaries (initdb, pg_ctl): install the Debian package 'postgresql' (sudo apt-get install postgresql), or run pgward in front of your own server: bash scripts/run.sh --upstream HOST:PORT"
+ensure_pg_server
 PGBIN="$(pg_bin_dir)"
 export PATH="$PGBIN:$PATH"
 for tool in psql pgbench; do
