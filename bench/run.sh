@@ -151,6 +151,7 @@ FAILED=0
 
 SMOKE_FLAG=""
 ((SMOKE)) && SMOKE_FLAG=" --smoke"
+export BENCH_SMOKE="$SMOKE"
 rev="$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 git -C "$REPO_ROOT" diff --quiet HEAD 2>/dev/null || rev+="+dirty"
 {
