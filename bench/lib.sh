@@ -10,6 +10,8 @@
 #                                   unix socket in DIR, log in DIR/postgres.log)
 #   pg_stop DIR                     stop that cluster
 #   ensure_pkg CMD DEBPKG           apt-get install DEBPKG when CMD is missing
+#   ensure_pg_server                PostgreSQL server binaries, installing the Debian
+#                                   package postgresql when missing (root + apt-get)
 #   free_port                       print a free TCP port on 127.0.0.1
 #   wait_port PORT [SECS] [PID]     wait until 127.0.0.1:PORT accepts connections
 #   proc_cpu_us PID                 utime+stime of PID (all threads) in µs
@@ -158,6 +160,25 @@ ensure_pkg() {
         || die "apt-get install $pkg failed"
     hash -r
     command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' still missing after installing $pkg"
+}
+
+# ensure_pg_server — make pg_bin_dir succeed: apt-get install postgresql when
+# the server binaries are missing and we can (root, apt-get); otherwise die
+# naming the package.
+ensure_pg_server() {
+    pg_bin_dir >/dev/null 2>&1 && return 0
+    if ((EUID == 0)) && command -v apt-get >/dev/null 2>&1; then
+        log "no PostgreSQL server binaries (initdb): installing the Debian package 'postgresql'"
+        if ((!_BENCH_APT_UPDATED)); then
+            DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
+            _BENCH_APT_UPDATED=1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2 \
+            || die "apt-get install postgresql failed"
+        hash -r
+    fi
+    pg_bin_dir >/dev/null 2>&1 \
+        || die "no PostgreSQL server binaries (initdb, pg_ctl): install the Debian package 'postgresql' (apt-get install postgresql)"
 }
 
 _port_in_use() {

@@ -1,41 +1,154 @@
 #!/usr/bin/env bash
-# scripts/run.sh — build and run pgward. With no --upstream/--config (or PGWARD_CONFIG) it uses
-# the PostgreSQL on 127.0.0.1:5432 when one answers there, and otherwise starts a throwaway
-# local PostgreSQL (system packages; installed with apt-get when missing and running as root),
-# which is stopped and removed on exit. Extra arguments go to pgward.
+# scripts/run.sh — build pgward (release) and run it.
+#
+# Without --upstream/--config (or PGWARD_CONFIG): the demo. It starts a throwaway
+# local PostgreSQL (the system's PostgreSQL packages; Debian package `postgresql`,
+# installed with apt-get when missing and running as root), loads the shop schema
+# and data (bench/shop.sql), starts pgward on 127.0.0.1:6432 with the repo's
+# rules.toml and the admin endpoint on 127.0.0.1:6480, and runs a light background
+# load (the recommendation query and checkouts) so /stats shows budgets, caps and
+# cache hits. Ctrl-C stops and removes everything it started.
+#
+# With --upstream HOST:PORT or --config FILE (or PGWARD_CONFIG): runs pgward with
+# those flags only, in front of that PostgreSQL. Any arguments go to pgward.
+#
+# Environment (demo):
+#   DEMO_SCALE       shop data size, 1 = ~1M order items (default 1; loads in seconds)
+#   DEMO_LOAD_SECS   seconds of background load, 0 = none (default 600)
+#   DEMO_RECO_RATE   recommendation queries per second (default 20)
+#   DEMO_CHECKOUT_RATE  checkouts per second (default 2)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO_ROOT="$(pwd)"
 # shellcheck source=../bench/lib.sh
 source bench/lib.sh
 
-cargo build --release --quiet
-PGWARD=target/release/pgward
 args=("$@")
-
 configured=0
 for a in "$@"; do
-    case "$a" in --upstream | --upstream=* | --config | --config=* | -c) configured=1 ;; esac
+    case "$a" in
+        --upstream | --upstream=* | --config | --config=* | -c) configured=1 ;;
+        -h | --help)
+            sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+            echo
+            echo "pgward's own flags:"
+            cargo build --release --quiet
+            target/release/pgward --help
+            exit 0
+            ;;
+    esac
 done
 [[ -n "${PGWARD_CONFIG:-}" ]] && configured=1
 
-if ((configured == 0)); then
-    if (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
-        log "using the PostgreSQL on 127.0.0.1:5432"
-        args+=(--upstream 127.0.0.1:5432)
-    else
-        if ! pg_bin_dir >/dev/null; then
-            ((EUID == 0)) || die "no PostgreSQL server binaries: install the Debian package 'postgresql'"
-            ensure_pkg initdb postgresql
-        fi
-        demo_dir="$(mktemp -d "${TMPDIR:-/tmp}/pgward-demo.XXXXXX")"
-        port="$(free_port)"
-        log "no PostgreSQL on 127.0.0.1:5432: starting a throwaway one on port $port (removed on exit)"
-        pg_start "$demo_dir" "$port"
-        on_exit "rm -rf '$demo_dir'"
-        args+=(--upstream "127.0.0.1:$port")
-    fi
+log "cargo build --release"
+cargo build --release --quiet
+PGWARD="$REPO_ROOT/target/release/pgward"
+
+if ((configured)); then
+    log "pgward ${args[*]} (Ctrl-C stops)"
+    run_killable "$PGWARD" "${args[@]}"
+    exit $?
 fi
 
-log "pgward on 127.0.0.1:6432 (admin http://127.0.0.1:6480); Ctrl-C stops"
-log "try: psql \"host=127.0.0.1 port=6432 user=postgres dbname=postgres\""
-run_killable "$PGWARD" "${args[@]}"
+# ---------------------------------------------------------------- demo
+DEMO_SCALE="${DEMO_SCALE:-1}"
+DEMO_LOAD_SECS="${DEMO_LOAD_SECS:-600}"
+DEMO_RECO_RATE="${DEMO_RECO_RATE:-20}"
+DEMO_CHECKOUT_RATE="${DEMO_CHECKOUT_RATE:-2}"
+LISTEN=127.0.0.1:6432
+ADMIN=127.0.0.1:6480
+
+# the PostgreSQL server and client tools (Debian package postgresql; installed when
+# missing and we are root)
+pg_bin_dir >/dev/null 2>&1 \
+    || ((EUID == 0)) \
+    || die "no PostgreSQL server binaries (initdb, pg_ctl): install the Debian package 'postgresql' (sudo apt-get install postgresql), or run pgward in front of your own server: bash scripts/run.sh --upstream HOST:PORT"
+ensure_pg_server
+PGBIN="$(pg_bin_dir)"
+export PATH="$PGBIN:$PATH"
+for tool in psql pgbench; do
+    command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found: install the Debian package 'postgresql-client'"
+done
+command -v python3 >/dev/null 2>&1 || die "python3 not found (the demo load uses it): install the Debian package 'python3'"
+
+for addr in "$LISTEN" "$ADMIN"; do
+    if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+        die "$addr is already in use (another pgward?); stop it, or run pgward yourself: bash scripts/run.sh --upstream HOST:PORT --listen ADDR --admin-listen ADDR"
+    fi
+done
+
+demo_dir="$(mktemp -d "${TMPDIR:-/tmp}/pgward-demo.XXXXXX")"
+chmod 755 "$demo_dir"
+on_exit "rm -rf '$demo_dir'"
+on_exit "log 'demo stopped; throwaway PostgreSQL and $demo_dir removed'"
+port="$(free_port)"
+log "starting a throwaway PostgreSQL on 127.0.0.1:$port (removed on exit)"
+pg_start "$demo_dir/pg" "$port"
+psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c 'CREATE DATABASE shop' >/dev/null
+log "loading the shop schema and data (bench/shop.sql, scale $DEMO_SCALE)"
+t0=$SECONDS
+psql -X -q -v ON_ERROR_STOP=1 -v scale="$DEMO_SCALE" -h 127.0.0.1 -p "$port" -U postgres -d shop \
+    -f bench/shop.sql >"$demo_dir/shop-load.log" 2>&1 \
+    || { tail -n 20 "$demo_dir/shop-load.log" >&2; die "loading bench/shop.sql failed"; }
+log "shop loaded in $((SECONDS - t0))s: $(psql -X -At -h 127.0.0.1 -p "$port" -U postgres -d shop -c \
+    "SELECT format('%s products, %s customers, %s orders, %s order items', (SELECT count(*) FROM products), (SELECT count(*) FROM customers), (SELECT count(*) FROM orders), (SELECT count(*) FROM order_items))")"
+
+cat >"$demo_dir/pgward.toml" <<EOF
+# written by scripts/run.sh (demo)
+listen = "$LISTEN"
+rules = "$REPO_ROOT/rules.toml"
+shutdown_timeout = "2s"
+
+[upstream]
+address = "127.0.0.1:$port"
+tls = "disable"
+
+[admin]
+listen = "$ADMIN"
+EOF
+log "pgward --config $demo_dir/pgward.toml ${args[*]}"
+bg_start "$demo_dir/pgward.log" "$PGWARD" --config "$demo_dir/pgward.toml" "${args[@]}"
+pgward_pid="$BG_PID"
+# pgward's log goes to the terminal as well
+tail -n +1 -f "$demo_dir/pgward.log" --pid "$pgward_pid" >&2 &
+register_pid $!
+for ((i = 0; i < 300; i++)); do
+    psql -X -q -h 127.0.0.1 -p "${LISTEN##*:}" -U postgres -d shop -Atc 'select 1' >/dev/null 2>&1 && break
+    kill -0 "$pgward_pid" 2>/dev/null || die "pgward exited (see its log above)"
+    sleep 0.1
+done
+((i < 300)) || die "pgward did not answer on $LISTEN within 30s"
+
+if ((DEMO_LOAD_SECS > 0)); then
+    log "background load for ${DEMO_LOAD_SECS}s: ${DEMO_RECO_RATE} recommendation queries/s, ${DEMO_CHECKOUT_RATE} checkouts/s"
+    bg_start "$demo_dir/load-reco.log" python3 bench/pgload.py flood --host 127.0.0.1 --port "${LISTEN##*:}" \
+        --dbname shop --application-name demo-reco --script bench/reco.sql --clients 8 \
+        --rate "$DEMO_RECO_RATE" --duration "$DEMO_LOAD_SECS"
+    bg_start "$demo_dir/load-checkout.log" pgbench -n -f bench/checkout.sql -c 2 -j 1 -R "$DEMO_CHECKOUT_RATE" \
+        -T "$DEMO_LOAD_SECS" -h 127.0.0.1 -p "${LISTEN##*:}" -U postgres shop
+fi
+
+cat >&2 <<EOF
+
+  pgward is running on $LISTEN in front of a throwaway PostgreSQL (127.0.0.1:$port)
+  with the rules in rules.toml (edit it: pgward reloads it).
+
+  Connect:      psql "host=127.0.0.1 port=${LISTEN##*:} user=postgres dbname=shop"
+  Try:          SELECT p.product_id, p.name FROM order_items a
+                JOIN order_items b ON b.order_id = a.order_id AND b.product_id <> a.product_id
+                JOIN products p ON p.product_id = b.product_id
+                WHERE a.product_id = 42 GROUP BY p.product_id, p.name ORDER BY count(*) DESC LIMIT 10;
+  Look:         http://$ADMIN/                      dashboard
+                curl -s 'http://$ADMIN/stats/queries?sort=total_exec_time&limit=5' | jq
+                curl -s http://$ADMIN/rules | jq        rules in force, per-rule counts
+                curl -s http://$ADMIN/cache | jq        result cache
+                curl -s http://$ADMIN/metrics           Prometheus
+  Load:         $( ((DEMO_LOAD_SECS > 0)) && echo "${DEMO_RECO_RATE} recommendation queries/s and ${DEMO_CHECKOUT_RATE} checkouts/s for ${DEMO_LOAD_SECS}s (DEMO_LOAD_SECS)" || echo "none (DEMO_LOAD_SECS=0)")
+
+  Ctrl-C stops pgward, the load and PostgreSQL, and removes $demo_dir.
+
+EOF
+rc=0
+wait "$pgward_pid" || rc=$?
+log "pgward exited (status $rc)"
+exit "$rc"
