@@ -44,6 +44,9 @@ pub(super) struct Running {
     pub _slot: Option<OwnedSemaphorePermit>,
     /// Set when its result is being captured for the cache.
     pub fill: Option<Box<Fill>>,
+    /// The client already got a stale cached answer; this statement keeps running only to
+    /// refresh the cache, and everything Postgres sends for it is swallowed.
+    pub detached: bool,
 }
 
 /// A statement whose result is captured for the cache (it missed, or refreshes an entry).
@@ -90,6 +93,7 @@ impl Running {
             deadline,
             _slot: slot,
             fill: None,
+            detached: false,
         }
     }
 
@@ -102,6 +106,7 @@ impl Running {
             deadline: None,
             _slot: None,
             fill: None,
+            detached: false,
         }
     }
 }
@@ -109,6 +114,8 @@ impl Running {
 enum Expected {
     Completion(Running),
     Ready,
+    /// The ReadyForQuery of a detached statement: pgward already sent the client its own.
+    DetachedReady,
     /// The answer to a Parse, Bind, Describe or Close (tracked while a batch may hold a hit).
     Response,
     /// An answer pgward made itself: `bytes`, then a cached result, then (simple Query)
@@ -191,6 +198,19 @@ impl Queue {
         matches!(self.entries.get(1), Some(Expected::Ready))
     }
 
+    /// Where the client's next due answer is: past the detached work at the front.
+    fn first_attached(&self) -> usize {
+        self.entries
+            .iter()
+            .position(|e| {
+                !matches!(
+                    e,
+                    Expected::DetachedReady | Expected::Completion(Running { detached: true, .. })
+                )
+            })
+            .unwrap_or(self.entries.len())
+    }
+
     fn front_running(&mut self) -> Option<&mut Running> {
         match self.entries.front_mut() {
             Some(Expected::Completion(running)) => Some(running),
@@ -206,7 +226,13 @@ pub enum Expiry {
     Cancel { grace_until: Instant },
     /// Observe mode (or nothing running): nothing to do.
     Nothing,
+    /// pgward answered the client with these bytes (a stale cached result); the statement
+    /// keeps running upstream, detached, to refresh the cache.
+    Answered(Vec<u8>),
 }
+
+/// How long a detached refresh may run at most (and never longer than its entry's ttl).
+const DETACHED_REFRESH_LIMIT: Duration = Duration::from_secs(30);
 
 impl Pipeline {
     /// Counts bytes of backend messages sent to the client toward the running statement, and
@@ -214,11 +240,14 @@ impl Pipeline {
     pub fn on_backend_bytes(&mut self, chunk: &[u8], frame_tag: Option<u8>) {
         if let Some(running) = self.expected.front_running() {
             running.bytes_sent += chunk.len() as u64;
+            let forwarded = !running.detached;
             if let Some(fill) = &mut running.fill {
-                match frame_tag {
-                    Some(b'D') => fill.rows_started = true,
-                    Some(b'T') => fill.row_description_sent = true,
-                    _ => {}
+                if forwarded && fill.serving_stale.is_none() {
+                    match frame_tag {
+                        Some(b'D') => fill.rows_started = true,
+                        Some(b'T') => fill.row_description_sent = true,
+                        _ => {}
+                    }
                 }
                 fill.capture.push(chunk, frame_tag.is_some());
             }
@@ -226,13 +255,19 @@ impl Pipeline {
     }
 
     /// True when a backend message with this tag must not reach the client: the running
-    /// statement is being answered with a stale cached result instead.
+    /// statement is being answered with a stale cached result instead, or was detached.
     pub fn suppresses(&mut self, tag: u8) -> bool {
+        let Some(running) = self.expected.front_running() else {
+            return false;
+        };
+        if running.detached {
+            // Its rows, notices, completion; notifications and parameter changes still pass.
+            return !matches!(tag, b'A' | b'S');
+        }
         matches!(tag, b'D' | b'T')
-            && self
-                .expected
-                .front_running()
-                .and_then(|r| r.fill.as_ref())
+            && running
+                .fill
+                .as_ref()
                 .is_some_and(|f| f.serving_stale.is_some())
     }
 
@@ -246,6 +281,17 @@ impl Pipeline {
     /// frame when pgward must reword it (the 57014 of a budget cancel).
     pub fn on_backend_frame(&mut self, tag: u8, body: &[u8], now: Instant) -> Option<Vec<u8>> {
         let mut replacement = None;
+        let detached = self.expected.front_running().is_some_and(|r| r.detached);
+        if matches!(tag, b'C' | b'E' | b'I' | b's') && detached {
+            // A detached refresh ends: store what it captured, tell the client nothing.
+            if matches!(tag, b'C' | b'E') {
+                self.settle_fill(tag, body, now);
+            }
+            let error =
+                (tag == b'E').then(|| backend::error_fields(body).code.unwrap_or(*b"XX000"));
+            self.complete(now, backend::command_rows(body), error);
+            return Some(Vec::new());
+        }
         if matches!(tag, b'C' | b'E')
             && let Some((stale, rows)) = self.settle_fill(tag, body, now)
         {
@@ -289,8 +335,13 @@ impl Pipeline {
                     self.expected.transaction = status;
                 }
                 while let Some(expected) = self.expected.pop() {
-                    if matches!(expected, Expected::Ready) {
-                        break;
+                    match expected {
+                        Expected::Ready => break,
+                        Expected::DetachedReady => {
+                            replacement = Some(Vec::new());
+                            break;
+                        }
+                        _ => {}
                     }
                 }
                 if !self.expected.busy() {
@@ -305,12 +356,13 @@ impl Pipeline {
     /// Moves the replies pgward made itself that are now due (nothing owed before them) to
     /// `out`.
     pub fn drain_replies(&mut self, out: &mut Vec<u8>) {
-        while let Some(Expected::Reply { .. }) = self.expected.entries.front() {
+        let at = self.expected.first_attached();
+        while let Some(Expected::Reply { .. }) = self.expected.entries.get(at) {
             if let Some(Expected::Reply {
                 bytes,
                 cached,
                 ready,
-            }) = self.expected.pop()
+            }) = self.expected.entries.remove(at)
             {
                 out.extend_from_slice(&bytes);
                 match cached {
@@ -345,6 +397,7 @@ impl Pipeline {
     /// Called when [`Pipeline::next_timer`] has passed.
     pub fn on_timer(&mut self, now: Instant) -> Expiry {
         let last = self.expected.front_is_last();
+        let status = self.expected.transaction;
         let Some(running) = self.expected.front_running() else {
             return Expiry::Nothing;
         };
@@ -360,15 +413,61 @@ impl Pipeline {
         deadline.expired_at = Some(now);
         let (observe, budget, rule) = (deadline.observe, deadline.budget, deadline.rule.clone());
         let grace_until = now + deadline.cancel_grace;
+        if running.detached {
+            tracing::info!(fingerprint = %deadline.fingerprint, "detached cache refresh ran too long: cancelled");
+            return Expiry::Cancel { grace_until };
+        }
+        let mut answered = None;
         if !observe
             && last
             && let Some(fill) = &mut running.fill
-            && fill.usable_stale(fill.on_budget, now).is_some()
+            && let Some(entry) = fill.usable_stale(fill.on_budget, now).cloned()
         {
-            fill.serving_stale = Some(format!(
-                "the time budget of {} passed; the query was cancelled",
-                replies::format_duration(budget)
-            ));
+            if fill.row_description_sent {
+                fill.serving_stale = Some(format!(
+                    "the time budget of {} passed; the query was cancelled",
+                    replies::format_duration(budget)
+                ));
+            } else {
+                // Nothing of the result reached the client: answer now, and let the query
+                // finish in the background (holding its slot) to refresh the entry.
+                let why = format!(
+                    "the time budget of {} passed; the query goes on in the background to refresh it",
+                    replies::format_duration(budget)
+                );
+                let mut out =
+                    replies::stale_served(entry.age(now), &why, &fill.rule, fill.fingerprint);
+                let body = match fill.shape {
+                    Shape::WithRowDescription => &entry.bytes[..],
+                    Shape::RowsOnly => entry.rows_and_completion(),
+                };
+                out.extend_from_slice(body);
+                build::ready_for_query(&mut out, status);
+                entry.count_hit();
+                if let Some(stats) = &stats {
+                    stats.bump(Counter::StaleServed);
+                    stats.add(Counter::CacheBytesServed, body.len() as u64);
+                }
+                deadline.expired_at = None;
+                deadline.at = now + fill.policy.ttl.min(DETACHED_REFRESH_LIMIT).max(budget);
+                running.detached = true;
+                answered = Some(out);
+            }
+        }
+        if let Some(out) = answered {
+            self.shared.cache.count_stale_hit();
+            if let Some(stats) = &stats {
+                stats.bump(Counter::BudgetExceeded);
+            }
+            if let Some(ready) = self.expected.entries.get_mut(1) {
+                *ready = Expected::DetachedReady;
+            }
+            tracing::info!(
+                rule = rule.as_deref().unwrap_or("(default)"),
+                ?budget,
+                "time budget exceeded: stale cached result served, refresh detached"
+            );
+            return Expiry::Answered(out);
         }
         if let Some(stats) = &stats {
             stats.bump(if observe {

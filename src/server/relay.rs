@@ -305,6 +305,10 @@ impl Relay {
                 Poll::Ready(None)
             }
             Expiry::Nothing => Poll::Ready(None),
+            Expiry::Answered(bytes) => {
+                self.to_client.push(&bytes);
+                Poll::Ready(None)
+            }
         }
     }
 
@@ -402,8 +406,8 @@ impl Relay {
                 let n = self.upstream.streaming_left.min(avail.len());
                 if !self.upstream.streaming_suppressed {
                     self.to_client.push(&avail[..n]);
-                    self.pipeline.on_backend_bytes(&avail[..n], None);
                 }
+                self.pipeline.on_backend_bytes(&avail[..n], None);
                 recv.consume(n);
                 self.upstream.streaming_left -= n;
                 continue;
@@ -425,8 +429,8 @@ impl Relay {
                     let n = avail.len();
                     if !suppressed {
                         self.to_client.push(avail);
-                        self.pipeline.on_backend_bytes(avail, Some(header.tag));
                     }
+                    self.pipeline.on_backend_bytes(avail, Some(header.tag));
                     self.upstream.streaming_suppressed = suppressed;
                     self.upstream.streaming_left = frame_len - n;
                     recv.consume(n);
@@ -437,10 +441,6 @@ impl Relay {
             }
             let frame = &avail[..frame_len];
             let body = &frame[frame::HEADER_LEN..];
-            if suppressed {
-                recv.consume(frame_len);
-                continue;
-            }
             self.pipeline.on_backend_bytes(frame, Some(header.tag));
             let replacement = if inspected {
                 self.inspect_backend(header, body, now, hooks)
@@ -449,6 +449,7 @@ impl Relay {
             };
             match replacement {
                 Some(bytes) => self.to_client.push(&bytes),
+                None if suppressed => {}
                 None => self.to_client.push(frame),
             }
             if inspected {
