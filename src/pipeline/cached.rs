@@ -26,6 +26,9 @@ pub(super) enum CachePhase {
     Wait(Gate),
     /// Run it upstream and capture the result.
     Fill(Box<Fill>),
+    /// The client was answered with a stale entry; run the query in the background (detached)
+    /// to refresh it, if a concurrency slot is free right now.
+    Refresh(Box<Fill>),
 }
 
 /// The statement as the cache keys it.
@@ -100,7 +103,26 @@ impl Pipeline {
             }
             Lookup::Stale(entry) if policy.refresh == Refresh::Background => {
                 return match cache.begin_fill(&key) {
+                    Flight::Leader(ticket)
+                        if request.shape == Shape::WithRowDescription && rule.rewrite.is_none() =>
+                    {
+                        // Stale-while-revalidate: this request gets the entry too, and its
+                        // query refreshes it in the background.
+                        cache.count_stale_hit();
+                        let refresh = fill(ticket, None);
+                        self.answer_from_cache(
+                            entry,
+                            Vec::new(),
+                            request.shape,
+                            handle,
+                            received,
+                            now,
+                        );
+                        CachePhase::Refresh(refresh)
+                    }
                     Flight::Leader(ticket) => {
+                        // Extended protocol: the batch's ReadyForQuery comes after the
+                        // Execute, so the client waits for the refresh (up to its budget).
                         handle.bump(Counter::CacheRefresh);
                         CachePhase::Fill(fill(ticket, Some(entry)))
                     }

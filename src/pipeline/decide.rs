@@ -95,6 +95,9 @@ impl Pipeline {
                     CachePhase::Answered => return ClientAction::Drop,
                     CachePhase::Wait(gate) => return ClientAction::Wait(gate),
                     CachePhase::Fill(f) => fill = Some(f),
+                    CachePhase::Refresh(f) => {
+                        return self.refresh_detached(f, handle, matched, statement, now);
+                    }
                 }
             } else if statements.len() > 1 && self.admission.is_none() {
                 for (handle, matched) in handles.iter().zip(&matches) {
@@ -334,6 +337,8 @@ impl Pipeline {
                         CachePhase::Answered => return ClientAction::Drop,
                         CachePhase::Wait(gate) => return ClientAction::Wait(gate),
                         CachePhase::Fill(f) => fill = Some(f),
+                        // Only the simple protocol refreshes in the background.
+                        CachePhase::Refresh(_) => return ClientAction::Drop,
                     }
                 }
                 // Prepared before a caching rule existed, or mid-batch when rules changed.
@@ -371,6 +376,39 @@ impl Pipeline {
         let mut running = Running::new(handle, received, deadline, permit);
         running.fill = fill;
         self.expected.push_running(running);
+        ClientAction::Forward
+    }
+
+    /// Sends a statement already answered from a stale entry upstream, detached, to refresh
+    /// the entry: only when its rule's concurrency slot is free now (otherwise a later request
+    /// refreshes). Its result is captured and swallowed.
+    fn refresh_detached(
+        &mut self,
+        fill: Box<Fill>,
+        handle: &Arc<FingerprintStats>,
+        matched: &Matched,
+        statement: &Fingerprinted,
+        now: Instant,
+    ) -> ClientAction {
+        let permit = match matched.rules.limiters.get(matched.index) {
+            Some(Some(limiter)) => match limiter.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => return ClientAction::Drop,
+            },
+            _ => None,
+        };
+        handle.bump(Counter::CacheRefresh);
+        let limit = fill.policy.ttl.min(super::expect::DETACHED_REFRESH_LIMIT);
+        let deadline = deadline_for(&matched.rules, Some(matched), statement, now).map(|mut d| {
+            d.at = now + limit.max(d.budget);
+            d
+        });
+        let mut running = Running::new(handle.clone(), now, deadline, permit);
+        running.fill = Some(fill);
+        running.detached = true;
+        running.counts_call = false;
+        self.expected.push_running(running);
+        self.expected.push_detached_ready();
         ClientAction::Forward
     }
 

@@ -47,6 +47,9 @@ pub(super) struct Running {
     /// The client already got a stale cached answer; this statement keeps running only to
     /// refresh the cache, and everything Postgres sends for it is swallowed.
     pub detached: bool,
+    /// Its completion is recorded as a call (false for a background refresh, whose client
+    /// was answered, and recorded, from the cache).
+    pub counts_call: bool,
 }
 
 /// A statement whose result is captured for the cache (it missed, or refreshes an entry).
@@ -94,6 +97,7 @@ impl Running {
             _slot: slot,
             fill: None,
             detached: false,
+            counts_call: true,
         }
     }
 
@@ -107,6 +111,7 @@ impl Running {
             _slot: None,
             fill: None,
             detached: false,
+            counts_call: true,
         }
     }
 }
@@ -175,6 +180,10 @@ impl Queue {
         });
     }
 
+    pub fn push_detached_ready(&mut self) {
+        self.entries.push_back(Expected::DetachedReady);
+    }
+
     pub fn push_response(&mut self) {
         self.responses += 1;
         self.entries.push_back(Expected::Response);
@@ -232,7 +241,7 @@ pub enum Expiry {
 }
 
 /// How long a detached refresh may run at most (and never longer than its entry's ttl).
-const DETACHED_REFRESH_LIMIT: Duration = Duration::from_secs(30);
+pub(super) const DETACHED_REFRESH_LIMIT: Duration = Duration::from_secs(30);
 
 impl Pipeline {
     /// Counts bytes of backend messages sent to the client toward the running statement, and
@@ -599,6 +608,9 @@ impl Pipeline {
         let Some(stats) = running.stats else {
             return;
         };
+        if !running.counts_call {
+            return;
+        }
         let execution = Execution {
             elapsed: now.saturating_duration_since(started),
             rows,
