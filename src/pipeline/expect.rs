@@ -430,6 +430,32 @@ impl Pipeline {
         if !observe
             && last
             && let Some(fill) = &mut running.fill
+            && fill.on_budget == Fallback::ServeStale
+            && !fill.rows_started
+            && !fill.row_description_sent
+            && fill.usable_stale(fill.on_budget, now).is_none()
+        {
+            // Nothing to serve yet: the client gets its 57014 now, and the query goes on
+            // detached (holding its slot) so that the next request finds the entry.
+            let mut out = Vec::new();
+            replies::budget_exceeded(deadline, false).write_error_to(&mut out);
+            build::ready_for_query(&mut out, status);
+            if let Some(stats) = &stats {
+                stats.record(&Execution {
+                    elapsed: now.saturating_duration_since(running.received),
+                    rows: 0,
+                    bytes_sent: out.len() as u64,
+                    error_sqlstate: Some(*b"57014"),
+                });
+            }
+            deadline.expired_at = None;
+            deadline.at = now + fill.policy.ttl.min(DETACHED_REFRESH_LIMIT).max(budget);
+            running.detached = true;
+            running.counts_call = false;
+            answered = Some((out, false));
+        } else if !observe
+            && last
+            && let Some(fill) = &mut running.fill
             && let Some(entry) = fill.usable_stale(fill.on_budget, now).cloned()
         {
             if fill.row_description_sent {
@@ -460,11 +486,13 @@ impl Pipeline {
                 deadline.expired_at = None;
                 deadline.at = now + fill.policy.ttl.min(DETACHED_REFRESH_LIMIT).max(budget);
                 running.detached = true;
-                answered = Some(out);
+                answered = Some((out, true));
             }
         }
-        if let Some(out) = answered {
-            self.shared.cache.count_stale_hit();
+        if let Some((out, stale)) = answered {
+            if stale {
+                self.shared.cache.count_stale_hit();
+            }
             if let Some(stats) = &stats {
                 stats.bump(Counter::BudgetExceeded);
             }
@@ -474,7 +502,8 @@ impl Pipeline {
             tracing::info!(
                 rule = rule.as_deref().unwrap_or("(default)"),
                 ?budget,
-                "time budget exceeded: stale cached result served, refresh detached"
+                stale,
+                "time budget exceeded: client answered, query detached to fill the cache"
             );
             return Expiry::Answered(out);
         }

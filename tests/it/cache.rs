@@ -527,3 +527,60 @@ async fn an_expired_entry_is_served_at_once_while_it_refreshes_in_the_background
     assert_eq!(stats["cache_fills"], 2, "{stats}");
     assert_eq!(stats["errors"], 0, "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_miss_over_budget_errors_but_still_fills_the_cache_in_the_background() {
+    shared().psql(
+        "CREATE OR REPLACE FUNCTION cache_cold_slow(x int) RETURNS int LANGUAGE plpgsql STABLE AS \
+         $$ BEGIN PERFORM pg_sleep(0.5); RETURN x + 1; END $$;",
+    );
+    let rule = caching_rule(
+        "cache_cold_slow",
+        "budget = \"200ms\"\ncache.stale_for = \"1m\"\non_budget_exceeded = \"serve_stale\"",
+    );
+    let proxy = proxy(&rule, |_| {}).await;
+    let admin = proxy.admin_addr.unwrap();
+    let client = connect(proxy.proxy_addr, TRUST_USER, None).await.unwrap();
+    let started = Instant::now();
+    let err = client
+        .simple_query("SELECT cache_cold_slow(41)")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "57014");
+    assert!(
+        started.elapsed() < Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    // The query finished in the background and its result is now the entry.
+    let mut filled = false;
+    for _ in 0..40 {
+        if counter(admin, "cache_cold_slow", "cache_fills").await == 1 {
+            filled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(filled, "{}", query_stats(admin, "cache_cold_slow").await);
+    let started = Instant::now();
+    let rows = client
+        .simple_query("SELECT cache_cold_slow(41)")
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    let value = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    });
+    assert_eq!(value.as_deref(), Some("42"));
+    let stats = query_stats(admin, "cache_cold_slow").await;
+    assert_eq!(
+        (stats["calls"].as_u64(), stats["cache_hits"].as_u64()),
+        (Some(2), Some(1)),
+        "{stats}"
+    );
+}
