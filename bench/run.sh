@@ -9,7 +9,9 @@
 #   cache        the recommendation query (bench/reco.sql, zipfian product ids)
 #                on the shop data: direct vs pgward without rules vs pgward with
 #                the repo's rules.toml; TPS medians and the ratio to direct
-#   incident     checkouts (bench/checkout.sql) at a fixed rate; calm phase, then
+#   incident     normal product-page traffic first (recommendations at a normal rate,
+#                not measured: the shop ran before the campaign), then checkouts
+#                (bench/checkout.sql) at a fixed rate; calm phase (checkout only), then
 #                a flood of recommendation queries (bench/pgload.py); direct vs
 #                pgward without rules vs pgward with rules.toml: checkout
 #                p50/p95/p99 and success per phase, recommendations answered
@@ -33,7 +35,8 @@
 #   shop data:       SHOP_SCALE 1 (order_items ~1M rows; bench/shop.sql)
 #   cache:           CACHE_DURATION 15, CACHE_ROUNDS 3, CACHE_CLIENTS 16, CACHE_JOBS 2,
 #                    CACHE_WARMUP 5
-#   incident:        CALM_SECS 20, INCIDENT_SECS 40, INCIDENT_ROUNDS 1,
+#   incident:        WARM_SECS 30 at RECO_NORMAL_RATE 50 (/s) before the calm phase,
+#                    CALM_SECS 20, INCIDENT_SECS 40, INCIDENT_ROUNDS 1,
 #                    CHECKOUT_RATE 50 (/s), CHECKOUT_CLIENTS 16,
 #                    CHECKOUT_LIMIT_MS 5000 (a checkout later than this is not a
 #                    success; pgbench --latency-limit), RECO_RATE 400 (/s),
@@ -75,13 +78,14 @@ if ((SMOKE)); then
     : "${MEM_CLIENTS:=250}" "${MEM_HOLD:=2}"
     : "${SHOP_SCALE:=0.1}"
     : "${CACHE_DURATION:=3}" "${CACHE_ROUNDS:=1}" "${CACHE_CLIENTS:=8}" "${CACHE_WARMUP:=1}"
-    : "${CALM_SECS:=4}" "${INCIDENT_SECS:=6}" "${CHECKOUT_RATE:=20}" "${CHECKOUT_CLIENTS:=4}"
+    : "${WARM_SECS:=2}" "${CALM_SECS:=4}" "${INCIDENT_SECS:=6}" "${CHECKOUT_RATE:=20}" "${CHECKOUT_CLIENTS:=4}"
     : "${RECO_RATE:=100}" "${RECO_CLIENTS:=16}"
 fi
 : "${PT_DURATION:=5}" "${PT_ROUNDS:=3}" "${PT_CLIENTS:=1 16 64 256}" "${PT_WARMUP:=3}" "${PT_SCALE:=10}"
 : "${PT_MODES:=simple extended prepared}" "${MEM_CLIENTS:=250}" "${MEM_HOLD:=4}"
 : "${SHOP_SCALE:=1}"
 : "${CACHE_DURATION:=15}" "${CACHE_ROUNDS:=3}" "${CACHE_CLIENTS:=16}" "${CACHE_JOBS:=2}" "${CACHE_WARMUP:=5}"
+: "${WARM_SECS:=30}" "${RECO_NORMAL_RATE:=50}"
 : "${CALM_SECS:=20}" "${INCIDENT_SECS:=40}" "${INCIDENT_ROUNDS:=1}"
 : "${CHECKOUT_RATE:=50}" "${CHECKOUT_CLIENTS:=16}" "${CHECKOUT_LIMIT_MS:=5000}"
 : "${RECO_RATE:=400}" "${RECO_CLIENTS:=128}" "${RECO_TIMEOUT:=5}"
@@ -94,7 +98,7 @@ done
 
 for n in PT_DURATION PT_ROUNDS PT_WARMUP PT_SCALE MEM_HOLD CACHE_DURATION CACHE_ROUNDS CACHE_CLIENTS \
     CACHE_JOBS CACHE_WARMUP CALM_SECS INCIDENT_SECS INCIDENT_ROUNDS CHECKOUT_CLIENTS CHECKOUT_LIMIT_MS \
-    RECO_CLIENTS; do
+    RECO_CLIENTS WARM_SECS; do
     [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, got '${!n}'"
 done
 for n in SHOP_SCALE CHECKOUT_RATE RECO_RATE RECO_TIMEOUT; do
@@ -167,7 +171,7 @@ git -C "$REPO_ROOT" diff --quiet HEAD 2>/dev/null || rev+="+dirty"
     echo "python3: $(python3 --version 2>&1)"
     for n in PT_DURATION PT_ROUNDS PT_CLIENTS PT_MODES PT_WARMUP PT_SCALE MEM_CLIENTS MEM_HOLD SHOP_SCALE \
         CACHE_DURATION CACHE_ROUNDS CACHE_CLIENTS CACHE_JOBS CACHE_WARMUP CALM_SECS INCIDENT_SECS \
-        INCIDENT_ROUNDS CHECKOUT_RATE CHECKOUT_CLIENTS CHECKOUT_LIMIT_MS RECO_RATE RECO_CLIENTS RECO_TIMEOUT \
+        INCIDENT_ROUNDS CHECKOUT_RATE CHECKOUT_CLIENTS CHECKOUT_LIMIT_MS RECO_RATE RECO_CLIENTS RECO_TIMEOUT WARM_SECS RECO_NORMAL_RATE \
         CACHE_TARGETS INCIDENT_CONFIGS; do
         echo "$n=${!n}"
     done
@@ -396,6 +400,12 @@ if want incident; then
             esac
             port="$(target_port "$cfg")"
             prefix="$WORK/$tag-txlog"
+            log "$tag: normal traffic first: ${RECO_NORMAL_RATE}/s recommendations for ${WARM_SECS}s (not measured)"
+            run_killable python3 "$SCRIPT_DIR/pgload.py" flood --host 127.0.0.1 --port "$port" --dbname shop \
+                --application-name reco-normal --script "$SCRIPT_DIR/reco.sql" --clients 8 \
+                --rate "$RECO_NORMAL_RATE" --duration "$WARM_SECS" --timeout "$RECO_TIMEOUT" --drain "$RECO_TIMEOUT" \
+                --log "$WORK/$tag-warm.csv" >"$WORK/$tag-warm.json" 2>"$WORK/$tag-warm.err" \
+                || { log "$tag: normal traffic failed:"; tail -n 5 "$WORK/$tag-warm.err" >&2; FAILED=1; }
             log "$tag: checkout at ${CHECKOUT_RATE}/s; flood of ${RECO_RATE}/s recommendations from ${CALM_SECS}s to ${total}s"
             start="$(now)"
             pgbench -n -f "$SCRIPT_DIR/checkout.sql" -c "$CHECKOUT_CLIENTS" -j 1 -R "$CHECKOUT_RATE" -T "$total" \

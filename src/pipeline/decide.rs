@@ -398,9 +398,9 @@ impl Pipeline {
             _ => None,
         };
         handle.bump(Counter::CacheRefresh);
-        let limit = fill.policy.ttl.min(super::expect::DETACHED_REFRESH_LIMIT);
+        let ttl = fill.policy.ttl;
         let deadline = deadline_for(&matched.rules, Some(matched), statement, now).map(|mut d| {
-            d.at = now + limit.max(d.budget);
+            d.at = now + super::expect::detached_limit(Some(d.budget), ttl);
             d
         });
         let mut running = Running::new(handle.clone(), now, deadline, permit);

@@ -241,7 +241,20 @@ pub enum Expiry {
 }
 
 /// How long a detached refresh may run at most (and never longer than its entry's ttl).
-pub(super) const DETACHED_REFRESH_LIMIT: Duration = Duration::from_secs(30);
+const DETACHED_REFRESH_LIMIT: Duration = Duration::from_secs(30);
+/// A detached refresh may take this many times the statement's budget (it holds a
+/// concurrency slot meanwhile, so it must not hold it for long).
+const DETACHED_BUDGET_FACTOR: u32 = 10;
+
+/// How long a detached query of a statement with this budget (if any) and cache ttl may run.
+pub(super) fn detached_limit(budget: Option<Duration>, ttl: Duration) -> Duration {
+    let cap = ttl.min(DETACHED_REFRESH_LIMIT);
+    budget.map_or(cap, |b| {
+        (b * DETACHED_BUDGET_FACTOR)
+            .max(Duration::from_secs(1))
+            .min(cap)
+    })
+}
 
 impl Pipeline {
     /// Counts bytes of backend messages sent to the client toward the running statement, and
@@ -449,7 +462,7 @@ impl Pipeline {
                 });
             }
             deadline.expired_at = None;
-            deadline.at = now + fill.policy.ttl.min(DETACHED_REFRESH_LIMIT).max(budget);
+            deadline.at = now + detached_limit(Some(budget), fill.policy.ttl);
             running.detached = true;
             running.counts_call = false;
             answered = Some((out, false));
@@ -484,7 +497,7 @@ impl Pipeline {
                     stats.add(Counter::CacheBytesServed, body.len() as u64);
                 }
                 deadline.expired_at = None;
-                deadline.at = now + fill.policy.ttl.min(DETACHED_REFRESH_LIMIT).max(budget);
+                deadline.at = now + detached_limit(Some(budget), fill.policy.ttl);
                 running.detached = true;
                 answered = Some((out, true));
             }

@@ -52,7 +52,7 @@ fn example_file_in_the_repository_is_valid() {
     assert_eq!(reco.budget(&set), Some(Duration::from_millis(150)));
     assert_eq!(
         (reco.max_concurrency, reco.queue_timeout),
-        (Some(4), Duration::from_millis(50))
+        (Some(1), Duration::from_millis(150))
     );
     let cache = reco.cache.expect("the reco rule caches");
     assert_eq!(
