@@ -20,8 +20,11 @@ use crate::protocol::frame::{self, FrameHeader};
 use crate::protocol::startup::CancelKey;
 use crate::protocol::{backend, build};
 
-/// Read size when no frame asks for more.
+/// Largest read when no frame asks for more.
 const READ_CHUNK: usize = 16 * 1024;
+/// First read size of a leg: an idle session holds this much per leg. Reads that fill it
+/// double it, up to [`READ_CHUNK`], so streaming a large result still reads in big chunks.
+const FIRST_READ: usize = 2 * 1024;
 /// Stop reading from one side while this much is still queued for the other.
 const HIGH_WATER: usize = 256 * 1024;
 /// Buffers that grew past this for one big frame are shrunk back once empty.
@@ -62,6 +65,8 @@ struct Leg {
     streaming_left: usize,
     /// How many more bytes the frame at the front needs.
     want: usize,
+    /// Current read size (grows from FIRST_READ while reads fill it).
+    read_size: usize,
     /// The frame being streamed is dropped instead of forwarded.
     streaming_suppressed: bool,
     needs_flush: bool,
@@ -71,21 +76,26 @@ impl Leg {
     fn new(stream: Stream) -> Self {
         Leg {
             stream,
-            recv: RecvBuf::new(READ_CHUNK),
+            recv: RecvBuf::new(FIRST_READ),
             streaming_left: 0,
-            want: READ_CHUNK,
+            want: 0,
+            read_size: FIRST_READ,
             streaming_suppressed: false,
             needs_flush: false,
         }
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let spare = self.recv.spare(self.want.max(READ_CHUNK));
+        let spare = self.recv.spare(self.want.max(self.read_size));
+        let room = spare.len();
         let mut buf = ReadBuf::new(spare);
         match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len();
                 self.recv.commit(n);
+                if n == room && self.read_size < READ_CHUNK {
+                    self.read_size = (self.read_size * 2).min(READ_CHUNK);
+                }
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
