@@ -434,6 +434,7 @@ impl Pipeline {
         }
         deadline.expired_at = Some(now);
         let (observe, budget, rule) = (deadline.observe, deadline.budget, deadline.rule.clone());
+        let fingerprint = deadline.fingerprint;
         let grace_until = now + deadline.cancel_grace;
         if running.detached {
             tracing::info!(fingerprint = %deadline.fingerprint, "detached cache refresh ran too long: cancelled");
@@ -513,6 +514,7 @@ impl Pipeline {
                 *ready = Expected::DetachedReady;
             }
             tracing::info!(
+                fingerprint = %fingerprint,
                 rule = rule.as_deref().unwrap_or("(default)"),
                 ?budget,
                 stale,
