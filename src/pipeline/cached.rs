@@ -102,44 +102,24 @@ impl Pipeline {
                 return CachePhase::Answered;
             }
             Lookup::Stale(entry) if policy.refresh == Refresh::Background => {
-                return match cache.begin_fill(&key) {
-                    Flight::Leader(ticket)
-                        if request.shape == Shape::WithRowDescription && rule.rewrite.is_none() =>
-                    {
-                        // Stale-while-revalidate: this request gets the entry too, and its
-                        // query refreshes it in the background.
-                        cache.count_stale_hit();
-                        let refresh = fill(ticket, None);
-                        self.answer_from_cache(
-                            entry,
-                            Vec::new(),
-                            request.shape,
-                            handle,
-                            received,
-                            now,
-                        );
-                        CachePhase::Refresh(refresh)
-                    }
-                    Flight::Leader(ticket) => {
-                        // Extended protocol: the batch's ReadyForQuery comes after the
-                        // Execute, so the client waits for the refresh (up to its budget).
+                // Stale-while-revalidate (simple protocol): the request that leads the refresh
+                // gets the entry too, and its query refreshes it in the background. In the
+                // extended protocol the batch's ReadyForQuery comes after the Execute, so the
+                // leader waits for its refresh (up to its budget).
+                let detachable =
+                    request.shape == Shape::WithRowDescription && rule.rewrite.is_none();
+                let refresh = match cache.begin_fill(&key) {
+                    Flight::Leader(ticket) if !detachable => {
                         handle.bump(Counter::CacheRefresh);
-                        CachePhase::Fill(fill(ticket, Some(entry)))
+                        return CachePhase::Fill(fill(ticket, Some(entry)));
                     }
-                    Flight::Follower(_) => {
-                        // Another request refreshes it: this one gets the entry as it is.
-                        cache.count_stale_hit();
-                        self.answer_from_cache(
-                            entry,
-                            Vec::new(),
-                            request.shape,
-                            handle,
-                            received,
-                            now,
-                        );
-                        CachePhase::Answered
-                    }
+                    Flight::Leader(ticket) => Some(fill(ticket, None)),
+                    // Another request refreshes it: this one gets the entry as it is.
+                    Flight::Follower(_) => None,
                 };
+                cache.count_stale_hit();
+                self.answer_from_cache(entry, Vec::new(), request.shape, handle, received, now);
+                return refresh.map_or(CachePhase::Answered, CachePhase::Refresh);
             }
             Lookup::Stale(entry) => (Some(entry), MissReason::Expired),
             Lookup::Miss(reason) => (None, reason),

@@ -42,6 +42,17 @@ async fn counter(admin: SocketAddr, needle: &str, name: &str) -> u64 {
     query_stats(admin, needle).await[name].as_u64().unwrap_or(0)
 }
 
+/// Polls a stats counter for up to 2.5 s until it reaches `value`.
+async fn counter_reaches(admin: SocketAddr, needle: &str, name: &str, value: u64) -> bool {
+    for _ in 0..50 {
+        if counter(admin, needle, name).await == value {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// Messages up to ReadyForQuery, as raw bytes.
 async fn simple(raw: &mut Raw, sql: &str) -> Vec<(u8, Vec<u8>)> {
     raw.send(&query_message(sql)).await;
@@ -410,14 +421,7 @@ async fn a_slow_upstream_gets_the_stale_result_with_a_notice() {
     // fresh entry.
     let again = simple(&mut raw, "SELECT 1").await;
     assert_eq!(again.last().map(|(t, _)| *t), Some(b'Z'));
-    let mut refreshed = false;
-    for _ in 0..50 {
-        if counter(admin, "cache_stale", "cache_fills").await == 2 {
-            refreshed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let refreshed = counter_reaches(admin, "cache_stale", "cache_fills", 2).await;
     assert!(refreshed, "{}", query_stats(admin, "cache_stale").await);
     assert_eq!(counter(admin, "cache_stale", "errors").await, 0);
 }
@@ -553,14 +557,7 @@ async fn a_cold_miss_over_budget_errors_but_still_fills_the_cache_in_the_backgro
         started.elapsed()
     );
     // The query finished in the background and its result is now the entry.
-    let mut filled = false;
-    for _ in 0..40 {
-        if counter(admin, "cache_cold_slow", "cache_fills").await == 1 {
-            filled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let filled = counter_reaches(admin, "cache_cold_slow", "cache_fills", 1).await;
     assert!(filled, "{}", query_stats(admin, "cache_cold_slow").await);
     let started = Instant::now();
     let rows = client

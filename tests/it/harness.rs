@@ -385,6 +385,17 @@ pub async fn connect(
     Ok(client)
 }
 
+/// Connects to a pgward started as a subprocess, retrying for up to 5 s while it starts.
+pub async fn connect_when_up(addr: SocketAddr) -> Client {
+    for _ in 0..100 {
+        if let Ok(client) = connect(addr, TRUST_USER, None).await {
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("pgward subprocess on {addr} does not accept connections");
+}
+
 /// A raw protocol client for tests that need exact bytes.
 pub struct Raw {
     pub stream: TcpStream,

@@ -167,15 +167,7 @@ async fn million_row_result_streams_with_flat_memory() {
         .spawn()
         .unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut client = None;
-    for _ in 0..100 {
-        if let Ok(c) = connect(addr, TRUST_USER, None).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let client = client.expect("pgward subprocess accepts connections");
+    let client = connect_when_up(addr).await;
     // About 130 MB on the wire; the client drops each row as it arrives.
     let rows = client
         .query_raw(

@@ -38,15 +38,7 @@ async fn slow_statements_are_logged_once_as_json_without_literals() {
         .spawn()
         .unwrap();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut client = None;
-    for _ in 0..100 {
-        if let Ok(c) = connect(addr, TRUST_USER, None).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let client = client.expect("pgward subprocess accepts connections");
+    let client = connect_when_up(addr).await;
     client
         .simple_query("SELECT pg_sleep(0.35), 'secret-literal'")
         .await
