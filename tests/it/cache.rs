@@ -53,6 +53,28 @@ async fn counter_reaches(admin: SocketAddr, needle: &str, name: &str, value: u64
     false
 }
 
+/// A direct session holding an exclusive lock on `table` until it rolls back: statements on
+/// the table block, as on a database that is struggling.
+async fn lock_table(table: &str) -> tokio_postgres::Client {
+    let (locker, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            shared().port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .unwrap();
+    locker
+}
+
 /// Messages up to ReadyForQuery, as raw bytes.
 async fn simple(raw: &mut Raw, sql: &str) -> Vec<(u8, Vec<u8>)> {
     raw.send(&query_message(sql)).await;
@@ -378,21 +400,7 @@ async fn a_slow_upstream_gets_the_stale_result_with_a_notice() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Make Postgres slow for this table: a lock held by a direct session.
-    let locker = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
-            shared().port
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(locker.1);
-    let locker = locker.0;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE cache_stale IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let locker = lock_table("cache_stale").await;
 
     let started = Instant::now();
     let stale = simple(&mut raw, sql).await;
@@ -486,20 +494,7 @@ async fn an_expired_entry_is_served_at_once_while_it_refreshes_in_the_background
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Postgres is made slow for this table; the expired entry still answers at once.
-    let (locker, connection) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
-            shared().port
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
-    locker
-        .batch_execute("BEGIN; LOCK TABLE cache_swr IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let locker = lock_table("cache_swr").await;
     for _ in 0..3 {
         let started = Instant::now();
         let answer = simple(&mut raw, sql).await;
