@@ -73,7 +73,10 @@ impl Pipeline {
         let plan = cache.plan(statement.id, &statement.text);
         if let Some(reason) = session.refusal(&plan) {
             self.cache_wait = None;
-            handle.record_miss(reason);
+            // Counted once: not again when the frame comes back from waiting for a slot.
+            if self.admission.is_none() {
+                handle.record_miss(reason);
+            }
             return CachePhase::Pass;
         }
         let key = session.key(request.protocol(), request.sql, request.bind);
