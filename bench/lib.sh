@@ -21,6 +21,9 @@
 #   register_pid PID                kill PID at exit
 #   run_killable CMD...             run CMD so that INT/TERM interrupt it at once
 #   on_exit 'shell code'            run code at exit (after processes/clusters are stopped)
+#   make_workdir PREFIX             a temp folder in $WORK (mode 755), removed at exit once the
+#                                   script set _bench_ok=1; kept (and named) on failure or
+#                                   with KEEP_WORKDIR=1
 #
 # On EXIT, INT, TERM and HUP every registered process is killed (TERM, then
 # KILL after a grace period) and every cluster started by pg_start is stopped.
@@ -46,6 +49,20 @@ die() { log "ERROR: $*"; exit 1; }
 _bench_debug() { [[ -n "${BENCH_DEBUG:-}" ]] && log "cleanup: $*"; return 0; }
 
 register_pid() { _BENCH_PIDS+=("$1"); }
+
+make_workdir() {
+    WORK="$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")"
+    chmod 755 "$WORK"
+    _bench_ok=0
+    on_exit _bench_workdir_cleanup
+}
+_bench_workdir_cleanup() {
+    if [[ "${KEEP_WORKDIR:-}" == 1 || "${_bench_ok:-0}" != 1 ]]; then
+        log "work folder kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
 _BENCH_FG_PID=""
 on_exit() { _BENCH_HOOKS+=("$1"); }
 

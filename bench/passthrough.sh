@@ -156,18 +156,7 @@ if has_target pgward; then
 fi
 
 # ---------------------------------------------------------------- work dir
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/pgward-passthrough.XXXXXX")"
-chmod 755 "$WORK"
-# keep the work dir when asked or when we fail, so the logs can be read
-_bench_ok=0
-workdir_cleanup() {
-    if [[ "${KEEP_WORKDIR:-}" == 1 || "$_bench_ok" != 1 ]]; then
-        log "logs kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-on_exit workdir_cleanup
+make_workdir pgward-passthrough
 
 RUN_TS="$(date -u +%Y%m%dT%H%M%SZ)"
 RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/bench/results}"

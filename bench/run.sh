@@ -140,17 +140,7 @@ OUT="${RESULTS_DIR:-$REPO_ROOT/bench/results/$RUN_TS}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 SUMMARY="$OUT/summary.md"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/pgward-bench.XXXXXX")"
-chmod 755 "$WORK"
-_bench_ok=0
-workdir_cleanup() {
-    if [[ "${KEEP_WORKDIR:-}" == 1 || "$_bench_ok" != 1 ]]; then
-        log "work folder kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-on_exit workdir_cleanup
+make_workdir pgward-bench
 FAILED=0
 
 SMOKE_FLAG=""

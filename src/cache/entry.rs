@@ -50,6 +50,15 @@ impl Entry {
         self.bytes.get(self.row_description_len..).unwrap_or(&[])
     }
 
+    /// What a statement answered from this entry gets: everything for a simple Query, the rows
+    /// and CommandComplete for an Execute.
+    pub fn answer(&self, shape: Shape) -> &[u8] {
+        match shape {
+            Shape::WithRowDescription => &self.bytes,
+            Shape::RowsOnly => self.rows_and_completion(),
+        }
+    }
+
     pub fn count_hit(&self) {
         self.hits.fetch_add(1, Relaxed);
     }

@@ -200,10 +200,7 @@ impl Pipeline {
         received: Instant,
         now: Instant,
     ) {
-        let body_len = match shape {
-            Shape::WithRowDescription => entry.bytes.len(),
-            Shape::RowsOnly => entry.rows_and_completion().len(),
-        };
+        let body_len = entry.answer(shape).len();
         entry.count_hit();
         handle.bump(Counter::CacheHit);
         handle.add(Counter::CacheBytesServed, body_len as u64);

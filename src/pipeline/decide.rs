@@ -133,14 +133,13 @@ impl Pipeline {
                         return ClientAction::Wait(gate);
                     }
                     Slot::Shed(bytes) => {
-                        if let Some(fill) = fill
-                            && self.answer_stale_when_shed(fill, &handle, now)
-                        {
-                            return ClientAction::Drop;
-                        }
-                        self.count_queries(statements.len());
-                        self.expected.push_reply(bytes, true);
-                        return ClientAction::Drop;
+                        return self.answer_shed(
+                            bytes,
+                            fill,
+                            &handle,
+                            (statements.len(), true),
+                            now,
+                        );
                     }
                 }
             }
@@ -356,15 +355,7 @@ impl Pipeline {
                         return ClientAction::Wait(gate);
                     }
                     Slot::Shed(bytes) => {
-                        if let Some(fill) = fill
-                            && self.answer_stale_when_shed(fill, &handle, now)
-                        {
-                            return ClientAction::Drop;
-                        }
-                        self.count_queries(1);
-                        self.expected.push_reply(bytes, false);
-                        self.skip_until_sync = true;
-                        return ClientAction::Drop;
+                        return self.answer_shed(bytes, fill, &handle, (1, false), now);
                     }
                 }
             }
@@ -410,6 +401,27 @@ impl Pipeline {
         self.expected.push_running(running);
         self.expected.push_detached_ready();
         ClientAction::Forward
+    }
+
+    /// A simple Query of `statements` (`simple`) or an Execute that found no concurrency slot:
+    /// the stale entry its fill carries when its rule says so, otherwise the 53000 in `shed`.
+    fn answer_shed(
+        &mut self,
+        shed: Vec<u8>,
+        fill: Option<Box<Fill>>,
+        handle: &Arc<FingerprintStats>,
+        (statements, simple): (usize, bool),
+        now: Instant,
+    ) -> ClientAction {
+        if let Some(fill) = fill
+            && self.answer_stale_when_shed(fill, handle, now)
+        {
+            return ClientAction::Drop;
+        }
+        self.count_queries(statements);
+        self.expected.push_reply(shed, simple);
+        self.skip_until_sync |= !simple;
+        ClientAction::Drop
     }
 
     /// A statement that found no concurrency slot gets the stale entry its fill carries,

@@ -387,12 +387,8 @@ impl Pipeline {
             }) = self.expected.entries.remove(at)
             {
                 out.extend_from_slice(&bytes);
-                match cached {
-                    Some((entry, Shape::WithRowDescription)) => out.extend_from_slice(&entry.bytes),
-                    Some((entry, Shape::RowsOnly)) => {
-                        out.extend_from_slice(entry.rows_and_completion())
-                    }
-                    None => {}
+                if let Some((entry, shape)) = cached {
+                    out.extend_from_slice(entry.answer(shape));
                 }
                 if ready {
                     build::ready_for_query(out, self.expected.transaction);
@@ -486,10 +482,7 @@ impl Pipeline {
                 );
                 let mut out =
                     replies::stale_served(entry.age(now), &why, &fill.rule, fill.fingerprint);
-                let body = match fill.shape {
-                    Shape::WithRowDescription => &entry.bytes[..],
-                    Shape::RowsOnly => entry.rows_and_completion(),
-                };
+                let body = entry.answer(fill.shape);
                 out.extend_from_slice(body);
                 build::ready_for_query(&mut out, status);
                 entry.count_hit();
@@ -577,10 +570,11 @@ impl Pipeline {
         if let Some(why) = fill.serving_stale.take() {
             let entry = fill.stale.take()?;
             let mut out = replies::stale_served(entry.age(now), &why, &fill.rule, fill.fingerprint);
+            // A RowDescription Postgres already sent is not sent twice.
             let body = if fill.row_description_sent {
-                entry.rows_and_completion()
+                entry.answer(Shape::RowsOnly)
             } else {
-                &entry.bytes
+                entry.answer(fill.shape)
             };
             out.extend_from_slice(body);
             entry.count_hit();
