@@ -219,9 +219,25 @@ impl Visitor for CteNames {
     }
 }
 
+/// Statements with more tokens than this are not given to sqlparser: it builds chains such as
+/// `1+1+...+1` or `a AND b AND ...` as trees as deep as the chain is long, and visits and drops
+/// them recursively, so a long chain overflows a worker thread's stack and aborts the process.
+/// Tokens bound the depth of every tree sqlparser can build; normalized texts collapse IN and
+/// VALUES lists, so real statements stay far below this. A statement over it has unknown
+/// tables: never cached, and a write invalidates everything, which is always safe.
+pub const MAX_ANALYZED_TOKENS: usize = 4_000;
+
+/// Whether `sql` is small enough for sqlparser (see [`MAX_ANALYZED_TOKENS`]).
+pub fn within_parser_limits(sql: &str) -> bool {
+    Lexer::new(sql).take(MAX_ANALYZED_TOKENS + 1).count() <= MAX_ANALYZED_TOKENS
+}
+
 /// (reads, writes) in first-appearance order; a name both read and written (e.g.
 /// `INSERT INTO t SELECT FROM t`) is in both. CTE names are not tables.
 pub(super) fn tables(sql: &str) -> Option<(Vec<String>, Vec<String>)> {
+    if !within_parser_limits(sql) {
+        return None;
+    }
     let dialect = PostgreSqlDialect {};
     let stmts = match Parser::parse_sql(&dialect, sql) {
         Ok(s) => s,

@@ -24,12 +24,26 @@ pub(super) struct Token {
     pub(super) end: usize,
 }
 
+/// How plain `'...'` strings treat a backslash: the session's `standard_conforming_strings`.
+/// With it off (a per-session setting PostgreSQL still supports), `'x\' y'` is one string;
+/// lexing it the standard way would end the string early and show `y` as SQL text, leaking a
+/// literal into fingerprints and stats.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Strings {
+    /// `standard_conforming_strings = on` (PostgreSQL's default): backslash is a character.
+    #[default]
+    Standard,
+    /// `standard_conforming_strings = off`: backslash escapes in plain strings too.
+    Backslash,
+}
+
 /// PostgreSQL lexer over bytes. Every byte >= 0x80 counts as an identifier letter (as in
 /// PostgreSQL's scanner), so token boundaries always fall on char boundaries.
 #[derive(Clone)]
 pub(super) struct Lexer<'a> {
     pub(super) b: &'a [u8],
     pub(super) pos: usize,
+    backslash_strings: bool,
 }
 
 pub(super) fn is_ident_start(c: u8) -> bool {
@@ -42,8 +56,15 @@ pub(super) fn is_op_char(c: u8) -> bool {
 
 impl<'a> Lexer<'a> {
     pub(super) fn new(sql: &'a str) -> Self {
-        let b = sql.as_bytes();
-        Lexer { b, pos: 0 }
+        Self::with_strings(sql, Strings::Standard)
+    }
+
+    pub(super) fn with_strings(sql: &'a str, strings: Strings) -> Self {
+        Lexer {
+            b: sql.as_bytes(),
+            pos: 0,
+            backslash_strings: strings == Strings::Backslash,
+        }
     }
 
     pub(super) fn at(&self, i: usize) -> u8 {
@@ -202,7 +223,7 @@ impl Iterator for Lexer<'_> {
         let c = *self.b.get(start)?;
         let n1 = self.at(start + 1);
         let tok = match c {
-            b'\'' => self.quoted(1, b'\'', false, Tok::Str),
+            b'\'' => self.quoted(1, b'\'', self.backslash_strings, Tok::Str),
             b'"' => self.quoted(1, b'"', false, Tok::QuotedIdent),
             b'$' => self.dollar(),
             b'0'..=b'9' => self.number(),
@@ -225,8 +246,13 @@ impl Iterator for Lexer<'_> {
 /// (from the first token to the last token of each statement, comments around it excluded).
 /// Known limit: a `;` inside a SQL-standard `BEGIN ATOMIC ... END` function body splits.
 pub fn split_statements(sql: &str) -> Vec<Range<usize>> {
+    split_statements_with(sql, Strings::Standard)
+}
+
+/// [`split_statements`] for a session whose `standard_conforming_strings` is as `strings` says.
+pub fn split_statements_with(sql: &str, strings: Strings) -> Vec<Range<usize>> {
     let (mut out, mut depth, mut cur) = (Vec::new(), 0u32, None::<Range<usize>>);
-    for t in Lexer::new(sql) {
+    for t in Lexer::with_strings(sql, strings) {
         match t.tok {
             Tok::Punct(b';') if depth == 0 => {
                 out.extend(cur.take());

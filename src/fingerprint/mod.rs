@@ -23,9 +23,9 @@ mod normalize;
 #[cfg(test)]
 mod tests;
 
-pub use analyze::analyze;
-pub use lexer::split_statements;
-pub use normalize::normalize;
+pub use analyze::{MAX_ANALYZED_TOKENS, analyze, within_parser_limits};
+pub use lexer::{Strings, split_statements, split_statements_with};
+pub use normalize::{normalize, normalize_with};
 
 /// Stable identifier of a normalized statement: xxh3-64 of the normalized text.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]

@@ -393,6 +393,11 @@ impl Norm<'_> {
 /// Fast path, called for EVERY simple-protocol statement: hand-written lexer, no sqlparser,
 /// ~1 allocation (the text). Never fails: unterminated strings/comments run to the end.
 pub fn normalize(sql: &str) -> Normalized {
+    normalize_with(sql, Strings::Standard)
+}
+
+/// [`normalize`] for a session whose `standard_conforming_strings` is as `strings` says.
+pub fn normalize_with(sql: &str, strings: Strings) -> Normalized {
     let mut n = Norm {
         sql,
         out: String::with_capacity(sql.len() + 8),
@@ -409,7 +414,7 @@ pub fn normalize(sql: &str) -> Normalized {
         prev_end: 0,
         mark_next: false,
     };
-    let mut lx = Lexer::new(sql);
+    let mut lx = Lexer::with_strings(sql, strings);
     while let Some(mut t) = lx.next() {
         let const_start = t.start;
         if t.tok == Tok::Op

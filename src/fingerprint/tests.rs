@@ -723,3 +723,68 @@ fn report_query_collapses_and_parses() {
         (StatementKind::Read, true, vec!["public.orders".to_string()])
     );
 }
+
+/// Runs `f` on a thread with half the stack of a tokio worker (2 MiB), in a debug build: a
+/// recursion that input can deepen aborts the test process instead of passing, and what passes
+/// has at least twice the room on a real worker.
+fn on_worker_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn huge_expression_chains_are_not_parsed_and_do_not_overflow() {
+    for op in ["+", " AND ", " OR ", "||", "::int+"] {
+        let sql = format!("SELECT 1{}", format!("{op}1").repeat(300_000));
+        let a = on_worker_stack(move || {
+            let n = normalize(&sql);
+            (analyze(&sql), analyze(&n.text))
+        });
+        assert_eq!((a.0.kind, a.0.parsed), (StatementKind::Read, false), "{op}");
+        assert!(!a.1.parsed, "{op}");
+    }
+}
+
+#[test]
+fn the_longest_analyzed_chain_fits_a_worker_stack() {
+    // Just under the token limit: sqlparser builds, visits and drops the deepest tree it may.
+    let terms = MAX_ANALYZED_TOKENS / 2 - 2;
+    for op in ["+", " AND ", "->"] {
+        let sql = format!("SELECT 1{} FROM t", format!("{op}1").repeat(terms));
+        assert!(within_parser_limits(&sql));
+        let a = on_worker_stack(move || analyze(&sql));
+        assert!(a.parsed, "{op}");
+        assert_eq!(a.reads, ["t"]);
+    }
+}
+
+#[test]
+fn deep_nesting_is_refused_by_the_parser_not_the_stack() {
+    let parens = format!("SELECT {}1{}", "(".repeat(100_000), ")".repeat(100_000));
+    let subqueries = format!(
+        "SELECT * FROM t WHERE a IN {}1{}",
+        "(SELECT ".repeat(3_000),
+        ")".repeat(3_000)
+    );
+    for sql in [parens, subqueries] {
+        let (a, n) = on_worker_stack(move || (analyze(&sql), normalize(&sql)));
+        assert!(!a.parsed);
+        assert!(!n.text.is_empty());
+    }
+}
+
+#[test]
+fn backslash_strings_follow_the_session_setting() {
+    let sql = r"select 'x\' leaked' from t where b = 'y'";
+    let off = normalize_with(sql, Strings::Backslash);
+    assert_eq!(off.text, "select $1 from t where b=$2");
+    assert!(!normalize(sql).text.contains("from t where b"));
+    assert_eq!(
+        split_statements_with(r"select 'a\';b'; select 2", Strings::Backslash).len(),
+        2
+    );
+}

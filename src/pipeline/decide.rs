@@ -13,7 +13,7 @@ use super::{
 };
 use crate::cache::Shape;
 use crate::fingerprint;
-use crate::protocol::frontend;
+use crate::protocol::{MAX_PARAMETERS, build, frontend};
 use crate::reload::ActiveRules;
 use crate::rules::Fallback;
 use crate::rules::{Action, Mode, Rule, SessionInfo};
@@ -42,7 +42,7 @@ impl Pipeline {
             self.expected.push_ready();
             return ClientAction::Forward;
         }
-        let statements = self.shared.fingerprints.query(sql);
+        let statements = self.shared.fingerprints.query(sql, self.strings);
         let rules = self.shared.rules.snapshot();
         let matches: Vec<Option<Matched>> =
             statements.iter().map(|s| self.matched(&rules, s)).collect();
@@ -185,7 +185,7 @@ impl Pipeline {
             return None;
         }
         let text = String::from_utf8_lossy(sql);
-        let ranges = fingerprint::split_statements(&text);
+        let ranges = fingerprint::split_statements_with(&text, self.strings);
         if ranges.len() != statements.len() {
             return None;
         }
@@ -206,7 +206,7 @@ impl Pipeline {
             let Some(original) = text.get(range.clone()) else {
                 continue;
             };
-            let normalized = fingerprint::normalize(original);
+            let normalized = fingerprint::normalize_with(original, self.strings);
             out.push_str(&text[copied..range.start]);
             out.push_str(&rewrite.apply_to_text(original, &normalized));
             copied = range.end;
@@ -232,7 +232,7 @@ impl Pipeline {
         if !self.recording() {
             return ClientAction::Forward;
         }
-        let Some(statement) = self.shared.fingerprints.statement(parse.sql) else {
+        let Some(statement) = self.shared.fingerprints.statement(parse.sql, self.strings) else {
             return ClientAction::Forward;
         };
         let rules = self.shared.rules.snapshot();
@@ -275,14 +275,21 @@ impl Pipeline {
             }
             Some(rewrite) => {
                 let text = String::from_utf8_lossy(parse.sql);
-                let normalized = fingerprint::normalize(&text);
+                let normalized = fingerprint::normalize_with(&text, self.strings);
                 let declared: Vec<u32> = (0..parse.param_type_count as usize)
                     .map(|i| parse.param_type(i))
                     .collect();
-                let referenced = highest_parameter(&text, &normalized).max(declared.len());
-                let (sql, oids) = rewrite.apply_to_parse(&text, &normalized, &declared, referenced);
-                handle.record_rewrite(rewrite.target);
-                Some(parse_frame(parse.statement, &sql, &oids))
+                // `$k` beyond the protocol's limit: PostgreSQL refuses the statement itself, so
+                // it goes on unchanged to get that error.
+                highest_parameter(&text, &normalized).and_then(|highest| {
+                    let referenced = highest.max(declared.len());
+                    let (sql, oids) =
+                        rewrite.apply_to_parse(&text, &normalized, &declared, referenced);
+                    let mut frame = Vec::new();
+                    build::parse(&mut frame, parse.statement, &sql, &oids)?;
+                    handle.record_rewrite(rewrite.target);
+                    Some(frame)
+                })
             }
             None => None,
         };
@@ -533,29 +540,49 @@ pub(super) fn deadline_for(
 }
 
 /// The highest `$k` parameter the original statement uses.
-fn highest_parameter(sql: &str, normalized: &fingerprint::Normalized) -> usize {
-    normalized
-        .slots
-        .iter()
-        .filter_map(|r| sql.get(r.clone())?.strip_prefix('$')?.parse::<usize>().ok())
-        .max()
-        .unwrap_or(0)
+/// The highest `$k` among the statement's slots (0 for none); `None` when one is beyond
+/// [`MAX_PARAMETERS`] (or too long to be a number at all).
+fn highest_parameter(sql: &str, normalized: &fingerprint::Normalized) -> Option<usize> {
+    let mut highest = 0;
+    for range in &normalized.slots {
+        let Some(digits) = sql
+            .get(range.clone())
+            .and_then(|s| s.strip_prefix('$'))
+            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue; // a literal, such as a dollar-quoted string
+        };
+        let k = digits.parse::<usize>().ok().filter(|&k| k <= MAX_PARAMETERS)?;
+        highest = highest.max(k);
+    }
+    Some(highest)
 }
 
-/// A Parse message for `statement` with new text and parameter types.
-fn parse_frame(statement: &[u8], sql: &str, oids: &[u32]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(statement.len() + sql.len() + 8 + oids.len() * 4);
-    body.extend_from_slice(statement);
-    body.push(0);
-    body.extend_from_slice(sql.as_bytes());
-    body.push(0);
-    body.extend_from_slice(&(oids.len() as i16).to_be_bytes());
-    for oid in oids {
-        body.extend_from_slice(&oid.to_be_bytes());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn highest(sql: &str) -> Option<usize> {
+        highest_parameter(sql, &fingerprint::normalize(sql))
     }
-    let mut frame = Vec::with_capacity(body.len() + 5);
-    frame.push(b'P');
-    frame.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
-    frame
+
+    #[test]
+    fn parameter_numbers_past_the_protocol_limit_are_refused() {
+        assert_eq!(highest("select $1, $3, 'x'"), Some(3));
+        assert_eq!(highest("select $$dollar$$, 5"), Some(0));
+        assert_eq!(highest("select $65535"), Some(MAX_PARAMETERS));
+        assert_eq!(highest("select $65536"), None);
+        assert_eq!(highest("select $99999999999999"), None);
+        assert_eq!(highest("select $999999999999999999999999999999"), None);
+    }
+
+    #[test]
+    fn parse_frames_carry_at_most_the_protocol_limit_of_types() {
+        let mut out = Vec::new();
+        assert!(build::parse(&mut out, b"s", "select 1", &vec![0; MAX_PARAMETERS + 1]).is_none());
+        assert!(out.is_empty());
+        build::parse(&mut out, b"s", "select $1", &[23]).unwrap();
+        assert_eq!(out, b"P\0\0\0\x16s\0select $1\0\0\x01\0\0\0\x17");
+    }
 }

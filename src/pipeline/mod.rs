@@ -37,6 +37,7 @@ pub use fingerprints::{FingerprintCache, Fingerprinted};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::cache::{ResultCache, SessionCache};
+use crate::fingerprint::Strings;
 use crate::protocol::backend::TransactionStatus;
 use crate::protocol::frontend::{self, Target};
 use crate::reload::{ActiveRules, Rules};
@@ -139,6 +140,8 @@ pub struct Pipeline {
     /// answers so that a cache hit can take its place among them.
     batch_open: bool,
     batch_tracked: bool,
+    /// How this session's string literals lex (its `standard_conforming_strings`).
+    strings: Strings,
 }
 
 impl Pipeline {
@@ -172,7 +175,18 @@ impl Pipeline {
             pending_fill: None,
             batch_open: false,
             batch_tracked: false,
+            strings: Strings::Standard,
         }
+    }
+
+    /// The upstream reported the session's `standard_conforming_strings` (ParameterStatus):
+    /// statement texts are lexed accordingly from now on, so literals never leak into stats.
+    pub fn set_standard_conforming_strings(&mut self, on: bool) {
+        self.strings = if on {
+            Strings::Standard
+        } else {
+            Strings::Backslash
+        };
     }
 
     /// True while the upstream still owes this session a response.

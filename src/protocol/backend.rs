@@ -38,6 +38,13 @@ pub fn backend_key(body: &[u8]) -> Option<(u32, &[u8])> {
     (!secret.is_empty()).then_some((u32::from_be_bytes(*pid), secret))
 }
 
+/// ParameterStatus ('S'): the name and value of a run-time parameter the server reports.
+pub fn parameter_status(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (name, rest) = take_cstr(body)?;
+    let (value, _) = take_cstr(rest)?;
+    Some((name, value))
+}
+
 /// Transaction status in ReadyForQuery ('Z').
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransactionStatus {

@@ -127,6 +127,26 @@ pub fn backend_key_data(out: &mut Vec<u8>, pid: u32, secret: &[u8]) {
     finish(out, start);
 }
 
+/// Appends a Parse ('P') for `statement` with `sql` and declared parameter types; `None` (and
+/// nothing appended) when there are more types than the protocol's 16-bit count can carry.
+pub fn parse(out: &mut Vec<u8>, statement: &[u8], sql: &str, oids: &[u32]) -> Option<()> {
+    if oids.len() > super::MAX_PARAMETERS {
+        return None;
+    }
+    let count = u16::try_from(oids.len()).ok()?;
+    let start = begin(out, super::tag::frontend::PARSE);
+    out.extend_from_slice(statement);
+    out.push(0);
+    out.extend_from_slice(sql.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&count.to_be_bytes());
+    for oid in oids {
+        out.extend_from_slice(&oid.to_be_bytes());
+    }
+    finish(out, start);
+    Some(())
+}
+
 /// Appends AuthenticationSASL ('R', code 10) offering `mechanisms`.
 pub fn auth_sasl(out: &mut Vec<u8>, mechanisms: &[&[u8]]) {
     let start = begin(out, b'R');

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod frontend;
 pub mod sqlstate;
 pub mod startup;
+pub mod tag;
 
 pub use frame::{FrameError, FrameHeader};
 
@@ -25,6 +26,10 @@ pub(crate) fn take_i16(buf: &[u8]) -> Option<(i16, &[u8])> {
     let (head, rest) = buf.split_first_chunk::<2>()?;
     Some((i16::from_be_bytes(*head), rest))
 }
+
+/// The most parameters one statement may have: PostgreSQL counts them in an unsigned 16-bit
+/// field and refuses `$k` with k above this.
+pub const MAX_PARAMETERS: usize = 65_535;
 
 pub(crate) fn take_i32(buf: &[u8]) -> Option<(i32, &[u8])> {
     let (head, rest) = buf.split_first_chunk::<4>()?;

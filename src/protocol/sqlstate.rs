@@ -9,3 +9,6 @@ pub const QUERY_CANCELED: &str = "57014";
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 pub const INSUFFICIENT_RESOURCES: &str = "53000";
 pub const WARNING: &str = "01000";
+pub const INTERNAL_ERROR: &str = "XX000";
+pub const INVALID_AUTHORIZATION: &str = "28000";
+pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";

@@ -35,6 +35,12 @@ enum Piece {
 
 /// Parses SQL as exactly one PostgreSQL statement; the error is a one-line message.
 pub(super) fn parse_one(sql: &str) -> Result<(), String> {
+    if !crate::fingerprint::within_parser_limits(sql) {
+        return Err(format!(
+            "statement is longer than {} tokens, which pgward does not parse",
+            crate::fingerprint::MAX_ANALYZED_TOKENS
+        ));
+    }
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(statements) if statements.len() == 1 => Ok(()),
         Ok(statements) => Err(format!(
@@ -172,7 +178,11 @@ impl Rewrite {
         original_param_count: usize,
     ) -> (String, Vec<u32>) {
         let sql = self.apply_to_text(original_sql, normalized);
-        let n = original_param_count.max(original_param_oids.len());
+        // Callers refuse statements with `$k` past the protocol's limit; the bound here keeps
+        // the allocation below from ever following a number taken from client text.
+        let n = original_param_count
+            .max(original_param_oids.len())
+            .min(crate::protocol::MAX_PARAMETERS);
         if n == 0 {
             return (sql, Vec::new());
         }
