@@ -5,6 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pgward::fingerprint::Strings;
 use pgward::fingerprint::{analyze, normalize};
 use pgward::pipeline::FingerprintCache;
 
@@ -88,14 +89,16 @@ fn bench(c: &mut Criterion) {
     let cache = FingerprintCache::new(1024);
     let mut g = c.benchmark_group("text_cache_hit");
     for (name, sql) in OLTP {
-        cache.query(sql.as_bytes());
-        cache.query(sql.as_bytes());
-        g.bench_function(*name, |b| b.iter(|| cache.query(black_box(sql.as_bytes()))));
+        cache.query(sql.as_bytes(), Strings::Standard);
+        cache.query(sql.as_bytes(), Strings::Standard);
+        g.bench_function(*name, |b| {
+            b.iter(|| cache.query(black_box(sql.as_bytes()), Strings::Standard))
+        });
     }
-    cache.query(report.as_bytes());
-    cache.query(report.as_bytes());
+    cache.query(report.as_bytes(), Strings::Standard);
+    cache.query(report.as_bytes(), Strings::Standard);
     g.bench_function("report_5kb", |b| {
-        b.iter(|| cache.query(black_box(report.as_bytes())))
+        b.iter(|| cache.query(black_box(report.as_bytes()), Strings::Standard))
     });
     g.finish();
 

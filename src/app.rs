@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::{Error, listen_addr};
 use crate::pipeline::{self, FingerprintCache};
 use crate::reload::Rules;
-use crate::server::{CancelKeys, client_tls_acceptor};
+use crate::server::{CancelKeys, HANDSHAKE_RESERVE, client_tls_acceptor};
 use crate::stats::Stats;
 use crate::upstream::Upstream;
 
@@ -34,6 +34,8 @@ pub struct App {
     pub cache: Arc<ResultCache>,
     pub pipeline: Arc<pipeline::Shared>,
     clients: AtomicUsize,
+    /// Accepted sockets, sessions or not (bounded at accept).
+    connections: AtomicUsize,
 }
 
 impl App {
@@ -62,6 +64,7 @@ impl App {
             cache,
             pipeline,
             clients: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
         })
     }
 
@@ -77,6 +80,36 @@ impl App {
 
     pub fn release_client(&self) {
         self.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Takes a place for an accepted socket: at most `max_client_connections` plus
+    /// [`HANDSHAKE_RESERVE`] at once, so idle or stalled sockets cannot pile up.
+    pub fn admit_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let max = self
+            .config
+            .server
+            .max_client_connections
+            .saturating_add(HANDSHAKE_RESERVE);
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot(self.clone()))
+    }
+
+    /// Accepted sockets now held.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+}
+
+/// An accepted socket's place under the connection cap, given back when dropped.
+pub struct ConnectionSlot(Arc<App>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -3,13 +3,14 @@
 //! TOML cannot (addresses, file pairs) before anything starts.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
 
 use crate::admin::AdminSettings;
 use crate::cache::CacheSettings;
-use crate::server::ServerSettings;
+use crate::server::{ClientTlsMode, ServerSettings};
 use crate::stats::StatsSettings;
 use crate::units::DurationOrOff;
 use crate::upstream::{UpstreamSettings, UpstreamTlsMode};
@@ -147,8 +148,18 @@ impl Config {
                 "upstream.tls = \"verify-full\" needs upstream.ca_file".into(),
             );
         }
-        if self.server.max_message_size.0 < 1024 {
-            return invalid("max_message_size", "must be at least 1KiB".into());
+        if !(1024..=1 << 30).contains(&self.server.max_message_size.0) {
+            return invalid("max_message_size", "must be 1KiB..1GiB".into());
+        }
+        let auth_timeout = self.server.auth_timeout.0;
+        if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&auth_timeout) {
+            return invalid("auth_timeout", "must be 1s..10m".into());
+        }
+        if self.server.tls.mode == ClientTlsMode::Require && self.server.tls.cert.is_none() {
+            return invalid(
+                "tls.mode",
+                "tls.mode = \"require\" needs tls.cert and tls.key".into(),
+            );
         }
         if self.server.max_client_connections == 0 {
             return invalid("max_client_connections", "must be at least 1".into());
@@ -185,7 +196,7 @@ mod tests {
         assert_eq!(c.server.listen, "127.0.0.1:6432");
         assert_eq!(c.upstream.address, "127.0.0.1:5432");
         assert_eq!(c.admin.listen, "127.0.0.1:6480");
-        assert_eq!(c.server.max_message_size.0, 1 << 30);
+        assert_eq!(c.server.max_message_size.0, 64 << 20);
         c.validate().unwrap();
     }
 

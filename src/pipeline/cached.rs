@@ -252,9 +252,8 @@ impl Pipeline {
         for (i, statement) in statements.iter().enumerate() {
             let plan = self.shared.cache.plan(statement.id, &statement.text);
             let original = if plan.session == SessionEffect::Set && statements.len() > 1 {
-                let ranges = ranges.get_or_insert_with(|| {
-                    fingerprint::split_statements_with(&text, self.strings)
-                });
+                let ranges = ranges
+                    .get_or_insert_with(|| fingerprint::split_statements_with(&text, self.strings));
                 ranges
                     .get(i)
                     .and_then(|r| text.get(r.clone()))

@@ -552,12 +552,14 @@ fn highest_parameter(sql: &str, normalized: &fingerprint::Normalized) -> Option<
         else {
             continue; // a literal, such as a dollar-quoted string
         };
-        let k = digits.parse::<usize>().ok().filter(|&k| k <= MAX_PARAMETERS)?;
+        let k = digits
+            .parse::<usize>()
+            .ok()
+            .filter(|&k| k <= MAX_PARAMETERS)?;
         highest = highest.max(k);
     }
     Some(highest)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -155,6 +155,11 @@ impl Queue {
         !self.entries.is_empty()
     }
 
+    /// Expectations queued: statements and replies owed to the client, in order.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     pub fn push_ready(&mut self) {
         self.entries.push_back(Expected::Ready);
     }

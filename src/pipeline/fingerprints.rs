@@ -180,7 +180,9 @@ mod tests {
     fn simple_and_extended_forms_share_an_id() {
         let cache = FingerprintCache::new(16);
         let simple = cache.query(b"SELECT * FROM t WHERE id = 42", STD);
-        let extended = cache.statement(b"select * from t where id = $1", STD).unwrap();
+        let extended = cache
+            .statement(b"select * from t where id = $1", STD)
+            .unwrap();
         assert_eq!(simple[0].id, extended.id);
     }
 
@@ -237,8 +239,15 @@ mod tests {
             let fp = &cache.query(sql, Strings::Backslash)[0];
             assert_eq!(&*fp.text, "select $1 from t");
         }
-        assert_eq!(cache.len(), 0, "non-standard strings bypass the shared cache");
+        assert_eq!(
+            cache.len(),
+            0,
+            "non-standard strings bypass the shared cache"
+        );
         let standard = &cache.query(sql, STD)[0];
-        assert!(standard.text.contains("leaked"), "the standard lexing differs");
+        assert!(
+            standard.text.contains("leaked"),
+            "the standard lexing differs"
+        );
     }
 }

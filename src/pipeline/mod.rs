@@ -194,6 +194,12 @@ impl Pipeline {
         self.expected.busy()
     }
 
+    /// Statements and replies owed to the client; the session stops reading a client that
+    /// pipelines more than it reads.
+    pub fn queued(&self) -> usize {
+        self.expected.len()
+    }
+
     /// Transaction status from the last ReadyForQuery.
     pub fn transaction(&self) -> TransactionStatus {
         self.expected.transaction

@@ -147,6 +147,12 @@ pub fn parse(out: &mut Vec<u8>, statement: &[u8], sql: &str, oids: &[u32]) -> Op
     Some(())
 }
 
+/// Appends Terminate ('X'), as a client ends its session.
+pub fn terminate(out: &mut Vec<u8>) {
+    let start = begin(out, super::tag::frontend::TERMINATE);
+    finish(out, start);
+}
+
 /// Appends AuthenticationSASL ('R', code 10) offering `mechanisms`.
 pub fn auth_sasl(out: &mut Vec<u8>, mechanisms: &[&[u8]]) {
     let start = begin(out, b'R');

@@ -20,6 +20,12 @@ impl RecvBuf {
         }
     }
 
+    /// Bytes allocated.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.data.capacity()
+    }
+
     /// The unconsumed bytes.
     pub fn filled(&self) -> &[u8] {
         &self.data[self.start..self.end]

@@ -1,6 +1,10 @@
-//! The cancel keys pgward hands to clients and the upstream backends they map to. Clients never
-//! see upstream keys: a CancelRequest is honoured only when both the process id and the secret
-//! match a live session.
+//! The cancel keys pgward hands to clients and the upstream backends they map to. A client sees
+//! the real process id of its PostgreSQL backend (so `pg_backend_pid()`, notification pids,
+//! `pg_stat_activity` and `pg_terminate_backend(backend_pid)` all agree with what the client
+//! was told) and a secret pgward made, never the upstream's secret. A CancelRequest is honoured
+//! only when both the process id and the secret match a live session. Secrets are as long as
+//! the session's protocol allows: 4 bytes in protocol 3.0 (the protocol's own limit), 32 bytes
+//! when the upstream speaks 3.2 and sent a longer key.
 
 use dashmap::DashMap;
 
@@ -8,49 +12,97 @@ use crate::protocol::startup::CancelKey;
 use crate::secret::constant_time_eq;
 use crate::upstream::CancelTarget;
 
-/// Live sessions' client-facing keys.
+/// Secret length handed out to protocol 3.2 sessions (PostgreSQL 18 uses 32 bytes too).
+const LONG_SECRET: usize = 32;
+
+struct Registered {
+    session: u64,
+    secret: Vec<u8>,
+    target: CancelTarget,
+}
+
+/// Live sessions' client-facing keys, by process id. Two live sessions share a pid only when
+/// the upstream address leads to two servers over time (a failover): both stay resolvable.
 #[derive(Default)]
 pub struct CancelKeys {
-    by_pid: DashMap<u32, (Vec<u8>, CancelTarget)>,
+    by_pid: DashMap<u32, Vec<Registered>>,
 }
 
 impl CancelKeys {
     /// Registers a session; returns the key to send the client in BackendKeyData.
-    pub fn register(&self, session_id: u64, target: CancelTarget) -> CancelKey {
-        let pid = (session_id as u32) & 0x7fff_ffff;
-        let mut secret = vec![0u8; 4];
-        if getrandom::fill(&mut secret).is_err() {
-            // No OS randomness: fall back to a per-process mix; still unguessable from outside
-            // within the lifetime of one session.
-            let mix = std::collections::hash_map::RandomState::new();
-            let value = std::hash::BuildHasher::hash_one(&mix, session_id);
-            secret.copy_from_slice(&value.to_be_bytes()[..4]);
-        }
-        self.by_pid.insert(pid, (secret.clone(), target));
+    pub fn register(&self, session: u64, target: CancelTarget) -> CancelKey {
+        let pid = target.key.pid;
+        let len = if target.key.secret.len() > 4 {
+            LONG_SECRET
+        } else {
+            4
+        };
+        let secret = fresh_secret(session, len);
+        let mut entry = self.by_pid.entry(pid).or_default();
+        entry.retain(|r| r.session != session);
+        entry.push(Registered {
+            session,
+            secret: secret.clone(),
+            target,
+        });
         CancelKey { pid, secret }
     }
 
     /// The upstream to cancel for a client's key, when pid and secret both match.
     pub fn resolve(&self, key: &CancelKey) -> Option<CancelTarget> {
         let entry = self.by_pid.get(&key.pid)?;
-        let (secret, target) = entry.value();
-        constant_time_eq(secret, &key.secret).then(|| target.clone())
+        let mut found = None;
+        // Every candidate is compared, so timing tells nothing about which one matched.
+        for registered in entry.value() {
+            if constant_time_eq(&registered.secret, &key.secret) {
+                found = Some(registered.target.clone());
+            }
+        }
+        found
     }
 
-    pub fn remove(&self, pid: u32) {
-        self.by_pid.remove(&pid);
+    /// Forgets a session's key when the session ends.
+    pub fn remove(&self, pid: u32, session: u64) {
+        self.by_pid.remove_if_mut(&pid, |_, registered| {
+            registered.retain(|r| r.session != session);
+            registered.is_empty()
+        });
     }
+
+    /// Keys registered (for tests and capacity checks).
+    pub fn len(&self) -> usize {
+        self.by_pid.iter().map(|e| e.value().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn fresh_secret(session: u64, len: usize) -> Vec<u8> {
+    let mut secret = vec![0u8; len];
+    if getrandom::fill(&mut secret).is_err() {
+        // No OS randomness: fall back to a per-process keyed hash; still unguessable from
+        // outside within the lifetime of one session.
+        let mix = std::collections::hash_map::RandomState::new();
+        for (i, chunk) in secret.chunks_mut(8).enumerate() {
+            let value = std::hash::BuildHasher::hash_one(&mix, (session, i));
+            let bytes = value.to_be_bytes();
+            chunk.copy_from_slice(bytes.get(..chunk.len()).unwrap_or(&bytes));
+        }
+    }
+    secret
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn target(pid: u32) -> CancelTarget {
+    fn target(pid: u32, secret_len: usize) -> CancelTarget {
         CancelTarget {
             key: CancelKey {
                 pid,
-                secret: vec![9; 4],
+                secret: vec![9; secret_len],
             },
         }
     }
@@ -58,12 +110,34 @@ mod tests {
     #[test]
     fn only_the_exact_key_resolves() {
         let keys = CancelKeys::default();
-        let key = keys.register(7, target(1234));
-        assert_eq!(keys.resolve(&key).map(|t| t.key.pid), Some(1234));
+        let key = keys.register(7, target(1234, 4));
+        assert_eq!(key.pid, 1234, "the client sees the backend's real pid");
+        assert_ne!(key.secret, vec![9; 4], "but never the backend's secret");
+        assert_eq!(keys.resolve(&key).map(|t| t.key.secret), Some(vec![9; 4]));
         let mut wrong = key.clone();
         wrong.secret[0] ^= 1;
         assert!(keys.resolve(&wrong).is_none());
-        keys.remove(key.pid);
+        keys.remove(key.pid, 7);
         assert!(keys.resolve(&key).is_none());
+        assert!(keys.is_empty());
+    }
+
+    #[test]
+    fn protocol_3_2_sessions_get_long_secrets() {
+        let keys = CancelKeys::default();
+        let key = keys.register(1, target(55, 32));
+        assert_eq!(key.secret.len(), LONG_SECRET);
+        assert!(keys.resolve(&key).is_some());
+    }
+
+    #[test]
+    fn two_sessions_on_one_pid_stay_apart() {
+        let keys = CancelKeys::default();
+        let a = keys.register(1, target(77, 4));
+        let b = keys.register(2, target(77, 4));
+        assert!(keys.resolve(&a).is_some() && keys.resolve(&b).is_some());
+        keys.remove(77, 1);
+        assert!(keys.resolve(&a).is_none());
+        assert!(keys.resolve(&b).is_some());
     }
 }

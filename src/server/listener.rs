@@ -1,6 +1,7 @@
 //! The accept loop: one task per client connection, a shutdown signal every session watches, and
 //! the graceful stop (stop accepting, let busy sessions finish within shutdown_timeout, close the
-//! rest).
+//! rest). Connections are capped here, at accept: one over the cap is answered 53300 and closed
+//! at once, without a task or a buffer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,25 @@ use tokio::task::JoinSet;
 
 use super::session::serve_connection;
 use crate::app::App;
+use crate::protocol::build::Report;
+use crate::protocol::sqlstate;
+
+/// Answers a connection over the cap without waiting for its startup packet: libpq shows an
+/// ErrorResponse that arrives first as the reason the connection failed.
+fn refuse(app: &App, tcp: tokio::net::TcpStream) {
+    app.stats
+        .proxy()
+        .client_connections_rejected
+        .fetch_add(1, Ordering::Relaxed);
+    let mut out = Vec::new();
+    Report::fatal(
+        sqlstate::TOO_MANY_CONNECTIONS,
+        "sorry, too many clients already (pgward max_client_connections)",
+    )
+    .write_error(&mut out);
+    // Best effort and never waiting: a fresh socket's send buffer takes these few bytes.
+    let _ = tcp.try_write(&out);
+}
 
 /// Accepts clients until `shutdown` turns true, then drains the sessions.
 pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
@@ -19,10 +39,20 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: watch::Re
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    sessions.spawn(serve_connection(app.clone(), tcp, peer, id, shutdown.clone()));
-                }
+                Ok((tcp, peer)) => match app.admit_connection() {
+                    Some(slot) => {
+                        let id = next_id.fetch_add(1, Ordering::Relaxed);
+                        sessions.spawn(serve_connection(
+                            app.clone(),
+                            tcp,
+                            peer,
+                            id,
+                            shutdown.clone(),
+                            slot,
+                        ));
+                    }
+                    None => refuse(&app, tcp),
+                },
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
                     tracing::error!(error = %e, "accept failed");

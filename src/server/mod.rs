@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 pub use cancel_keys::CancelKeys;
 pub use listener::serve;
+pub use relay::{MAX_QUEUED, PRE_AUTH_MAX_MESSAGE};
 pub use tls::client_tls_acceptor;
 
 use crate::units::{ByteSize, HumanDuration};
@@ -27,8 +28,15 @@ use crate::units::{ByteSize, HumanDuration};
 pub struct ServerSettings {
     /// Address clients connect to.
     pub listen: String,
-    /// Connections beyond this get SQLSTATE 53300.
+    /// Sessions beyond this get SQLSTATE 53300. Connections are counted from accept: at most
+    /// this many plus [`HANDSHAKE_RESERVE`] sockets are held at once (the reserve lets cancel
+    /// requests through when every session slot is taken); beyond that a connection is
+    /// answered 53300 and closed without a task.
     pub max_client_connections: usize,
+    /// From accept to the first ReadyForQuery (startup, TLS, upstream connect and
+    /// authentication): a login taking longer is closed with 57014, as PostgreSQL's
+    /// `authentication_timeout` does.
+    pub auth_timeout: HumanDuration,
     /// Largest message a client or server may send (tag + length + body).
     pub max_message_size: ByteSize,
     /// On SIGTERM/SIGINT: how long busy sessions may take to finish before they are closed.
@@ -46,7 +54,8 @@ impl Default for ServerSettings {
         ServerSettings {
             listen: "127.0.0.1:6432".into(),
             max_client_connections: 1000,
-            max_message_size: ByteSize(1 << 30),
+            auth_timeout: HumanDuration(Duration::from_secs(15)),
+            max_message_size: ByteSize(64 << 20),
             shutdown_timeout: HumanDuration(Duration::from_secs(30)),
             tls: ClientTlsSettings::default(),
             workers: 0,
@@ -54,10 +63,28 @@ impl Default for ServerSettings {
     }
 }
 
+/// Connections accepted beyond `max_client_connections`, for handshakes that end without a
+/// session (cancel requests, logins that fail); see [`ServerSettings::max_client_connections`].
+pub const HANDSHAKE_RESERVE: usize = 64;
+
 /// `[tls]`: certificate and key offered to clients that send SSLRequest.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTlsSettings {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// Whether clients may connect without TLS (PgBouncer's `client_tls_sslmode`).
+    pub mode: ClientTlsMode,
+}
+
+/// `[tls] mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientTlsMode {
+    /// TLS when the client asks for it (and `cert`/`key` are set); plaintext otherwise.
+    #[default]
+    Allow,
+    /// Plaintext sessions are refused with 28000 (cancel requests are still accepted, as
+    /// libpq sends them in plaintext); needs `cert` and `key`.
+    Require,
 }

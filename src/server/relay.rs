@@ -3,9 +3,18 @@
 //! only frame headers are parsed, and only the frames the pipeline or the handshake must see are
 //! decoded. Frames nobody inspects (DataRow, CopyData) are streamed through even before they are
 //! complete, so a 1 GB value or a million-row result never sits in pgward's memory.
+//!
+//! Memory follows the bytes that arrived, never what a header declares: a frame that must be
+//! inspected is collected in reads of at most [`GROW_STEP`], and before authentication only
+//! messages of startup size are accepted. Each direction has backpressure: pgward stops reading
+//! a side while too much waits for the other, including the replies pgward makes itself
+//! (cache hits, rejects), and stops reading a client that has more statements in flight than
+//! [`MAX_QUEUED`]. A panic while relaying ends this session with an error to its client, never
+//! the process.
 
 use std::future::poll_fn;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -18,6 +27,7 @@ use crate::net::Stream;
 use crate::pipeline::{ClientAction, Expiry, Gate, Pipeline};
 use crate::protocol::frame::{self, FrameHeader};
 use crate::protocol::startup::CancelKey;
+use crate::protocol::tag::{backend as server_tag, frontend as client_tag};
 use crate::protocol::{backend, build};
 
 /// Largest read when no frame asks for more.
@@ -29,6 +39,15 @@ const FIRST_READ: usize = 2 * 1024;
 const HIGH_WATER: usize = 256 * 1024;
 /// Buffers that grew past this for one big frame are shrunk back once empty.
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// A frame that must be inspected whole grows the receive buffer by at most this per read, so
+/// a header declaring 1 GiB costs nothing until the bytes arrive.
+const GROW_STEP: usize = 64 * 1024;
+/// Largest client message before authentication: a password or SASL message (PostgreSQL's
+/// own limit for authentication tokens is 65,535 bytes).
+pub const PRE_AUTH_MAX_MESSAGE: usize = 65_535 + frame::HEADER_LEN;
+/// Statements and replies a client may have in flight before pgward stops reading from it
+/// (each costs a queue entry; a pipelining client waits, as it would on PostgreSQL's socket).
+pub const MAX_QUEUED: usize = 4_096;
 
 /// Why a relay stopped.
 #[derive(Debug)]
@@ -47,6 +66,24 @@ pub enum Ending {
     Shutdown,
     /// A budget cancel had no effect within cancel_grace.
     CancelIgnored,
+    /// pgward's own code panicked while relaying (a bug): the session ends with XX000.
+    Panicked,
+    /// The login did not reach ReadyForQuery within `auth_timeout`.
+    AuthTimeout,
+}
+
+/// Where the session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Startup and authentication, until the first ReadyForQuery: only messages of startup
+    /// size are accepted from the client.
+    Authenticating,
+    /// Statements flow.
+    Ready,
+    /// The client sent Terminate and it went upstream. As with PostgreSQL itself, what is
+    /// running finishes and its answers still reach the client; the session ends when the
+    /// upstream closes.
+    Terminating,
 }
 
 /// What the relay asks of the session around it.
@@ -86,7 +123,9 @@ impl Leg {
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let spare = self.recv.spare(self.want.max(self.read_size));
+        let spare = self
+            .recv
+            .spare(self.want.min(GROW_STEP).max(self.read_size));
         let room = spare.len();
         let mut buf = ReadBuf::new(spare);
         match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
@@ -140,10 +179,13 @@ pub struct Relay {
     to_upstream: SendBuf,
     pub pipeline: Pipeline,
     max_message: usize,
-    authenticated: bool,
+    phase: Phase,
     /// A FATAL error already reached the client.
     pub sent_fatal: bool,
     draining: bool,
+    /// Complete client frames wait in the receive buffer because the client is not reading
+    /// what it already asked for; they are taken up once it does.
+    client_backlog: bool,
     /// While set, client frames wait: the one at the front needs a concurrency slot.
     gate: Option<Gate>,
     /// Fires at the pipeline's next deadline (budget or cancel grace).
@@ -160,9 +202,10 @@ impl Relay {
             to_upstream: SendBuf::default(),
             pipeline,
             max_message,
-            authenticated: false,
+            phase: Phase::Authenticating,
             sent_fatal: false,
             draining: false,
+            client_backlog: false,
             gate: None,
             timer: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
             timer_at: None,
@@ -172,6 +215,11 @@ impl Relay {
     /// Queues bytes for the upstream (the StartupMessage, a Terminate).
     pub fn send_upstream(&mut self, bytes: &[u8]) {
         self.to_upstream.push(bytes);
+    }
+
+    /// Queues a message pgward itself sends the upstream.
+    pub fn upstream_writer(&mut self) -> &mut Vec<u8> {
+        self.to_upstream.writer()
     }
 
     /// Queues a message pgward itself sends the client.
@@ -184,9 +232,32 @@ impl Relay {
         self.draining = true;
     }
 
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
     /// Relays until one side ends or, once draining, until idle.
     pub async fn run(&mut self, hooks: &mut (dyn SessionHooks + Send)) -> Ending {
-        poll_fn(|cx| self.poll_relay(cx, hooks)).await
+        poll_fn(|cx| {
+            // The relay is not used again after a panic, only asked to flush a FATAL error.
+            catch_unwind(AssertUnwindSafe(|| self.poll_relay(cx, hooks)))
+                .unwrap_or(Poll::Ready(Ending::Panicked))
+        })
+        .await
+    }
+
+    /// Whether client frames are taken now: not after Terminate, not while a held frame waits
+    /// at a gate, and not while either direction is backed up.
+    fn reads_client(&self) -> bool {
+        self.phase != Phase::Terminating
+            && self.gate.is_none()
+            && self.to_upstream.len() < HIGH_WATER
+            && !self.client_held()
+    }
+
+    /// The client asked for more than it reads: leave its next frames unread for now.
+    fn client_held(&self) -> bool {
+        self.to_client.len() >= HIGH_WATER || self.pipeline.queued() >= MAX_QUEUED
     }
 
     /// Writes whatever is queued for each side, giving up quietly on errors.
@@ -237,7 +308,7 @@ impl Relay {
                 Ok(p) => progressed |= p,
                 Err(_) => return Poll::Ready(Ending::ClientGone),
             }
-            if self.draining && (self.idle() || !self.authenticated) {
+            if self.draining && (self.idle() || self.phase == Phase::Authenticating) {
                 return Poll::Ready(Ending::Shutdown);
             }
             match self.poll_timer(cx, hooks) {
@@ -255,7 +326,14 @@ impl Relay {
                     return Poll::Ready(ending);
                 }
             }
-            if self.gate.is_none() && self.to_upstream.len() < HIGH_WATER {
+            if self.reads_client() && self.client_backlog {
+                self.client_backlog = false;
+                progressed = true;
+                if let Err(ending) = self.process_client() {
+                    return Poll::Ready(ending);
+                }
+            }
+            if self.reads_client() && !self.client_backlog {
                 match self.client.poll_read(cx) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                         return Poll::Ready(Ending::ClientGone);
@@ -271,6 +349,9 @@ impl Relay {
             }
             if self.to_client.len() < HIGH_WATER {
                 match self.upstream.poll_read(cx) {
+                    Poll::Ready(Ok(0)) if self.phase == Phase::Terminating => {
+                        return Poll::Ready(Ending::ClientTerminated);
+                    }
                     Poll::Ready(Ok(0)) => return Poll::Ready(Ending::UpstreamGone(None)),
                     Poll::Ready(Err(e)) => return Poll::Ready(Ending::UpstreamGone(Some(e))),
                     Poll::Ready(Ok(_)) => {
@@ -325,10 +406,25 @@ impl Relay {
     /// Moves every complete client frame into the upstream queue, via the pipeline.
     fn process_client(&mut self) -> Result<(), Ending> {
         let now = Instant::now();
+        let max_message = match self.phase {
+            Phase::Authenticating => PRE_AUTH_MAX_MESSAGE.min(self.max_message),
+            Phase::Ready | Phase::Terminating => self.max_message,
+        };
         loop {
             let avail = self.client.recv.filled();
             if avail.is_empty() {
                 self.client.want = 0;
+                break;
+            }
+            if self.phase == Phase::Terminating {
+                // Nothing after Terminate is read, as PostgreSQL reads nothing after it.
+                let n = avail.len();
+                self.client.recv.consume(n);
+                break;
+            }
+            if self.client.streaming_left == 0 && self.client_held() {
+                self.client.want = 0;
+                self.client_backlog = true;
                 break;
             }
             if self.client.streaming_left > 0 {
@@ -338,7 +434,7 @@ impl Relay {
                 self.client.streaming_left -= n;
                 continue;
             }
-            let header = match frame::parse_header(avail, self.max_message) {
+            let header = match frame::parse_header(avail, max_message) {
                 Ok(Some(header)) => header,
                 Ok(None) => {
                     self.client.want = 0;
@@ -353,7 +449,7 @@ impl Relay {
             }
             let frame_len = header.frame_len();
             if avail.len() < frame_len {
-                if header.tag == b'd' {
+                if header.tag == client_tag::COPY_DATA {
                     // CopyData is never inspected: pass on what has arrived.
                     self.to_upstream.push(avail);
                     self.client.streaming_left = frame_len - avail.len();
@@ -366,10 +462,21 @@ impl Relay {
             }
             let frame = &avail[..frame_len];
             let action = match header.tag {
-                b'X' => return Err(Ending::ClientTerminated),
-                b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'S' | b'F' => self
-                    .pipeline
-                    .on_client_frame(header.tag, &frame[frame::HEADER_LEN..], now),
+                client_tag::TERMINATE => {
+                    self.phase = Phase::Terminating;
+                    ClientAction::Forward
+                }
+                client_tag::QUERY
+                | client_tag::PARSE
+                | client_tag::BIND
+                | client_tag::DESCRIBE
+                | client_tag::EXECUTE
+                | client_tag::CLOSE
+                | client_tag::SYNC
+                | client_tag::FUNCTION_CALL => {
+                    self.pipeline
+                        .on_client_frame(header.tag, &frame[frame::HEADER_LEN..], now)
+                }
                 _ => ClientAction::Forward,
             };
             match action {
@@ -431,7 +538,12 @@ impl Relay {
                 Err(e) => return Err(Ending::UpstreamProtocol(e.to_string())),
             };
             let frame_len = header.frame_len();
-            let inspected = matches!(header.tag, b'R' | b'K') || self.pipeline.inspects(header.tag);
+            let inspected = matches!(
+                header.tag,
+                server_tag::AUTHENTICATION
+                    | server_tag::BACKEND_KEY_DATA
+                    | server_tag::PARAMETER_STATUS
+            ) || self.pipeline.inspects(header.tag);
             // A statement answered with a stale cached result: Postgres's rows are dropped.
             let suppressed = self.pipeline.suppresses(header.tag);
             if avail.len() < frame_len {
@@ -480,9 +592,10 @@ impl Relay {
         now: Instant,
         hooks: &mut (dyn SessionHooks + Send),
     ) -> Option<Vec<u8>> {
+        let authenticating = self.phase == Phase::Authenticating;
         match header.tag {
-            b'R' if !self.authenticated
-                && backend::auth_code(body) == Some(backend::auth::SASL) =>
+            server_tag::AUTHENTICATION
+                if authenticating && backend::auth_code(body) == Some(backend::auth::SASL) =>
             {
                 // Channel binding would bind to pgward's upstream TLS certificate, which the
                 // client never sees: offer only the mechanisms that survive two TLS legs.
@@ -494,7 +607,7 @@ impl Relay {
                 build::auth_sasl(&mut offer, &mechanisms);
                 Some(offer)
             }
-            b'K' if !self.authenticated => {
+            server_tag::BACKEND_KEY_DATA if authenticating => {
                 let (pid, secret) = backend::backend_key(body)?;
                 let key = hooks.backend_key(CancelKey {
                     pid,
@@ -504,15 +617,26 @@ impl Relay {
                 build::backend_key_data(&mut ours, key.pid, &key.secret);
                 Some(ours)
             }
-            b'E' if !self.authenticated => {
+            server_tag::ERROR_RESPONSE if authenticating => {
                 self.sent_fatal |= backend::error_fields(body).is_fatal();
                 None
             }
-            _ => {
-                if header.tag == b'Z' {
-                    self.authenticated = true;
+            server_tag::PARAMETER_STATUS => {
+                if let Some((b"standard_conforming_strings", value)) =
+                    backend::parameter_status(body)
+                {
+                    self.pipeline
+                        .set_standard_conforming_strings(value != b"off");
                 }
-                if header.tag == b'E' && backend::error_fields(body).is_fatal() {
+                None
+            }
+            _ => {
+                if header.tag == server_tag::READY_FOR_QUERY && authenticating {
+                    self.phase = Phase::Ready;
+                }
+                if header.tag == server_tag::ERROR_RESPONSE
+                    && backend::error_fields(body).is_fatal()
+                {
                     self.sent_fatal = true;
                 }
                 self.pipeline.on_backend_frame(header.tag, body, now)
@@ -520,3 +644,7 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "relay_tests.rs"]
+mod tests;

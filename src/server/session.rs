@@ -1,7 +1,8 @@
 //! One client connection from accept to close: startup, the upstream connection, the relay, and
 //! how each kind of ending is reported to the client (08006 when Postgres goes away, 08P01 for
 //! protocol violations, 57P01 on shutdown) and to the upstream (cancel when the client vanished
-//! mid-query).
+//! mid-query). Every session is bounded in time before it is authenticated (`auth_timeout`),
+//! and a panic in its relay ends it with XX000 while every other session carries on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +13,13 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::relay::{Ending, Relay, SessionHooks};
+use super::ClientTlsMode;
+use super::relay::{Ending, Phase, Relay, SessionHooks};
 use super::startup::{self, Opening};
-use crate::app::App;
+use crate::app::{App, ConnectionSlot};
 use crate::net::Stream;
 use crate::pipeline::{Identity, Pipeline};
-use crate::protocol::build::Report;
+use crate::protocol::build::{self, Report};
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{CancelKey, StartupMessage};
 use crate::upstream::CancelTarget;
@@ -25,22 +27,40 @@ use crate::upstream::CancelTarget;
 /// How long pgward keeps writing final messages to a peer that does not read them.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Serves one accepted connection until it closes.
+/// Serves one accepted connection until it closes; `_slot` holds its place under the
+/// connection cap until then.
 pub async fn serve_connection(
     app: Arc<App>,
     tcp: TcpStream,
     peer: SocketAddr,
     id: u64,
     shutdown: watch::Receiver<bool>,
+    _slot: ConnectionSlot,
 ) {
     let _ = tcp.set_nodelay(true);
-    let opening = startup::open(tcp, app.client_tls.as_ref()).await;
+    let auth_timeout = app.config.server.auth_timeout.0;
+    let auth_deadline = tokio::time::Instant::now() + auth_timeout;
+    let opening = startup::open(tcp, app.client_tls.as_ref(), auth_timeout).await;
     match opening {
         Opening::Closed => {}
-        Opening::Cancel(key) => forward_cancel(&app, &key).await,
-        Opening::Session { client, startup } => {
+        Opening::Cancel { client, key } => {
+            forward_cancel(&app, &key).await;
+            // Closed only now, after PostgreSQL closed the upstream cancel connection.
+            drop(client);
+        }
+        Opening::Session {
+            mut client,
+            startup,
+        } => {
             let span = tracing::info_span!("session", id, peer = %peer, user = startup.user(), db = startup.database());
-            run_session(app, client, startup, id, shutdown)
+            if app.config.server.tls.mode == ClientTlsMode::Require && !client.is_tls() {
+                let _enter = span.enter();
+                tracing::info!("plaintext client refused (tls.mode = require)");
+                let message = "pgward accepts only TLS connections: connect with sslmode=require";
+                startup::fail(&mut client, sqlstate::INVALID_AUTHORIZATION, message).await;
+                return;
+            }
+            run_session(app, client, startup, id, shutdown, auth_deadline)
                 .instrument(span)
                 .await;
         }
@@ -94,6 +114,7 @@ async fn run_session(
     startup: StartupMessage,
     id: u64,
     mut shutdown: watch::Receiver<bool>,
+    auth_deadline: tokio::time::Instant,
 ) {
     let proxy = app.stats.proxy();
     if !app.admit_client() {
@@ -157,13 +178,20 @@ async fn run_session(
         if *shutdown.borrow() {
             relay.drain();
         }
+        let authenticating = relay.phase() == Phase::Authenticating;
         tokio::select! {
             ending = relay.run(&mut keys) => break ending,
             changed = shutdown.changed() => if changed.is_err() { relay.drain() },
+            // The phase may have moved on while this select ran: looked at again above.
+            _ = tokio::time::sleep_until(auth_deadline), if authenticating => {
+                if relay.phase() == Phase::Authenticating {
+                    break Ending::AuthTimeout;
+                }
+            }
         }
     };
     if let Some(key) = &keys.client_key {
-        app.cancel_keys.remove(key.pid);
+        app.cancel_keys.remove(key.pid, id);
     }
     finish(&app, relay, ending, keys.upstream_key).await;
 }
@@ -171,6 +199,8 @@ async fn run_session(
 /// Reports how the session ended to whichever side is still there, then closes both.
 async fn finish(app: &App, mut relay: Relay, ending: Ending, upstream_key: Option<CancelTarget>) {
     let busy = relay.pipeline.busy();
+    // After the client's own Terminate went upstream, the upstream has already closed.
+    let terminate_upstream = !matches!(ending, Ending::ClientTerminated);
     let cancel_upstream = |why: &'static str| async move {
         if busy && let Some(target) = &upstream_key {
             tracing::info!(why, "cancelling the running upstream query");
@@ -215,6 +245,24 @@ async fn finish(app: &App, mut relay: Relay, ending: Ending, upstream_key: Optio
             relay.client_writer().extend_from_slice(&fatal);
             relay.sent_fatal = true;
         }
+        Ending::Panicked => {
+            tracing::error!("pgward internal error while relaying; session closed");
+            Report::fatal(
+                sqlstate::INTERNAL_ERROR,
+                "pgward internal error: this session was closed (other sessions are unaffected)",
+            )
+            .write_error(relay.client_writer());
+            relay.sent_fatal = true;
+            cancel_upstream("pgward internal error").await;
+        }
+        Ending::AuthTimeout => {
+            tracing::info!("login did not finish within auth_timeout");
+            Report::fatal(
+                sqlstate::QUERY_CANCELED,
+                "canceling authentication due to timeout (pgward auth_timeout)",
+            )
+            .write_error(relay.client_writer());
+        }
         Ending::Shutdown => {
             tracing::debug!("closing idle session for shutdown");
             Report::fatal(
@@ -224,7 +272,9 @@ async fn finish(app: &App, mut relay: Relay, ending: Ending, upstream_key: Optio
             .write_error(relay.client_writer());
         }
     }
-    relay.send_upstream(b"X\0\0\0\x04");
+    if terminate_upstream {
+        build::terminate(relay.upstream_writer());
+    }
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, relay.flush()).await;
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, relay.shutdown()).await;
 }

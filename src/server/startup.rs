@@ -13,9 +13,6 @@ use crate::protocol::build::Report;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{self, CancelKey, StartupMessage, StartupPacket};
 
-/// How long a client may take to send its startup packets.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// What the startup phase ended with.
 pub enum Opening {
     /// A StartupMessage: a session begins.
@@ -23,15 +20,16 @@ pub enum Opening {
         client: Stream,
         startup: StartupMessage,
     },
-    /// A CancelRequest: route it, then close.
-    Cancel(CancelKey),
+    /// A CancelRequest: route it, then close `client` (only then: see `upstream::cancel`).
+    Cancel { client: Stream, key: CancelKey },
     /// The client left or sent something invalid (already answered).
     Closed,
 }
 
-/// Reads startup packets until a StartupMessage or CancelRequest arrives.
-pub async fn open(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
-    match tokio::time::timeout(STARTUP_TIMEOUT, negotiate(tcp, tls)).await {
+/// Reads startup packets until a StartupMessage or CancelRequest arrives, within `timeout`
+/// (the rest of the session's `auth_timeout`); a client that takes longer is closed.
+pub async fn open(tcp: TcpStream, tls: Option<&TlsAcceptor>, timeout: Duration) -> Opening {
+    match tokio::time::timeout(timeout, negotiate(tcp, tls)).await {
         Ok(opening) => opening,
         Err(_) => Opening::Closed,
     }
@@ -78,7 +76,7 @@ async fn negotiate(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
                     return Opening::Closed;
                 }
             }
-            StartupPacket::Cancel(key) => return Opening::Cancel(key),
+            StartupPacket::Cancel(key) => return Opening::Cancel { client, key },
             StartupPacket::Startup(startup) => {
                 if startup
                     .param("replication")
@@ -105,6 +103,7 @@ async fn read_packet(client: &mut Stream) -> Result<Option<StartupPacket>, Strin
         Ok(_) => {}
         Err(_) => return Ok(None),
     }
+    // body_len is at most MAX_STARTUP_PACKET (10,000 bytes), checked before allocating.
     let body_len = startup::body_len(len).map_err(|e| e.to_string())?;
     let mut body = vec![0u8; body_len];
     if client.read_exact(&mut body).await.is_err() {

@@ -2,6 +2,7 @@
 //! settings ask for TLS.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,6 +18,9 @@ use crate::protocol::startup::encode_ssl_request;
 pub struct Upstream {
     settings: UpstreamSettings,
     tls: Option<Arc<ClientConfig>>,
+    /// `tls = "prefer"` fell back to plaintext at least once (said once in the log, not per
+    /// session).
+    plaintext_fallback: AtomicBool,
 }
 
 impl Upstream {
@@ -25,11 +29,26 @@ impl Upstream {
             return Err(UpstreamError::BadAddress(settings.address));
         }
         let tls = super::tls::client_config(&settings)?;
-        Ok(Upstream { settings, tls })
+        if settings.tls == UpstreamTlsMode::Prefer {
+            tracing::info!(
+                address = %settings.address,
+                "upstream.tls = \"prefer\" does not verify the server's certificate; \
+                 use \"verify-full\" in production"
+            );
+        }
+        Ok(Upstream {
+            settings,
+            tls,
+            plaintext_fallback: AtomicBool::new(false),
+        })
     }
 
     pub fn address(&self) -> &str {
         &self.settings.address
+    }
+
+    pub fn connect_timeout(&self) -> std::time::Duration {
+        self.settings.connect_timeout.0
     }
 
     /// Opens a TCP connection (no TLS); used for CancelRequests and health checks.
@@ -77,7 +96,16 @@ impl Upstream {
         let answer = tcp.read_u8().await.map_err(io_err)?;
         match answer {
             b'S' => {}
-            b'N' if self.settings.tls == UpstreamTlsMode::Prefer => return Ok(Stream::Plain(tcp)),
+            b'N' if self.settings.tls == UpstreamTlsMode::Prefer => {
+                if !self.plaintext_fallback.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        address = %address,
+                        "upstream refused TLS: sessions use plaintext (upstream.tls = \"prefer\"); \
+                         set \"require\" or \"verify-full\" to refuse instead"
+                    );
+                }
+                return Ok(Stream::Plain(tcp));
+            }
             _ => {
                 return Err(UpstreamError::TlsRefused {
                     address: address.clone(),
