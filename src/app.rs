@@ -97,11 +97,6 @@ impl App {
             .ok()
             .map(|_| ConnectionSlot(self.clone()))
     }
-
-    /// Accepted sockets now held.
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Acquire)
-    }
 }
 
 /// An accepted socket's place under the connection cap, given back when dropped.

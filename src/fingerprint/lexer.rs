@@ -43,7 +43,7 @@ pub enum Strings {
 pub(super) struct Lexer<'a> {
     pub(super) b: &'a [u8],
     pub(super) pos: usize,
-    backslash_strings: bool,
+    strings: Strings,
 }
 
 pub(super) fn is_ident_start(c: u8) -> bool {
@@ -63,7 +63,7 @@ impl<'a> Lexer<'a> {
         Lexer {
             b: sql.as_bytes(),
             pos: 0,
-            backslash_strings: strings == Strings::Backslash,
+            strings,
         }
     }
 
@@ -223,7 +223,7 @@ impl Iterator for Lexer<'_> {
         let c = *self.b.get(start)?;
         let n1 = self.at(start + 1);
         let tok = match c {
-            b'\'' => self.quoted(1, b'\'', self.backslash_strings, Tok::Str),
+            b'\'' => self.quoted(1, b'\'', self.strings == Strings::Backslash, Tok::Str),
             b'"' => self.quoted(1, b'"', false, Tok::QuotedIdent),
             b'$' => self.dollar(),
             b'0'..=b'9' => self.number(),

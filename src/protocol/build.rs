@@ -147,6 +147,10 @@ pub fn parse(out: &mut Vec<u8>, statement: &[u8], sql: &str, oids: &[u32]) -> Op
     Some(())
 }
 
+/// What a client over `max_client_connections` is told, at accept or after its startup.
+pub const TOO_MANY_CLIENTS: &str =
+    "sorry, too many clients already (pgward max_client_connections)";
+
 /// Appends Terminate ('X'), as a client ends its session.
 pub fn terminate(out: &mut Vec<u8>) {
     let start = begin(out, super::tag::frontend::TERMINATE);

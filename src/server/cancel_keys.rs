@@ -69,13 +69,9 @@ impl CancelKeys {
         });
     }
 
-    /// Keys registered (for tests and capacity checks).
-    pub fn len(&self) -> usize {
-        self.by_pid.iter().map(|e| e.value().len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.by_pid.is_empty()
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::session::serve_connection;
 use crate::app::App;
-use crate::protocol::build::Report;
+use crate::protocol::build::{Report, TOO_MANY_CLIENTS};
 use crate::protocol::sqlstate;
 
 /// Answers a connection over the cap without waiting for its startup packet: libpq shows an
@@ -23,11 +23,7 @@ fn refuse(app: &App, tcp: tokio::net::TcpStream) {
         .client_connections_rejected
         .fetch_add(1, Ordering::Relaxed);
     let mut out = Vec::new();
-    Report::fatal(
-        sqlstate::TOO_MANY_CONNECTIONS,
-        "sorry, too many clients already (pgward max_client_connections)",
-    )
-    .write_error(&mut out);
+    Report::fatal(sqlstate::TOO_MANY_CONNECTIONS, TOO_MANY_CLIENTS).write_error(&mut out);
     // Best effort and never waiting: a fresh socket's send buffer takes these few bytes.
     let _ = tcp.try_write(&out);
 }

@@ -17,7 +17,6 @@ use serde::Deserialize;
 
 pub use cancel_keys::CancelKeys;
 pub use listener::serve;
-pub use relay::{MAX_QUEUED, PRE_AUTH_MAX_MESSAGE};
 pub use tls::client_tls_acceptor;
 
 use crate::units::{ByteSize, HumanDuration};

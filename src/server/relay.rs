@@ -25,6 +25,7 @@ use tokio::time::Sleep;
 use super::buffer::{RecvBuf, SendBuf};
 use crate::net::Stream;
 use crate::pipeline::{ClientAction, Expiry, Gate, Pipeline};
+use crate::protocol::build::Report;
 use crate::protocol::frame::{self, FrameHeader};
 use crate::protocol::startup::CancelKey;
 use crate::protocol::tag::{backend as server_tag, frontend as client_tag};
@@ -44,10 +45,10 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 const GROW_STEP: usize = 64 * 1024;
 /// Largest client message before authentication: a password or SASL message (PostgreSQL's
 /// own limit for authentication tokens is 65,535 bytes).
-pub const PRE_AUTH_MAX_MESSAGE: usize = 65_535 + frame::HEADER_LEN;
+const PRE_AUTH_MAX_MESSAGE: usize = 65_535 + frame::HEADER_LEN;
 /// Statements and replies a client may have in flight before pgward stops reading from it
 /// (each costs a queue entry; a pipelining client waits, as it would on PostgreSQL's socket).
-pub const MAX_QUEUED: usize = 4_096;
+const MAX_QUEUED: usize = 4_096;
 
 /// Why a relay stopped.
 #[derive(Debug)]
@@ -215,6 +216,12 @@ impl Relay {
     /// Queues bytes for the upstream (the StartupMessage, a Terminate).
     pub fn send_upstream(&mut self, bytes: &[u8]) {
         self.to_upstream.push(bytes);
+    }
+
+    /// Queues a FATAL error for the client, the last thing it is sent.
+    pub fn send_fatal(&mut self, code: &str, message: &str) {
+        Report::fatal(code, message).write_error(self.to_client.writer());
+        self.sent_fatal = true;
     }
 
     /// Queues a message pgward itself sends the upstream.

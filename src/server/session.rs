@@ -19,7 +19,7 @@ use super::startup::{self, Opening};
 use crate::app::{App, ConnectionSlot};
 use crate::net::Stream;
 use crate::pipeline::{Identity, Pipeline};
-use crate::protocol::build::{self, Report};
+use crate::protocol::build;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{CancelKey, StartupMessage};
 use crate::upstream::CancelTarget;
@@ -38,9 +38,8 @@ pub async fn serve_connection(
     _slot: ConnectionSlot,
 ) {
     let _ = tcp.set_nodelay(true);
-    let auth_timeout = app.config.server.auth_timeout.0;
-    let auth_deadline = tokio::time::Instant::now() + auth_timeout;
-    let opening = startup::open(tcp, app.client_tls.as_ref(), auth_timeout).await;
+    let auth_deadline = tokio::time::Instant::now() + app.config.server.auth_timeout.0;
+    let opening = startup::open(tcp, app.client_tls.as_ref(), auth_deadline).await;
     match opening {
         Opening::Closed => {}
         Opening::Cancel { client, key } => {
@@ -123,7 +122,7 @@ async fn run_session(
         startup::fail(
             &mut client,
             sqlstate::TOO_MANY_CONNECTIONS,
-            "sorry, too many clients already (pgward max_client_connections)",
+            build::TOO_MANY_CLIENTS,
         )
         .await;
         return;
@@ -217,8 +216,7 @@ async fn finish(app: &App, mut relay: Relay, ending: Ending, upstream_key: Optio
         }
         Ending::ClientProtocol(message) => {
             tracing::warn!(%message, "protocol violation by client");
-            Report::fatal(sqlstate::PROTOCOL_VIOLATION, &message)
-                .write_error(relay.client_writer());
+            relay.send_fatal(sqlstate::PROTOCOL_VIOLATION, &message);
             cancel_upstream("client protocol violation").await;
         }
         Ending::UpstreamGone(error) => {
@@ -228,15 +226,13 @@ async fn finish(app: &App, mut relay: Relay, ending: Ending, upstream_key: Optio
                     "pgward: connection to upstream {} lost",
                     app.upstream.address()
                 );
-                Report::fatal(sqlstate::CONNECTION_FAILURE, &message)
-                    .write_error(relay.client_writer());
+                relay.send_fatal(sqlstate::CONNECTION_FAILURE, &message);
             }
         }
         Ending::UpstreamProtocol(message) => {
             tracing::error!(%message, "protocol violation by upstream");
             let message = format!("pgward: invalid message from upstream: {message}");
-            Report::fatal(sqlstate::CONNECTION_FAILURE, &message)
-                .write_error(relay.client_writer());
+            relay.send_fatal(sqlstate::CONNECTION_FAILURE, &message);
         }
         Ending::CancelIgnored => {
             tracing::warn!("budget cancel had no effect within cancel_grace; closing the session");
@@ -247,29 +243,25 @@ async fn finish(app: &App, mut relay: Relay, ending: Ending, upstream_key: Optio
         }
         Ending::Panicked => {
             tracing::error!("pgward internal error while relaying; session closed");
-            Report::fatal(
+            relay.send_fatal(
                 sqlstate::INTERNAL_ERROR,
                 "pgward internal error: this session was closed (other sessions are unaffected)",
-            )
-            .write_error(relay.client_writer());
-            relay.sent_fatal = true;
+            );
             cancel_upstream("pgward internal error").await;
         }
         Ending::AuthTimeout => {
             tracing::info!("login did not finish within auth_timeout");
-            Report::fatal(
+            relay.send_fatal(
                 sqlstate::QUERY_CANCELED,
                 "canceling authentication due to timeout (pgward auth_timeout)",
-            )
-            .write_error(relay.client_writer());
+            );
         }
         Ending::Shutdown => {
             tracing::debug!("closing idle session for shutdown");
-            Report::fatal(
+            relay.send_fatal(
                 sqlstate::ADMIN_SHUTDOWN,
                 "terminating connection because pgward is shutting down",
-            )
-            .write_error(relay.client_writer());
+            );
         }
     }
     if terminate_upstream {

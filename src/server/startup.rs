@@ -2,10 +2,9 @@
 //! GSSENCRequest ('N'), CancelRequest (routed through the cancel-key map), and finally the
 //! StartupMessage that opens a session.
 
-use std::time::Duration;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::net::Stream;
@@ -26,10 +25,10 @@ pub enum Opening {
     Closed,
 }
 
-/// Reads startup packets until a StartupMessage or CancelRequest arrives, within `timeout`
-/// (the rest of the session's `auth_timeout`); a client that takes longer is closed.
-pub async fn open(tcp: TcpStream, tls: Option<&TlsAcceptor>, timeout: Duration) -> Opening {
-    match tokio::time::timeout(timeout, negotiate(tcp, tls)).await {
+/// Reads startup packets until a StartupMessage or CancelRequest arrives, by `deadline` (the
+/// session's `auth_timeout` after accept); a client that takes longer is closed.
+pub async fn open(tcp: TcpStream, tls: Option<&TlsAcceptor>, deadline: Instant) -> Opening {
+    match tokio::time::timeout_at(deadline, negotiate(tcp, tls)).await {
         Ok(opening) => opening,
         Err(_) => Opening::Closed,
     }
