@@ -192,3 +192,103 @@ async fn terminate_waits_for_the_upstream_to_finish() {
         "the answer reaches the client before the close"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_queues_more_than_max_queued_statements_is_held() {
+    let mut rig = rig(1 << 20, None).await;
+    rig.server.write_all(&ready()).await.unwrap();
+    let got = run_until(&mut rig.relay, read_n(&mut rig.client, 6)).await;
+    assert_eq!(got.ok(), Some(ready()));
+    // Each Query owes a completion and a ReadyForQuery: twice MAX_QUEUED fill the queue twice.
+    let query = frame(b'Q', b"select 1\0");
+    let all: Vec<u8> = query.repeat(MAX_QUEUED);
+    let (mut client_reader, mut client_writer) = rig.client.into_split();
+    let writer =
+        tokio::spawn(async move { client_writer.write_all(&all).await.map(|_| client_writer) });
+    let mut server = rig.server;
+    let mut relay = rig.relay;
+    while !relay.client_backlog {
+        let turn = run_until(&mut relay, tokio::task::yield_now()).await;
+        assert!(turn.is_ok(), "the relay ended: {:?}", turn.err());
+        assert!(
+            relay.pipeline.queued() <= MAX_QUEUED,
+            "the queue passed its bound"
+        );
+    }
+    assert_eq!(relay.pipeline.queued(), MAX_QUEUED);
+    // One answer frees a place: the relay takes up the waiting frames again, up to the bound.
+    let answer = [frame(b'C', b"SELECT 1\0"), ready()].concat();
+    server.write_all(&answer).await.unwrap();
+    let mut got = vec![0; answer.len()];
+    let read = run_until(&mut relay, client_reader.read_exact(&mut got)).await;
+    assert!(read.is_ok_and(|r| r.is_ok()));
+    assert_eq!(got, answer);
+    while relay.pipeline.queued() < MAX_QUEUED {
+        let turn = run_until(&mut relay, tokio::task::yield_now()).await;
+        assert!(turn.is_ok(), "the relay ended: {:?}", turn.err());
+    }
+    assert_eq!(
+        relay.pipeline.queued(),
+        MAX_QUEUED,
+        "the bound holds after the refill"
+    );
+    assert!(relay.client_backlog);
+    writer.abort();
+}
+
+#[tokio::test]
+async fn cached_answers_wait_while_the_client_does_not_read() {
+    let rules = "[[rule]]\nname = \"big\"\nmatch.query = \"select big\"\ncache.ttl = \"60s\"\n";
+    let mut rig = rig(1 << 20, Some(rules)).await;
+    rig.server.write_all(&ready()).await.unwrap();
+    let got = run_until(&mut rig.relay, read_n(&mut rig.client, 6)).await;
+    assert_eq!(got.ok(), Some(ready()));
+    // The first run fills the entry with a ~100 KB result.
+    let query = frame(b'Q', b"select big\0");
+    rig.client.write_all(&query).await.unwrap();
+    let mut upstream_got = vec![0; query.len()];
+    let read = run_until(&mut rig.relay, rig.server.read_exact(&mut upstream_got)).await;
+    assert!(read.is_ok_and(|r| r.is_ok()));
+    let mut row_description = 1u16.to_be_bytes().to_vec();
+    row_description.extend_from_slice(b"big\0");
+    row_description.extend_from_slice(&[
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 255, 255, 255, 255, 255, 255, 0, 0,
+    ]);
+    let value = vec![b'v'; 100 * 1024];
+    let mut data_row = 1u16.to_be_bytes().to_vec();
+    data_row.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    data_row.extend_from_slice(&value);
+    let answer = [
+        frame(b'T', &row_description),
+        frame(b'D', &data_row),
+        frame(b'C', b"SELECT 1\0"),
+        ready(),
+    ]
+    .concat();
+    rig.server.write_all(&answer).await.unwrap();
+    let got = run_until(&mut rig.relay, read_n(&mut rig.client, answer.len())).await;
+    assert_eq!(
+        got.ok(),
+        Some(answer.clone()),
+        "the first answer passes as sent"
+    );
+    // 400 hits (~40 MB) are asked for, and none is read.
+    let (_reader, mut writer) = rig.client.into_split();
+    let asks = query.repeat(400);
+    let write = tokio::spawn(async move { writer.write_all(&asks).await.map(|_| writer) });
+    let mut relay = rig.relay;
+    while !relay.client_backlog && relay.to_client.len() <= 2 * HIGH_WATER {
+        let turn = run_until(&mut relay, tokio::task::yield_now()).await;
+        assert!(turn.is_ok(), "the relay ended: {:?}", turn.err());
+    }
+    assert!(
+        relay.to_client.len() < HIGH_WATER + answer.len(),
+        "{} bytes of answers queued for a client that reads nothing",
+        relay.to_client.len()
+    );
+    assert!(
+        relay.client_backlog,
+        "the rest of the client's queries wait unread"
+    );
+    write.abort();
+}

@@ -32,7 +32,9 @@ pub use clock::rfc3339;
 pub use miss::MissReason;
 pub use prometheus::render_prometheus;
 pub use proxy::{Gauge, ProxySnapshot, ProxyStats};
-pub use record::{Counter, Execution, FingerprintStats, HISTOGRAM_MAX_MICROS, HISTOGRAM_SIGFIG};
+pub use record::{
+    Counter, Execution, FingerprintStats, HISTOGRAM_MAX_MICROS, HISTOGRAM_SIGFIG, MAX_STORED_QUERY,
+};
 pub use snapshot::{FingerprintSnapshot, Outcomes, Snapshot, SortKey, Totals, UnknownSortKey};
 
 /// `[stats]` configuration.

@@ -282,11 +282,28 @@ pub struct FingerprintStats {
     detached: AtomicBool,
 }
 
+/// Longest normalized text a record keeps (the rest is cut at a character boundary and marked
+/// with `…`): 5,000 records of megabyte statements would otherwise hold gigabytes for display.
+/// PostgreSQL's own `track_activity_query_size` defaults to 1 KiB for the same reason.
+pub const MAX_STORED_QUERY: usize = 4096;
+
+/// `query` as a record keeps it: whole up to [`MAX_STORED_QUERY`] bytes, else its head and `…`.
+fn stored_text(query: &str) -> std::borrow::Cow<'_, str> {
+    if query.len() <= MAX_STORED_QUERY {
+        return query.into();
+    }
+    let mut end = MAX_STORED_QUERY;
+    while !query.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &query[..end]).into()
+}
+
 impl FingerprintStats {
     pub(crate) fn new(id: FingerprintId, query: &str, now_micros: u64) -> FingerprintStats {
         FingerprintStats {
             id,
-            query: Arc::from(query),
+            query: Arc::from(stored_text(query)),
             first_seen_micros: now_micros,
             last_seen_micros: AtomicU64::new(now_micros),
             calls: AtomicU64::new(0),

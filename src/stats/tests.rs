@@ -275,3 +275,21 @@ fn settings_default_and_deserialize_strictly() {
     let s = Stats::new(&partial);
     assert_eq!(s.settings(), &partial);
 }
+
+#[test]
+fn a_record_keeps_at_most_max_stored_query_bytes_of_text() {
+    let stats = stats(10);
+    // Multi-byte characters straddle the cut: it must land on a character boundary.
+    let huge = format!("SELECT '{}'", "é".repeat(100_000));
+    let record = stats.fingerprint(FingerprintId(1), &huge);
+    let kept = record.query();
+    assert!(
+        kept.len() <= MAX_STORED_QUERY + '…'.len_utf8(),
+        "{} bytes kept",
+        kept.len()
+    );
+    assert!(kept.ends_with('…'));
+    assert!(huge.starts_with(kept.trim_end_matches('…')));
+    let short = stats.fingerprint(FingerprintId(2), "SELECT $1");
+    assert_eq!(short.query(), "SELECT $1");
+}

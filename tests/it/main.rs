@@ -9,3 +9,4 @@ mod passthrough;
 mod rules;
 mod slow_log;
 mod stats_http;
+mod transparency;
