@@ -240,3 +240,47 @@ fn bad_config_file_exits_2_naming_file_line_and_key() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_past_the_cap_are_refused_at_accept() {
+    let cluster = shared();
+    let mut config = config_for(cluster);
+    config.server.max_client_connections = 2;
+    let proxy = start_proxy(config).await;
+    let held = 2 + pgward::server::HANDSHAKE_RESERVE;
+    // Sockets that never send a byte fill every place; the next ones are answered at once.
+    let mut idle = Vec::new();
+    for _ in 0..held {
+        idle.push(Raw::connect(proxy.proxy_addr).await);
+    }
+    // The kernel hands pgward connections in order, so each extra one finds every place taken.
+    for _ in 0..10 {
+        let mut extra = Raw::connect(proxy.proxy_addr).await;
+        let messages = extra.read_to_close().await;
+        let (_, error) = messages.iter().find(|m| m.0 == b'E').expect("an error");
+        assert_eq!(sqlstate(error), "53300");
+    }
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_that_stalls_ends_at_auth_timeout() {
+    let cluster = shared();
+    let mut config = config_for(cluster);
+    config.server.auth_timeout = pgward::units::HumanDuration(Duration::from_secs(1));
+    let proxy = start_proxy(config).await;
+    // Connects and never sends its startup packet: closed without a word, as PostgreSQL does
+    // (the client has not said which protocol it speaks).
+    let mut raw = Raw::connect(proxy.proxy_addr).await;
+    assert!(raw.read_to_close().await.is_empty());
+    // A startup packet and then no password: FATAL 57014.
+    let mut raw = Raw::connect(proxy.proxy_addr).await;
+    raw.send(&startup_bytes(&[
+        ("user", MD5_USER),
+        ("database", "postgres"),
+    ]))
+    .await;
+    let messages = raw.read_to_close().await;
+    let (_, error) = messages.iter().find(|m| m.0 == b'E').expect("an error");
+    assert_eq!(sqlstate(error), "57014");
+}
