@@ -10,6 +10,7 @@ const RSS_BOUND_KIB: u64 = 64 * 1024;
 
 pub struct Ward {
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     child: std::sync::Mutex<Child>,
     pid: u32,
     start_rss_kib: u64,
@@ -47,6 +48,7 @@ impl Ward {
         let start_rss_kib = rss_kib(pid);
         Ward {
             addr,
+            admin: format!("127.0.0.1:{admin}").parse().unwrap(),
             child: std::sync::Mutex::new(child),
             pid,
             start_rss_kib,
