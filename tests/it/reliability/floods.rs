@@ -8,7 +8,10 @@ use tokio::net::TcpStream;
 use crate::harness::{self, Raw};
 
 /// Admin requests an attacker could send; each must end with an answer or a close.
-pub const ADMIN_GARBAGE: &[(&str, fn() -> Vec<u8>)] = &[
+/// A named request generator.
+pub type Garbage = (&'static str, fn() -> Vec<u8>);
+
+pub const ADMIN_GARBAGE: &[Garbage] = &[
     ("admin: partial request line", || {
         b"GET /stats/quer".to_vec()
     }),
