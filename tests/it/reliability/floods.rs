@@ -7,10 +7,10 @@ use tokio::net::TcpStream;
 
 use crate::harness::{self, Raw};
 
-/// Admin requests an attacker could send; each must end with an answer or a close.
 /// A named request generator.
 pub type Garbage = (&'static str, fn() -> Vec<u8>);
 
+/// Admin requests an attacker could send; each must end with an answer or a close.
 pub const ADMIN_GARBAGE: &[Garbage] = &[
     ("admin: partial request line", || {
         b"GET /stats/quer".to_vec()
