@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/client-suites.sh — runs psycopg 3's own test suite (from its PyPI sdist) against a
+# scripts/client-suites.sh — runs psycopg2's own test suite (from its PyPI sdist) against a
 # throwaway PostgreSQL directly and then through pgward, and prints pass/fail counts side by
 # side. Not part of CI (network, minutes of runtime). See docs/client-suites.md.
 #   bash scripts/client-suites.sh [extra pytest args, e.g. -k cursor]
@@ -36,19 +36,23 @@ TOML
 target/release/pgward --config "$work/pgward.toml" >"$work/pgward.log" 2>&1 &
 ward_pid=$!
 
+# psycopg 3's PyPI sdist ships no tests/; psycopg2's does, so its suite is the one run here.
+as_pg createdb -h "$work" -p "$pg_port" -U postgres psycopg2_test
 python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet "psycopg[binary,test]"
-version="$("$work/venv/bin/python" -c 'import psycopg; print(psycopg.__version__)')"
-(cd "$work" && "$work/venv/bin/pip" download --quiet --no-deps --no-binary :all: "psycopg==$version" &&
-    tar xzf psycopg-"$version".tar.gz)
-src="$work/psycopg-$version"
-[[ -d "$src/tests" ]] || { echo "client-suites: the psycopg $version sdist has no tests/" >&2; exit 1; }
+"$work/venv/bin/pip" install --quiet psycopg2-binary
+version="$("$work/venv/bin/python" -c 'import psycopg2; print(psycopg2.__version__.split()[0])')"
+(cd "$work" && "$work/venv/bin/pip" download --quiet --no-deps --no-binary :all: "psycopg2==$version" &&
+    tar xzf psycopg2-"$version".tar.gz)
+src="$work/psycopg2-$version"
+[[ -d "$src/tests" ]] || { echo "client-suites: the psycopg2 $version sdist has no tests/" >&2; exit 1; }
 
-run_suite() { # label dsn -> prints the pytest summary line
-    (cd "$src" && "$work/venv/bin/python" -m pytest -q -p no:randomly --test-dsn "$2" "${@:3}" tests \
-        >"$work/pytest-$1.log" 2>&1) || true
-    tail -n 1 "$work/pytest-$1.log"
+run_suite() { # label port -> prints unittest's summary lines
+    (cd "$src" && PSYCOPG2_TESTDB=psycopg2_test PSYCOPG2_TESTDB_HOST=127.0.0.1 \
+        PSYCOPG2_TESTDB_PORT="$2" PSYCOPG2_TESTDB_USER=postgres \
+        timeout 600 "$work/venv/bin/python" -c "import tests, unittest; unittest.main(module=None, defaultTest='tests.test_suite')" \
+        >"$work/unittest-$1.log" 2>&1) || true
+    grep -E '^(Ran |OK|FAILED)' "$work/unittest-$1.log" | tr '\n' ' '
 }
-direct="$(run_suite direct "host=127.0.0.1 port=$pg_port user=postgres dbname=postgres" "$@")"
-proxied="$(run_suite pgward "host=127.0.0.1 port=$ward_port user=postgres dbname=postgres" "$@")"
-printf 'psycopg %s test suite\n  direct : %s\n  pgward : %s\nlogs: %s\n' "$version" "$direct" "$proxied" "$work"
+direct="$(run_suite direct "$pg_port")"
+proxied="$(run_suite pgward "$ward_port")"
+printf 'psycopg2 %s test suite\n  direct : %s\n  pgward : %s\nlogs: %s\n' "$version" "$direct" "$proxied" "$work"
