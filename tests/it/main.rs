@@ -6,6 +6,7 @@ mod dashboard;
 mod faults;
 mod harness;
 mod passthrough;
+mod reliability;
 mod rules;
 mod slow_log;
 mod stats_http;
