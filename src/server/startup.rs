@@ -36,6 +36,8 @@ pub async fn open(tcp: TcpStream, tls: Option<&TlsAcceptor>, deadline: Instant) 
 
 async fn negotiate(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
     let mut client = Stream::Plain(tcp);
+    // PostgreSQL answers each encryption request once; a repeat is a protocol violation.
+    let mut asked = Asked::default();
     loop {
         let packet = match read_packet(&mut client).await {
             Ok(Some(packet)) => packet,
@@ -46,6 +48,11 @@ async fn negotiate(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
             }
         };
         match packet {
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest if !asked.first(&packet) => {
+                let message = "encryption was already negotiated on this connection";
+                fail(&mut client, sqlstate::PROTOCOL_VIOLATION, message).await;
+                return Opening::Closed;
+            }
             StartupPacket::SslRequest => {
                 let acceptor = match (&client, tls) {
                     (Stream::Plain(_), Some(acceptor)) => acceptor,
@@ -92,6 +99,25 @@ async fn negotiate(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
                 return Opening::Session { client, startup };
             }
         }
+    }
+}
+
+/// Which encryption requests a connection has made before its startup packet.
+#[derive(Default)]
+struct Asked {
+    ssl: bool,
+    gss: bool,
+}
+
+impl Asked {
+    /// Records `packet`; false when it repeats a request already answered.
+    fn first(&mut self, packet: &StartupPacket) -> bool {
+        let seen = match packet {
+            StartupPacket::SslRequest => &mut self.ssl,
+            StartupPacket::GssEncRequest => &mut self.gss,
+            _ => return true,
+        };
+        !std::mem::replace(seen, true)
     }
 }
 

@@ -284,3 +284,22 @@ async fn a_login_that_stalls_ends_at_auth_timeout() {
     let (_, error) = messages.iter().find(|m| m.0 == b'E').expect("an error");
     assert_eq!(sqlstate(error), "57014");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_encryption_request_is_refused_as_postgres_does() {
+    let cluster = shared();
+    let proxy = start_proxy(config_for(cluster)).await;
+    for first in [[0u8, 0, 0, 8, 4, 210, 22, 48], [0, 0, 0, 8, 4, 210, 22, 47]] {
+        let mut raw = Raw::connect(proxy.proxy_addr).await;
+        raw.send(&first).await; // GSSENCRequest, then SSLRequest: each is declined once
+        let mut answer = [0u8; 1];
+        tokio::io::AsyncReadExt::read_exact(&mut raw.stream, &mut answer)
+            .await
+            .unwrap();
+        assert_eq!(&answer, b"N");
+        raw.send(&first).await;
+        let messages = raw.read_to_close().await;
+        let (_, error) = messages.iter().find(|m| m.0 == b'E').expect("an error");
+        assert_eq!(sqlstate(error), "08P01");
+    }
+}
