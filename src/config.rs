@@ -161,12 +161,77 @@ impl Config {
                 "tls.mode = \"require\" needs tls.cert and tls.key".into(),
             );
         }
-        if self.server.max_client_connections == 0 {
-            return invalid("max_client_connections", "must be at least 1".into());
+        self.check_ranges()
+    }
+
+    /// Every numeric key against its documented range (docs/operations.md): an absurd value is
+    /// refused here, by `pgward check` and at start, rather than panicking or starving later.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        check_count(
+            "max_client_connections",
+            s.max_client_connections as u64,
+            1,
+            100_000,
+        )?;
+        check_count("workers", s.workers as u64, 0, 256)?;
+        check_count(
+            "stats.max_fingerprints",
+            self.stats.max_fingerprints as u64,
+            1,
+            1_000_000,
+        )?;
+        check_count(
+            "stats.metrics_top",
+            self.stats.metrics_top as u64,
+            0,
+            10_000,
+        )?;
+        check_count("cache.max_size", self.cache.max_size.0, 0, 64 << 30)?;
+        check_duration(
+            "shutdown_timeout",
+            s.shutdown_timeout.0,
+            Duration::ZERO,
+            HOUR,
+        )?;
+        let connect = self.upstream.connect_timeout.0;
+        check_duration(
+            "upstream.connect_timeout",
+            connect,
+            Duration::from_millis(100),
+            5 * MINUTE,
+        )?;
+        if let Some(slow) = self.log.slow_statement.0 {
+            check_duration("log.slow_statement", slow, Duration::from_millis(1), HOUR)?;
         }
         Ok(())
     }
 }
+
+/// `value` of `key` within `min..=max`, else an error that names the key, the value and the range.
+fn check_count(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    let message = format!("{value} is out of range: must be {min}..={max}");
+    Err(ConfigError::Invalid { key, message })
+}
+
+fn check_duration(
+    key: &'static str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    let message = format!("{value:?} is out of range: must be {min:?}..={max:?}");
+    Err(ConfigError::Invalid { key, message })
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// Line and column (1-based) of a byte span, and the key written on that line.
 fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> (usize, usize, String) {
@@ -234,6 +299,33 @@ mod tests {
         let mut c = Config::default();
         c.server.tls.cert = Some("a.pem".into());
         assert!(c.validate().unwrap_err().to_string().contains("tls.key"));
+    }
+
+    #[test]
+    fn numeric_keys_outside_their_range_are_refused_by_name() {
+        let cases: [(&str, &str); 6] = [
+            ("max_client_connections = 0", "max_client_connections"),
+            (
+                "max_client_connections = 9223372036854775807",
+                "max_client_connections",
+            ),
+            ("workers = 100000", "workers"),
+            ("[stats]\nmax_fingerprints = 0", "stats.max_fingerprints"),
+            (
+                "[upstream]\nconnect_timeout = \"0s\"",
+                "upstream.connect_timeout",
+            ),
+            ("[log]\nslow_statement = \"100d\"", "log.slow_statement"),
+        ];
+        for (text, key) in cases {
+            let c = Config::parse(Path::new("pgward.toml"), text).unwrap();
+            let e = c.validate().expect_err(text).to_string();
+            assert!(
+                e.starts_with(key) && e.contains("out of range"),
+                "{text}: {e}"
+            );
+        }
+        Config::default().validate().unwrap();
     }
 
     #[test]

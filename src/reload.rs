@@ -9,8 +9,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -93,7 +93,11 @@ impl Rules {
     }
 
     pub fn status(&self) -> ReloadStatus {
-        let mut status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         status.reload_failures = self.failures.load(Relaxed);
         status
     }
@@ -101,6 +105,18 @@ impl Rules {
     /// Re-reads the file; on success the new rules apply to the next statement. Returns whether
     /// anything changed.
     pub fn reload(&self) -> Result<bool, String> {
+        // A bug in validation must not take the reload path (and with it the watcher) down.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.reload_file()))
+            .unwrap_or_else(|_| {
+                self.failures.fetch_add(1, Relaxed);
+                let message = "the rules reload panicked (a pgward bug); the rules in force stay";
+                tracing::error!("{message}");
+                self.set_status(|s| s.last_error = Some(message.into()));
+                Err(message.into())
+            })
+    }
+
+    fn reload_file(&self) -> Result<bool, String> {
         let Some(path) = &self.path else {
             return Err("no rules file configured".into());
         };
@@ -138,9 +154,8 @@ impl Rules {
     }
 
     fn set_status(&self, change: impl FnOnce(&mut ReloadStatus)) {
-        if let Ok(mut status) = self.status.lock() {
-            change(&mut status);
-        }
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut status);
     }
 
     /// Polls the rules file and reloads when its content changes, until shutdown.
@@ -148,7 +163,7 @@ impl Rules {
         let Some(path) = self.path.clone() else {
             return;
         };
-        let mut last = file_signature(&path);
+        let mut settle = Settle::new(file_signature(&path));
         let mut ticker = tokio::time::interval(POLL_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -156,13 +171,39 @@ impl Rules {
                 _ = ticker.tick() => {}
                 changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
             }
-            let signature = file_signature(&path);
-            if signature != last {
-                last = signature;
-                // A half-written file fails validation and is retried on the next change.
+            if settle.observe(file_signature(&path)) {
+                // A file that is still wrong is retried on its next change.
                 let _ = self.reload();
             }
         }
+    }
+}
+
+/// Decides when a changed file is ready to load: only once two polls in a row see the same
+/// size and modification time, so a file an editor is still writing is not loaded half-done.
+#[derive(Debug)]
+struct Settle {
+    loaded: Option<(u64, SystemTime)>,
+    seen: Option<(u64, SystemTime)>,
+}
+
+impl Settle {
+    fn new(current: Option<(u64, SystemTime)>) -> Settle {
+        Settle {
+            loaded: current,
+            seen: current,
+        }
+    }
+
+    /// Takes one poll's signature; true when the file changed and has now settled.
+    fn observe(&mut self, signature: Option<(u64, SystemTime)>) -> bool {
+        let settled = signature == self.seen;
+        self.seen = signature;
+        if settled && signature != self.loaded {
+            self.loaded = signature;
+            return true;
+        }
+        false
     }
 }
 
@@ -170,4 +211,36 @@ impl Rules {
 fn file_signature(path: &Path) -> Option<(u64, SystemTime)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.len(), meta.modified().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn sig(len: u64, secs: u64) -> Option<(u64, SystemTime)> {
+        Some((len, UNIX_EPOCH + Duration::from_secs(secs)))
+    }
+
+    #[test]
+    fn a_changed_file_loads_only_once_it_has_settled() {
+        let mut settle = Settle::new(sig(100, 1));
+        assert!(!settle.observe(sig(100, 1)), "nothing changed");
+        // Truncated by an editor, then written back a poll later.
+        assert!(!settle.observe(sig(0, 2)));
+        assert!(!settle.observe(sig(120, 3)));
+        assert!(
+            settle.observe(sig(120, 3)),
+            "the same twice: settled, load it"
+        );
+        assert!(
+            !settle.observe(sig(120, 3)),
+            "loaded once, not on every poll"
+        );
+        // Removed and put back.
+        assert!(!settle.observe(None));
+        assert!(!settle.observe(sig(120, 4)));
+        assert!(settle.observe(sig(120, 4)));
+    }
 }

@@ -23,6 +23,10 @@ use crate::units::parse_duration;
 
 /// Default `cancel_grace`.
 pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(1);
+/// Largest `max_concurrency`: far above any PostgreSQL's `max_connections`, and far below what
+/// a semaphore can hold (a larger count panicked the reload).
+pub const MAX_CONCURRENCY: usize = 100_000;
+
 /// Default `queue_timeout` of a rule with `max_concurrency`.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default `sqlstate` of a reject rule (insufficient_privilege).
@@ -286,12 +290,15 @@ fn compile_rule(cx: &mut Ctx<'_>, value: Spanned<DeValue<'_>>) -> Option<Rule> {
         raw.max_concurrency
             .as_ref()
             .and_then(|m| match usize::try_from(*m.get_ref()) {
-                Ok(n) if n >= 1 => Some(n),
+                Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Some(n),
                 _ => {
                     cx.report(
                         m.span(),
                         who,
-                        format!("max_concurrency must be at least 1 (got {})", m.get_ref()),
+                        format!(
+                            "max_concurrency must be 1..={MAX_CONCURRENCY} (got {})",
+                            m.get_ref()
+                        ),
                     );
                     None
                 }

@@ -280,5 +280,20 @@ pub fn load_rules(path: &Path) -> Result<RuleSet, RulesError> {
             message: format!("cannot read the rules file: {e}"),
         }],
     })?;
+    if text.trim().is_empty() {
+        // An editor that truncates the file before writing it back leaves it empty for a
+        // moment; loading that would drop every budget, cap and cache at once.
+        return Err(RulesError {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                rule: None,
+                message: "the rules file is empty; to run without rules on purpose, write a \
+                          comment such as `# no rules` in it"
+                    .into(),
+            }],
+        });
+    }
     parse_rules(path, &text)
 }

@@ -188,14 +188,19 @@ fn bad_durations() {
 
 #[test]
 fn max_concurrency_must_be_positive() {
+    // 2^63-1 passed the check once and then panicked the reload (a semaphore that large).
+    one(
+        "[[rule]]\nname = \"m\"\nmatch.pattern = \"x\"\nmax_concurrency = 9223372036854775807\n",
+        "1..=100000",
+    );
     let p = one(
         "[[rule]]\nname = \"m\"\nmatch.pattern = \"x\"\nmax_concurrency = 0\n",
-        "at least 1",
+        "1..=100000",
     );
     assert_eq!((p.line, p.column), (4, 19));
     one(
         "[[rule]]\nname = \"m\"\nmatch.pattern = \"x\"\nmax_concurrency = -3\n",
-        "at least 1",
+        "1..=100000",
     );
     one(
         "[[rule]]\nname = \"m\"\nmatch.pattern = \"x\"\nqueue_timeout = \"1s\"\n",
@@ -301,6 +306,22 @@ fn load_rules_reports_unreadable_file() {
             .starts_with("/nonexistent/pgward/rules.toml: cannot read"),
         "{e}"
     );
+}
+
+#[test]
+fn an_empty_rules_file_is_refused_but_a_comment_only_one_loads() {
+    let dir = std::env::temp_dir().join(format!("pgward-empty-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rules.toml");
+    for empty in ["", "  \n\t\n"] {
+        std::fs::write(&path, empty).unwrap();
+        let Err(e) = load_rules(&path) else {
+            panic!("an empty file loaded")
+        };
+        assert!(e.to_string().contains("the rules file is empty"), "{e}");
+    }
+    std::fs::write(&path, "# no rules\n").unwrap();
+    assert!(load_rules(&path).unwrap().rules.is_empty());
 }
 
 #[test]

@@ -329,7 +329,16 @@ async fn reload_applies_good_files_and_keeps_old_rules_on_bad_ones() {
 
     let (status, body) = http(admin, "POST", "/rules/reload", None).await;
     assert_eq!(status, 422, "{body}");
+    // An empty file is what an editor leaves while it rewrites one: refused, rules stay.
     std::fs::write(&path, "").unwrap();
+    let (status, body) = http(admin, "POST", "/rules/reload", None).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("the rules file is empty"), "{body}");
+    assert!(
+        client.simple_query("SELECT 'reload-probe'").await.is_err(),
+        "rules dropped by an empty file"
+    );
+    std::fs::write(&path, "# no rules\n").unwrap();
     let (status, body) = http(admin, "POST", "/rules/reload", None).await;
     assert_eq!(status, 200, "{body}");
     client
