@@ -12,10 +12,10 @@
 //! stored, so a result that raced with a write is never stored (ADR 0005).
 
 pub mod entry;
+pub mod functions;
 pub mod plan;
 pub mod session;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -32,6 +32,7 @@ pub use session::SessionCache;
 use crate::fingerprint::FingerprintId;
 use crate::stats::{Counter, MissReason, Stats};
 use crate::units::ByteSize;
+use functions::Functions;
 
 /// Most fingerprints whose plan is remembered; the map is cleared beyond it.
 const MAX_PLANS: usize = 20_000;
@@ -48,8 +49,12 @@ pub struct CacheSettings {
     pub enabled: bool,
     /// Upper bound of all entries together (messages + keys + bookkeeping).
     pub max_size: ByteSize,
-    /// Functions never cached besides the built-in list (now(), random(), nextval(), ...).
+    /// Functions never cached besides the built-in list (now(), random(), nextval(), ...);
+    /// listing one also says it does not change session settings.
     pub volatile_functions: Vec<String>,
+    /// Functions (`name` or `schema.name`) whose results may be cached, besides the built-in
+    /// list: the DBA vouches they are immutable or stable and leave session settings alone.
+    pub stable_functions: Vec<String>,
 }
 
 impl Default for CacheSettings {
@@ -58,6 +63,7 @@ impl Default for CacheSettings {
             enabled: true,
             max_size: ByteSize(256 * 1024 * 1024),
             volatile_functions: Vec::new(),
+            stable_functions: Vec::new(),
         }
     }
 }
@@ -133,7 +139,7 @@ pub struct ResultCache {
     entries: moka::sync::Cache<Box<[u8]>, Arc<Entry>>,
     flights: DashMap<Box<[u8]>, watch::Receiver<()>>,
     plans: DashMap<FingerprintId, Arc<Plan>>,
-    volatile: HashSet<Box<str>>,
+    functions: Functions,
     epoch: AtomicU64,
     /// Table key -> epoch of the last committed write pgward saw to it.
     written: DashMap<Box<str>, u64>,
@@ -179,23 +185,15 @@ impl ResultCache {
                     }
                 })
                 .build();
-            let mut volatile: HashSet<Box<str>> = plan::DEFAULT_VOLATILE_FUNCTIONS
-                .iter()
-                .map(|f| Box::from(*f))
-                .collect();
-            volatile.extend(
-                settings
-                    .volatile_functions
-                    .iter()
-                    .map(|f| f.to_ascii_lowercase().into_boxed_str()),
-            );
+            let functions =
+                Functions::new(&settings.volatile_functions, &settings.stable_functions);
             ResultCache {
                 enabled: settings.enabled,
                 max_size: settings.max_size.0,
                 entries,
                 flights: DashMap::new(),
                 plans: DashMap::new(),
-                volatile,
+                functions,
                 epoch: AtomicU64::new(0),
                 written: DashMap::new(),
                 purged_tables: DashMap::new(),
@@ -239,7 +237,7 @@ impl ResultCache {
         if let Some(plan) = self.plans.get(&id) {
             return plan.clone();
         }
-        let plan = Arc::new(plan::plan(normalized, &self.volatile));
+        let plan = Arc::new(plan::plan(normalized, &self.functions));
         if self.plans.len() >= MAX_PLANS {
             self.plans.clear();
         }

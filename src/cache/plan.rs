@@ -3,58 +3,11 @@
 //! no row locks, known tables), which tables it reads (for invalidation), which tables it
 //! writes (to invalidate), and whether it changes session state the cache key depends on.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::functions::Functions;
 use crate::fingerprint::{self, StatementKind};
 use crate::stats::MissReason;
-
-/// Functions whose result changes from call to call (or within a transaction); a statement
-/// calling one is never cached. `[cache] volatile_functions` adds to this list.
-pub const DEFAULT_VOLATILE_FUNCTIONS: &[&str] = &[
-    "now",
-    "random",
-    "random_normal",
-    "setseed",
-    "nextval",
-    "currval",
-    "lastval",
-    "setval",
-    "clock_timestamp",
-    "statement_timestamp",
-    "transaction_timestamp",
-    "timeofday",
-    "current_timestamp",
-    "current_time",
-    "current_date",
-    "localtime",
-    "localtimestamp",
-    "txid_current",
-    "txid_current_if_assigned",
-    "txid_current_snapshot",
-    "pg_current_xact_id",
-    "pg_current_xact_id_if_assigned",
-    "pg_current_snapshot",
-    "gen_random_uuid",
-    "uuid_generate_v1",
-    "uuid_generate_v1mc",
-    "uuid_generate_v4",
-    "pg_backend_pid",
-    "pg_sleep",
-    "pg_sleep_for",
-    "pg_sleep_until",
-    "set_config",
-    "pg_advisory_lock",
-    "pg_advisory_xact_lock",
-    "pg_try_advisory_lock",
-    "pg_try_advisory_xact_lock",
-    "pg_advisory_unlock",
-    "pg_notify",
-    "inet_client_addr",
-    "inet_client_port",
-    "pg_stat_get_activity",
-    "dblink",
-];
 
 /// Tables a statement writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,7 +26,8 @@ pub enum SessionEffect {
     Set,
     /// `RESET ALL` / `DISCARD ALL`: back to the startup settings.
     ResetAll,
-    /// A change pgward cannot follow (set_config()).
+    /// A change pgward cannot follow: set_config(), a function pgward does not know, DO,
+    /// CALL, EXECUTE, LOAD, or a SET of a quoted name.
     Unknown,
 }
 
@@ -121,7 +75,7 @@ pub fn table_key(name: &str) -> Box<str> {
 }
 
 /// Works out the plan of a statement from its normalized text.
-pub fn plan(normalized: &str, volatile: &HashSet<Box<str>>) -> Plan {
+pub fn plan(normalized: &str, functions: &Functions) -> Plan {
     let analysis = fingerprint::analyze(normalized);
     let words = words(normalized);
     let first = words.first().copied().unwrap_or("");
@@ -148,14 +102,29 @@ pub fn plan(normalized: &str, volatile: &HashSet<Box<str>>) -> Plan {
         }
         _ => Writes::Nothing,
     };
-    let calls_volatile = words.iter().any(|w| volatile.contains(*w));
+    // Clock keywords such as `current_timestamp` are called without parentheses.
+    let calls_volatile = words.iter().any(|w| functions.is_volatile(w));
+    let calls = if analysis.kind == StatementKind::Ddl {
+        // Definitions (`CREATE TABLE t (a int)`, `CREATE FUNCTION f(...)`) call nothing.
+        Vec::new()
+    } else {
+        fingerprint::calls(normalized, MAX_CALLS)
+    };
+    let judged = functions.judge(&calls);
     let session = if first == "set" && second != "transaction" && second != "local"
         || first == "reset" && second != "all"
     {
-        SessionEffect::Set
+        if names_quoted_setting(normalized) {
+            SessionEffect::Unknown
+        } else {
+            SessionEffect::Set
+        }
     } else if first == "reset" && second == "all" || first == "discard" {
         SessionEffect::ResetAll
-    } else if words.contains(&"set_config") {
+    } else if judged.session_unknown
+        || words.contains(&"set_config")
+        || matches!(first, "do" | "call" | "execute" | "load")
+    {
         SessionEffect::Unknown
     } else {
         SessionEffect::None
@@ -181,6 +150,8 @@ pub fn plan(normalized: &str, volatile: &HashSet<Box<str>>) -> Plan {
         Err(MissReason::NotRead)
     } else if calls_volatile {
         Err(MissReason::Volatile)
+    } else if let Err(reason) = judged.verdict {
+        Err(reason)
     } else if locks_rows(&words) {
         Err(MissReason::Locking)
     } else if !analysis.parsed {
@@ -204,6 +175,27 @@ pub fn plan(normalized: &str, volatile: &HashSet<Box<str>>) -> Plan {
     }
 }
 
+/// Calls judged per statement at most (a statement with more is judged by its first ones,
+/// and one unknown call among them is enough to keep it out of the cache).
+const MAX_CALLS: usize = 256;
+
+/// `SET "Name" = ...` / `RESET "Name"`: PostgreSQL keeps the name's case, pgward's settings
+/// map would not, so the session's settings become unknown rather than mis-keyed.
+fn names_quoted_setting(normalized: &str) -> bool {
+    let text = normalized.trim_start();
+    let Some(rest) = strip_word(text, "set").or_else(|| strip_word(text, "reset")) else {
+        return false;
+    };
+    strip_word(rest, "session").unwrap_or(rest).starts_with('"')
+}
+
+/// `s` without its leading word `w` (any case) and the blanks after it.
+fn strip_word<'a>(s: &'a str, w: &str) -> Option<&'a str> {
+    let tail = s.get(w.len()..)?;
+    let ends = tail.starts_with(|c: char| c.is_whitespace() || c == '"');
+    (ends && s.get(..w.len())?.eq_ignore_ascii_case(w)).then(|| tail.trim_start())
+}
+
 /// The lowercase words (keywords and unquoted identifiers) of a normalized text, in order.
 fn words(normalized: &str) -> Vec<&str> {
     normalized
@@ -224,15 +216,8 @@ fn locks_rows(words: &[&str]) -> bool {
 mod tests {
     use super::*;
 
-    fn volatile() -> HashSet<Box<str>> {
-        DEFAULT_VOLATILE_FUNCTIONS
-            .iter()
-            .map(|f| (*f).into())
-            .collect()
-    }
-
     fn plan_of(sql: &str) -> Plan {
-        plan(&fingerprint::normalize(sql).text, &volatile())
+        plan(&fingerprint::normalize(sql).text, &Functions::new(&[], &[]))
     }
 
     #[test]

@@ -68,6 +68,10 @@ impl SessionCache {
             Some(MissReason::InTransaction)
         } else if self.state_unknown {
             Some(MissReason::SessionState)
+        } else if !self.pending_tables.is_empty() || self.pending_unknown {
+            // A write earlier in this batch (or an unsettled pipeline) that PostgreSQL has not
+            // committed yet: this statement must see it, so it neither hits nor fills.
+            Some(MissReason::UnsettledWrite)
         } else if plan.reads.iter().any(|t| self.temp_tables.contains(t)) {
             Some(MissReason::TempTable)
         } else {
@@ -75,14 +79,18 @@ impl SessionCache {
         }
     }
 
-    /// The key of a statement: this session's context, the protocol, the statement text and
-    /// (extended protocol) the Bind's parameter formats, values and result formats.
-    pub fn key(&self, protocol: u8, statement: &[u8], bind: &[u8]) -> Vec<u8> {
-        let mut key = Vec::with_capacity(self.context.len() + statement.len() + bind.len() + 12);
+    /// The key of a statement: this session's context, the protocol, the statement text,
+    /// (extended protocol) the parameter type OIDs its Parse declared, which decide how
+    /// PostgreSQL reads the values, and the Bind's parameter formats, values and result
+    /// formats.
+    pub fn key(&self, protocol: u8, statement: &[u8], types: &[u8], bind: &[u8]) -> Vec<u8> {
+        let capacity = self.context.len() + statement.len() + types.len() + bind.len() + 16;
+        let mut key = Vec::with_capacity(capacity);
         key.extend_from_slice(&self.context);
         key.push(0xff);
         key.push(protocol);
         push_field(&mut key, statement);
+        push_field(&mut key, types);
         key.extend_from_slice(bind);
         key
     }
@@ -152,8 +160,13 @@ impl SessionCache {
         self.in_block
     }
 
+    /// Records a SET / RESET: the setting's name from the lowercased words, and as its value
+    /// the statement's text exactly as sent. Values keep their case (`"Foo"` and `"foo"`
+    /// are different schemas, `'ABC'` and `'abc'` different tenants); two spellings of the
+    /// same value only make two keys, which is safe.
     fn apply_set(&mut self, sql: &str) {
-        let lower = sql.trim().trim_end_matches(';').to_ascii_lowercase();
+        let exact = sql.trim().trim_end_matches(';').trim_end();
+        let lower = exact.to_ascii_lowercase();
         let words: Vec<&str> = lower
             .split(|c: char| c.is_whitespace() || c == '=')
             .filter(|w| !w.is_empty())
@@ -180,7 +193,7 @@ impl SessionCache {
         if verb == "reset" {
             self.settings.remove(target.as_str());
         } else {
-            self.settings.insert(target.into(), lower.into());
+            self.settings.insert(target.into(), exact.into());
         }
     }
 
@@ -203,18 +216,13 @@ fn push_field(out: &mut Vec<u8>, field: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
-
     use super::*;
-    use crate::cache::plan::{self, DEFAULT_VOLATILE_FUNCTIONS};
+    use crate::cache::functions::Functions;
+    use crate::cache::plan;
     use crate::fingerprint;
 
     fn plan_of(sql: &str) -> Plan {
-        let volatile: HashSet<Box<str>> = DEFAULT_VOLATILE_FUNCTIONS
-            .iter()
-            .map(|f| (*f).into())
-            .collect();
-        plan::plan(&fingerprint::normalize(sql).text, &volatile)
+        plan::plan(&fingerprint::normalize(sql).text, &Functions::new(&[], &[]))
     }
 
     fn session(user: &str) -> SessionCache {
@@ -229,31 +237,101 @@ mod tests {
     fn keys_differ_by_user_settings_and_protocol() {
         let q = b"select 1";
         let (alice, bob) = (session("alice"), session("bob"));
-        assert_ne!(alice.key(SIMPLE, q, b""), bob.key(SIMPLE, q, b""));
+        assert_ne!(alice.key(SIMPLE, q, b"", b""), bob.key(SIMPLE, q, b"", b""));
         assert_eq!(
-            alice.key(SIMPLE, q, b""),
-            session("alice").key(SIMPLE, q, b"")
+            alice.key(SIMPLE, q, b"", b""),
+            session("alice").key(SIMPLE, q, b"", b"")
         );
-        assert_ne!(alice.key(SIMPLE, q, b""), alice.key(EXTENDED, q, b""));
         assert_ne!(
-            alice.key(EXTENDED, q, b"\x00\x01"),
-            alice.key(EXTENDED, q, b"\x00\x02")
+            alice.key(SIMPLE, q, b"", b""),
+            alice.key(EXTENDED, q, b"", b"")
+        );
+        assert_ne!(
+            alice.key(EXTENDED, q, b"", b"\x00\x01"),
+            alice.key(EXTENDED, q, b"", b"\x00\x02")
         );
 
         let mut utc = session("alice");
         run(&mut utc, "SET TIME ZONE 'UTC'");
         let mut tokyo = session("alice");
         run(&mut tokyo, "set timezone = 'Asia/Tokyo'");
-        assert_ne!(utc.key(SIMPLE, q, b""), tokyo.key(SIMPLE, q, b""));
-        assert_ne!(utc.key(SIMPLE, q, b""), alice.key(SIMPLE, q, b""));
+        assert_ne!(utc.key(SIMPLE, q, b"", b""), tokyo.key(SIMPLE, q, b"", b""));
+        assert_ne!(utc.key(SIMPLE, q, b"", b""), alice.key(SIMPLE, q, b"", b""));
         // The last SET of a setting counts; RESET returns to the startup state.
         run(&mut tokyo, "SET TIME ZONE 'UTC'");
-        assert_eq!(utc.key(SIMPLE, q, b""), tokyo.key(SIMPLE, q, b""));
+        assert_eq!(utc.key(SIMPLE, q, b"", b""), tokyo.key(SIMPLE, q, b"", b""));
         run(&mut tokyo, "RESET timezone");
-        assert_eq!(tokyo.key(SIMPLE, q, b""), alice.key(SIMPLE, q, b""));
+        assert_eq!(
+            tokyo.key(SIMPLE, q, b"", b""),
+            alice.key(SIMPLE, q, b"", b"")
+        );
         run(&mut utc, "SET search_path = a");
         run(&mut utc, "RESET ALL");
-        assert_eq!(utc.key(SIMPLE, q, b""), alice.key(SIMPLE, q, b""));
+        assert_eq!(utc.key(SIMPLE, q, b"", b""), alice.key(SIMPLE, q, b"", b""));
+    }
+
+    #[test]
+    fn set_values_keep_their_case_and_quoted_names_are_not_followed() {
+        let q = b"select 1";
+        let keyed = |set: &str| {
+            let mut s = session("alice");
+            run(&mut s, set);
+            assert_eq!(s.refusal(&plan_of("SELECT * FROM t")), None, "{set}");
+            s.key(SIMPLE, q, b"", b"")
+        };
+        assert_ne!(
+            keyed("SET search_path = \"Foo\""),
+            keyed("SET search_path = \"foo\"")
+        );
+        assert_ne!(
+            keyed("SET app.tenant = 'ABC'"),
+            keyed("SET app.tenant = 'abc'")
+        );
+        assert_eq!(
+            keyed("SET app.tenant = 'abc'"),
+            keyed("SET app.tenant = 'abc';")
+        );
+        let read = plan_of("SELECT * FROM t");
+        for unfollowed in [
+            "SET \"App.Tenant\" = 'x'",
+            "SET SESSION \"search_path\" = x",
+            "DO $$ BEGIN EXECUTE 'SET ROLE alice'; END $$",
+            "CALL switch_tenant('x')",
+            "SELECT become_tenant('x')",
+            "SELECT pg_catalog.set_config('app.tenant', 'x', false)",
+        ] {
+            let mut s = session("alice");
+            run(&mut s, unfollowed);
+            assert_eq!(
+                s.refusal(&read),
+                Some(MissReason::SessionState),
+                "{unfollowed}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_write_in_the_batch_makes_the_rest_of_it_uncacheable() {
+        let read = plan_of("SELECT * FROM products");
+        let mut s = session("a");
+        run(&mut s, "UPDATE products SET stock = 1 WHERE id = $1");
+        assert_eq!(s.refusal(&read), Some(MissReason::UnsettledWrite));
+        assert!(s.on_settled(true).is_some());
+        assert_eq!(s.refusal(&read), None);
+    }
+
+    #[test]
+    fn parameter_types_are_part_of_the_key() {
+        let s = session("a");
+        let (text, int) = (23u32.to_be_bytes(), 25u32.to_be_bytes());
+        assert_ne!(
+            s.key(EXTENDED, b"select $1", &text, b"\0\0"),
+            s.key(EXTENDED, b"select $1", &int, b"\0\0")
+        );
+        assert_ne!(
+            s.key(EXTENDED, b"select $1", b"", b"\0\0"),
+            s.key(EXTENDED, b"select $1\0", b"", b"\0")
+        );
     }
 
     #[test]

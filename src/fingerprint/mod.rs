@@ -18,12 +18,14 @@ use std::ops::Range;
 use std::str::FromStr;
 
 mod analyze;
+mod calls;
 mod lexer;
 mod normalize;
 #[cfg(test)]
 mod tests;
 
 pub use analyze::{MAX_ANALYZED_TOKENS, analyze, within_parser_limits};
+pub use calls::{Call, calls};
 pub use lexer::{Strings, split_statements, split_statements_with};
 pub use normalize::{normalize, normalize_with};
 

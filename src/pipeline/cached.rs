@@ -34,6 +34,8 @@ pub(super) enum CachePhase {
 /// The statement as the cache keys it.
 pub(super) struct Request<'a> {
     pub sql: &'a [u8],
+    /// Extended protocol: the parameter type OIDs of the Parse (empty for a simple Query).
+    pub types: &'a [u8],
     /// Extended protocol: the Bind's formats and values (empty for a simple Query).
     pub bind: &'a [u8],
     pub shape: Shape,
@@ -79,7 +81,7 @@ impl Pipeline {
             }
             return CachePhase::Pass;
         }
-        let key = session.key(request.protocol(), request.sql, request.bind);
+        let key = session.key(request.protocol(), request.sql, request.types, request.bind);
         let waited_since = self.cache_wait.take();
         let received = waited_since.unwrap_or(now);
         let fill = |ticket, stale: Option<Arc<Entry>>| {

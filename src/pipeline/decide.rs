@@ -87,6 +87,7 @@ impl Pipeline {
             {
                 let request = Request {
                     sql,
+                    types: &[],
                     bind: &[],
                     shape: Shape::WithRowDescription,
                 };
@@ -237,19 +238,16 @@ impl Pipeline {
         };
         let rules = self.shared.rules.snapshot();
         let matched = self.matched(&rules, &statement);
-        let name: Box<[u8]> = parse.statement.into();
-        let sql = self
-            .keeps_text(&statement, rules.set.caches())
-            .then(|| Arc::from(parse.sql));
+        let keeps = self.keeps_text(&statement, rules.set.caches());
+        let recorded = Statement {
+            sql: keeps.then(|| Arc::from(parse.sql)),
+            types: keeps.then(|| Arc::from(parse.param_types)),
+            tracked: self.batch_tracked,
+            fingerprint: statement.clone(),
+            bind: None,
+        };
         let Some(rule) = matched.as_ref().and_then(Matched::rule) else {
-            self.prepared.insert(
-                name,
-                Statement {
-                    fingerprint: statement,
-                    sql,
-                    bind: None,
-                },
-            );
+            self.record_statement(parse.statement, recorded);
             return ClientAction::Forward;
         };
         let handle = self.shared.stats.fingerprint(statement.id, &statement.text);
@@ -293,14 +291,7 @@ impl Pipeline {
             }
             None => None,
         };
-        self.prepared.insert(
-            name,
-            Statement {
-                fingerprint: statement,
-                sql,
-                bind: None,
-            },
-        );
+        self.record_statement(parse.statement, recorded);
         match replaced {
             Some(frame) => ClientAction::Replace(frame),
             None => ClientAction::Forward,
@@ -328,6 +319,7 @@ impl Pipeline {
             && self.cache.is_some()
         {
             match (&portal.sql, &portal.bind) {
+                _ if !portal.tracked => {}
                 _ if max_rows != 0 && self.admission.is_none() => {
                     handle.record_miss(MissReason::Partial);
                 }
@@ -335,6 +327,7 @@ impl Pipeline {
                 (Some(sql), Some(bind)) if self.batch_tracked => {
                     let request = Request {
                         sql,
+                        types: portal.types.as_deref().unwrap_or_default(),
                         bind,
                         shape: Shape::RowsOnly,
                     };

@@ -121,8 +121,9 @@ enum Expected {
     Ready,
     /// The ReadyForQuery of a detached statement: pgward already sent the client its own.
     DetachedReady,
-    /// The answer to a Parse, Bind, Describe or Close (tracked while a batch may hold a hit).
-    Response,
+    /// The answer to a Parse, Bind, Describe or Close (tracked while a batch may hold a hit),
+    /// with what to put back if PostgreSQL refuses or skips a Parse / Close.
+    Response(Option<Box<super::Undo>>),
     /// An answer pgward made itself: `bytes`, then a cached result, then (simple Query)
     /// ReadyForQuery.
     Reply {
@@ -189,9 +190,9 @@ impl Queue {
         self.entries.push_back(Expected::DetachedReady);
     }
 
-    pub fn push_response(&mut self) {
+    pub fn push_response(&mut self, undo: Option<Box<super::Undo>>) {
         self.responses += 1;
-        self.entries.push_back(Expected::Response);
+        self.entries.push_back(Expected::Response(undo));
     }
 
     /// True while an answer to Parse / Bind / Describe / Close is tracked.
@@ -201,7 +202,7 @@ impl Queue {
 
     fn pop(&mut self) -> Option<Expected> {
         let popped = self.entries.pop_front();
-        if matches!(popped, Some(Expected::Response)) {
+        if matches!(popped, Some(Expected::Response(_))) {
             self.responses -= 1;
         }
         popped
@@ -327,7 +328,8 @@ impl Pipeline {
         }
         match tag {
             b'1' | b'2' | b'3' | b'T' | b'n' => {
-                if matches!(self.expected.entries.front(), Some(Expected::Response)) {
+                // Accepted: the statement the Parse recorded stands.
+                if matches!(self.expected.entries.front(), Some(Expected::Response(_))) {
                     self.expected.pop();
                 }
             }
@@ -348,13 +350,20 @@ impl Pipeline {
                 self.complete(now, 0, Some(code.unwrap_or(*b"XX000")));
                 // The backend skips everything up to the next Sync after an error, and so do
                 // the answers pgward queued for that stretch.
+                let mut undone = Vec::new();
                 while let Some(
                     Expected::Completion(_)
-                    | Expected::Response
+                    | Expected::Response(_)
                     | Expected::Reply { ready: false, .. },
                 ) = self.expected.entries.front()
                 {
-                    self.expected.pop();
+                    if let Some(Expected::Response(Some(undo))) = self.expected.pop() {
+                        undone.push(undo);
+                    }
+                }
+                // Latest first, so that the name ends up meaning what it meant before the batch.
+                for undo in undone.into_iter().rev() {
+                    self.apply_undo(*undo);
                 }
             }
             b'Z' => {

@@ -107,8 +107,23 @@ struct Statement {
     fingerprint: Fingerprinted,
     /// The statement text, kept when the cache may need it (for keys or SET values).
     sql: Option<Arc<[u8]>>,
+    /// The parameter type OIDs its Parse declared (kept with `sql`, for keys).
+    types: Option<Arc<[u8]>>,
+    /// Parsed in a batch whose answers pgward tracked: had PostgreSQL refused the Parse,
+    /// pgward would have seen it and put back what the name meant before. Only such
+    /// statements are cached; an untracked Parse may have failed unseen, and then its name
+    /// still means an older statement upstream.
+    tracked: bool,
     /// A portal's Bind after the names: parameter formats, values, result formats.
     bind: Option<Arc<[u8]>>,
+}
+
+/// What a Parse or Close of a named statement changed in `prepared`, kept with its tracked
+/// answer: if PostgreSQL refuses or skips the message (an error earlier in the batch, a
+/// duplicate name), pgward puts the old statement back.
+struct Undo {
+    name: Box<[u8]>,
+    previous: Option<Statement>,
 }
 
 /// The outcome of waiting at a gate, kept until the held frame is offered again.
@@ -142,6 +157,8 @@ pub struct Pipeline {
     batch_tracked: bool,
     /// How this session's string literals lex (its `standard_conforming_strings`).
     strings: Strings,
+    /// Set by a Parse or Close while it is routed; moved into its tracked answer.
+    undo: Option<Box<Undo>>,
 }
 
 impl Pipeline {
@@ -176,6 +193,7 @@ impl Pipeline {
             batch_open: false,
             batch_tracked: false,
             strings: Strings::Standard,
+            undo: None,
         }
     }
 
@@ -241,11 +259,12 @@ impl Pipeline {
         }
         let tracked = matches!(tag, b'P' | b'B' | b'D' | b'C' | b'E') && self.batch_tracked();
         let action = self.route_client_frame(tag, body, now);
+        let undo = self.undo.take();
         if tracked
             && matches!(tag, b'P' | b'B' | b'D' | b'C')
             && matches!(action, ClientAction::Forward | ClientAction::Replace(_))
         {
-            self.expected.push_response();
+            self.expected.push_response(undo);
         }
         action
     }
@@ -278,10 +297,15 @@ impl Pipeline {
             b'E' => self.on_execute(body, now),
             b'C' => {
                 match frontend::describe_or_close(body) {
-                    Some(Target::Statement(name)) => self.prepared.remove(name),
-                    Some(Target::Portal(name)) => self.portals.remove(name),
-                    None => None,
-                };
+                    Some(Target::Statement(name)) => {
+                        let previous = self.prepared.remove(name);
+                        self.note_undo(name, previous);
+                    }
+                    Some(Target::Portal(name)) => {
+                        self.portals.remove(name);
+                    }
+                    None => {}
+                }
                 ClientAction::Forward
             }
             b'S' | b'F' => {
@@ -291,6 +315,27 @@ impl Pipeline {
             }
             _ => ClientAction::Forward,
         }
+    }
+
+    /// Records a statement under its name, keeping what the name meant for [`Undo`].
+    fn record_statement(&mut self, name: &[u8], statement: Statement) {
+        let previous = self.prepared.insert(name.into(), statement);
+        self.note_undo(name, previous);
+    }
+
+    fn note_undo(&mut self, name: &[u8], previous: Option<Statement>) {
+        self.undo = Some(Box::new(Undo {
+            name: name.into(),
+            previous,
+        }));
+    }
+
+    /// PostgreSQL refused or skipped the Parse / Close behind `undo`.
+    fn apply_undo(&mut self, undo: Undo) {
+        match undo.previous {
+            Some(previous) => self.prepared.insert(undo.name, previous),
+            None => self.prepared.remove(&undo.name),
+        };
     }
 
     fn count_queries(&self, n: usize) {

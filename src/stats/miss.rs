@@ -34,10 +34,17 @@ pub enum MissReason {
     TooLarge,
     /// The statement failed (errors are never cached).
     Error,
+    /// It calls a function pgward does not know to be stable (not built in, not in
+    /// `[cache] stable_functions`).
+    UnknownFunction,
+    /// The same batch (since the last ReadyForQuery) already wrote: it must read its own write.
+    UnsettledWrite,
+    /// The identical query another session ran did not end within `cache.fill_wait`.
+    FillWait,
 }
 
 impl MissReason {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 17;
     pub const ALL: [MissReason; MissReason::COUNT] = [
         MissReason::Cold,
         MissReason::Expired,
@@ -53,6 +60,9 @@ impl MissReason {
         MissReason::Partial,
         MissReason::TooLarge,
         MissReason::Error,
+        MissReason::UnknownFunction,
+        MissReason::UnsettledWrite,
+        MissReason::FillWait,
     ];
 
     /// The snake_case code used in JSON and as the `reason` label.
@@ -72,6 +82,9 @@ impl MissReason {
             MissReason::Partial => "partial",
             MissReason::TooLarge => "too_large",
             MissReason::Error => "error",
+            MissReason::UnknownFunction => "unknown_function",
+            MissReason::UnsettledWrite => "unsettled_write",
+            MissReason::FillWait => "fill_wait",
         }
     }
 }

@@ -355,7 +355,11 @@ async fn fifty_concurrent_misses_run_upstream_once() {
          CREATE OR REPLACE FUNCTION cache_sf_slow(x int) RETURNS int LANGUAGE plpgsql STABLE AS \
          $$ BEGIN PERFORM nextval('cache_sf_runs'); PERFORM pg_sleep(0.5); RETURN x * 2; END $$;",
     );
-    let proxy = proxy(&caching_rule("cache_sf_slow", "budget = \"10s\""), |_| {}).await;
+    // A user function is cached only when the DBA vouches for it.
+    let proxy = proxy(&caching_rule("cache_sf_slow", "budget = \"10s\""), |c| {
+        c.cache.stable_functions = vec!["cache_sf_slow".into()];
+    })
+    .await;
     let mut clients = Vec::new();
     for _ in 0..50 {
         clients.push(connect(proxy.proxy_addr, TRUST_USER, None).await.unwrap());
@@ -537,7 +541,10 @@ async fn a_cold_miss_over_budget_errors_but_still_fills_the_cache_in_the_backgro
         "cache_cold_slow",
         "budget = \"200ms\"\ncache.stale_for = \"1m\"\non_budget_exceeded = \"serve_stale\"",
     );
-    let proxy = proxy(&rule, |_| {}).await;
+    let proxy = proxy(&rule, |c| {
+        c.cache.stable_functions = vec!["cache_cold_slow".into()];
+    })
+    .await;
     let admin = proxy.admin_addr.unwrap();
     let client = connect(proxy.proxy_addr, TRUST_USER, None).await.unwrap();
     let started = Instant::now();
