@@ -35,6 +35,23 @@ impl Default for AdminSettings {
     }
 }
 
+/// Longest user-given value (a parameter, a name) that logs and error messages repeat.
+const MAX_ECHOED: usize = 64;
+
+/// `value` cut to at most [`MAX_ECHOED`] bytes at a char boundary, with `…` when cut: request
+/// values reach logs and error bodies only through this.
+pub(crate) fn clip(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.len() <= MAX_ECHOED {
+        return value.into();
+    }
+    let mut end = MAX_ECHOED;
+    while !value.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    let head = value.get(..end).unwrap_or_default();
+    format!("{head}…").into()
+}
+
 /// Binds the admin listener, or returns `None` when it is disabled.
 pub async fn bind(settings: &AdminSettings) -> Result<Option<TcpListener>, Error> {
     if settings.listen.is_empty() {
@@ -62,5 +79,20 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: watch::Re
         .await
     {
         tracing::error!(error = %e, "admin endpoint failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn clip_cuts_long_values_at_a_char_boundary() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(100);
+        let clipped = clip(&long);
+        assert!(clipped.ends_with('…') && clipped.len() <= 64 + '…'.len_utf8());
+        assert_eq!(clipped.trim_end_matches('…'), "é".repeat(32));
+        assert_eq!(clip(&"a".repeat(64)), "a".repeat(64));
     }
 }

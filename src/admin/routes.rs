@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::cache_routes;
+use super::{cache_routes, clip};
 use crate::app::App;
 use crate::fingerprint::FingerprintId;
 use crate::protocol::startup::encode_ssl_request;
@@ -84,7 +84,7 @@ async fn list_queries(
         if key != "sort" && key != "limit" {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("unknown parameter {key:?}; use sort and limit"),
+                format!("unknown parameter {:?}; use sort and limit", clip(key)),
             );
         }
     }
@@ -115,7 +115,10 @@ async fn one_query(State(app): State<Arc<App>>, Path(fingerprint): Path<String>)
     let Ok(id) = fingerprint.parse::<FingerprintId>() else {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("{fingerprint:?} is not a fingerprint (16 hex digits)"),
+            format!(
+                "{:?} is not a fingerprint (16 hex digits)",
+                clip(&fingerprint)
+            ),
         );
     };
     match app.stats.get(id) {
