@@ -201,6 +201,18 @@ impl Config {
             Duration::from_millis(100),
             5 * MINUTE,
         )?;
+        check_duration(
+            "admin.header_timeout",
+            self.admin.header_timeout.0,
+            Duration::from_millis(100),
+            5 * MINUTE,
+        )?;
+        check_count(
+            "admin.max_connections",
+            self.admin.max_connections as u64,
+            1,
+            10_000,
+        )?;
         if let Some(slow) = self.log.slow_statement.0 {
             check_duration("log.slow_statement", slow, Duration::from_millis(1), HOUR)?;
         }
@@ -303,7 +315,10 @@ mod tests {
 
     #[test]
     fn numeric_keys_outside_their_range_are_refused_by_name() {
-        let cases: [(&str, &str); 6] = [
+        let cases: [(&str, &str); 9] = [
+            ("[admin]\nheader_timeout = \"0s\"", "admin.header_timeout"),
+            ("[admin]\nheader_timeout = \"1h\"", "admin.header_timeout"),
+            ("[admin]\nmax_connections = 0", "admin.max_connections"),
             ("max_client_connections = 0", "max_client_connections"),
             (
                 "max_client_connections = 9223372036854775807",

@@ -5,9 +5,11 @@
 
 mod cache_routes;
 mod dashboard;
+mod listener;
 mod routes;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -15,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::error::{Error, listen_addr};
+use crate::units::HumanDuration;
 
 /// `[admin]` in pgward.toml.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +27,10 @@ pub struct AdminSettings {
     pub listen: String,
     /// When set, requests need `Authorization: Bearer <token>` (except `/healthz`).
     pub token: Option<String>,
+    /// A request header must arrive within this (also ends idle keep-alive connections).
+    pub header_timeout: HumanDuration,
+    /// Admin connections at once; more are refused at accept.
+    pub max_connections: usize,
 }
 
 impl Default for AdminSettings {
@@ -31,6 +38,8 @@ impl Default for AdminSettings {
         AdminSettings {
             listen: "127.0.0.1:6480".into(),
             token: None,
+            header_timeout: HumanDuration(Duration::from_secs(10)),
+            max_connections: 64,
         }
     }
 }
@@ -65,21 +74,12 @@ pub async fn bind(settings: &AdminSettings) -> Result<Option<TcpListener>, Error
 }
 
 /// Serves admin requests until shutdown.
-pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let router = routes::router(app);
-    let stop = async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
+pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    let limits = listener::Limits {
+        max_connections: app.config.admin.max_connections,
+        header_timeout: app.config.admin.header_timeout.0,
     };
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(error = %e, "admin endpoint failed");
-    }
+    listener::run(listener, routes::router(app), limits, shutdown).await;
 }
 
 #[cfg(test)]
