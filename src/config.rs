@@ -133,6 +133,8 @@ impl Config {
                 ),
             );
         }
+        self.admin
+            .resolve_token(std::env::var(crate::admin::guard::TOKEN_ENV).ok())?;
         if crate::upstream::split_host_port(&self.upstream.address).is_none() {
             return invalid(
                 "upstream.address",

@@ -1,6 +1,7 @@
 //! The admin endpoint under abuse: bounded invalidation bookkeeping, cross-origin and foreign
 //! Host requests, a token from a file or the environment, stalled headers and connection floods.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -116,4 +117,125 @@ async fn connections_past_max_connections_are_refused_while_the_others_are_held(
         "a freed slot is used again: {answer}"
     );
     assert_eq!(held.len(), 3);
+}
+
+/// One request with the given extra header lines ("Name: value\r\n" each); status and body.
+async fn request(addr: SocketAddr, method: &str, path: &str, headers: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let response = read_until_closed(&mut stream).await;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_posts_and_foreign_hosts_are_refused_with_the_default_config() {
+    let mut config = config_for(shared());
+    config.admin.allowed_hosts = vec!["pgward.internal".into()];
+    let proxy = start_proxy(config).await;
+    let admin = proxy.admin_addr.expect("admin enabled");
+    let own = format!("Host: {admin}\r\n");
+    for path in ["/stats/reset", "/cache/invalidate?all"] {
+        for from in [
+            "Origin: http://evil.example\r\n",
+            "Origin: null\r\n",
+            "Referer: http://evil.example/attack.html\r\n",
+            "Content-Type: text/plain\r\n",
+            "Content-Type: application/x-www-form-urlencoded\r\n",
+        ] {
+            let (status, body) = request(admin, "POST", path, &format!("{own}{from}")).await;
+            assert_eq!(status, 403, "{path} {from}: {body}");
+            assert!(body.contains("refused"), "{body}");
+        }
+        // The endpoint's own page, and curl without a body.
+        let same = format!("{own}Origin: http://{admin}\r\n");
+        let (status, body) = request(admin, "POST", path, &same).await;
+        assert_eq!(status, 200, "{path} same origin: {body}");
+        let (status, body) = request(admin, "POST", path, &own).await;
+        assert_eq!(status, 200, "{path} curl-style: {body}");
+    }
+    // DNS rebinding: the browser sends the attacker's name as Host.
+    let (status, body) = request(
+        admin,
+        "GET",
+        "/stats/queries",
+        "Host: evil.example:6480\r\n",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("admin.allowed_hosts"), "{body}");
+    for host in [
+        format!("localhost:{}", admin.port()),
+        "pgward.internal:6480".to_owned(),
+        admin.to_string(),
+    ] {
+        let headers = format!("Host: {host}\r\n");
+        let (status, body) = request(admin, "GET", "/stats/queries", &headers).await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_can_come_from_a_file() {
+    let path = std::env::temp_dir().join(format!("pgward-it-token-{}", std::process::id()));
+    std::fs::write(&path, "from-a-file\n").unwrap();
+    let mut config = config_for(shared());
+    config.admin.token_file = Some(path.clone());
+    let proxy = start_proxy(config).await;
+    let admin = proxy.admin_addr.expect("admin enabled");
+    let own = format!("Host: {admin}\r\n");
+    let (status, _) = request(admin, "GET", "/stats/queries", &own).await;
+    assert_eq!(status, 401);
+    let with = format!("{own}Authorization: Bearer from-a-file\r\n");
+    let (status, body) = request(admin, "GET", "/stats/queries", &with).await;
+    assert_eq!(status, 200, "{body}");
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// `pgward check --config` on `config`, with `env` set; exit code and stderr.
+fn check(config: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!("pgward-it-check-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("rules.toml"), "# no rules\n").unwrap();
+    std::fs::write(dir.join("pgward.toml"), config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgward"))
+        .arg("--config")
+        .arg(dir.join("pgward.toml"))
+        .arg("check")
+        .env_remove("PGWARD_ADMIN_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_refuses_a_non_loopback_admin_listener_without_a_token() {
+    let open = "rules = \"rules.toml\"\n[admin]\nlisten = \"0.0.0.0:6480\"\n";
+    let (code, stderr) = check(open, &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("admin.token") && stderr.contains("not a loopback"),
+        "{stderr}"
+    );
+    let (code, stderr) = check(open, &[("PGWARD_ADMIN_TOKEN", "from-env")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let both = format!("{open}token = \"t\"\n");
+    let (code, stderr) = check(&both, &[("PGWARD_ADMIN_TOKEN", "from-env")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("only one of"), "{stderr}");
+    let (code, stderr) = check("rules = \"rules.toml\"\n", &[]);
+    assert_eq!(code, Some(0), "loopback default: {stderr}");
 }
