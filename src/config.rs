@@ -351,4 +351,28 @@ mod tests {
         let c = Config::load(&path).unwrap();
         c.validate().unwrap();
     }
+
+    /// The container configs bind the admin port on 0.0.0.0: valid with a token, refused
+    /// without one.
+    #[test]
+    fn container_configs_need_the_admin_token() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let configmap = std::fs::read_to_string(root.join("docker/k8s/configmap.yaml")).unwrap();
+        let k8s: String = configmap
+            .split("pgward.toml: |\n")
+            .nth(1)
+            .and_then(|rest| rest.split("  rules.toml: |").next())
+            .unwrap()
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect();
+        let docker = std::fs::read_to_string(root.join("docker/pgward.toml")).unwrap();
+        for (name, text) in [("k8s", k8s), ("docker", docker)] {
+            let c = Config::parse(Path::new(name), &text).unwrap();
+            let refused = c.admin.resolve_token(None).expect_err(name).to_string();
+            assert!(refused.contains("not a loopback"), "{name}: {refused}");
+            let token = c.admin.resolve_token(Some("from-a-secret".into())).unwrap();
+            assert_eq!(token.as_deref(), Some("from-a-secret"), "{name}");
+        }
+    }
 }
