@@ -123,7 +123,11 @@ fn origin_of(url: &str) -> &str {
         return url;
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    url.get(..scheme.len() + 3 + authority.len()).unwrap_or(url)
+    let end = scheme
+        .len()
+        .saturating_add("://".len())
+        .saturating_add(authority.len());
+    url.get(..end).unwrap_or(url)
 }
 
 /// Why a state-changing request is refused as cross-site, if it is.
