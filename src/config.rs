@@ -133,6 +133,8 @@ impl Config {
                 ),
             );
         }
+        self.admin
+            .resolve_token(std::env::var(crate::admin::guard::TOKEN_ENV).ok())?;
         if crate::upstream::split_host_port(&self.upstream.address).is_none() {
             return invalid(
                 "upstream.address",
@@ -200,6 +202,18 @@ impl Config {
             connect,
             Duration::from_millis(100),
             5 * MINUTE,
+        )?;
+        check_duration(
+            "admin.header_timeout",
+            self.admin.header_timeout.0,
+            Duration::from_millis(100),
+            5 * MINUTE,
+        )?;
+        check_count(
+            "admin.max_connections",
+            self.admin.max_connections as u64,
+            1,
+            10_000,
         )?;
         if let Some(slow) = self.log.slow_statement.0 {
             check_duration("log.slow_statement", slow, Duration::from_millis(1), HOUR)?;
@@ -303,7 +317,10 @@ mod tests {
 
     #[test]
     fn numeric_keys_outside_their_range_are_refused_by_name() {
-        let cases: [(&str, &str); 6] = [
+        let cases: [(&str, &str); 9] = [
+            ("[admin]\nheader_timeout = \"0s\"", "admin.header_timeout"),
+            ("[admin]\nheader_timeout = \"1h\"", "admin.header_timeout"),
+            ("[admin]\nmax_connections = 0", "admin.max_connections"),
             ("max_client_connections = 0", "max_client_connections"),
             (
                 "max_client_connections = 9223372036854775807",
@@ -333,5 +350,29 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pgward.toml");
         let c = Config::load(&path).unwrap();
         c.validate().unwrap();
+    }
+
+    /// The container configs bind the admin port on 0.0.0.0: valid with a token, refused
+    /// without one.
+    #[test]
+    fn container_configs_need_the_admin_token() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let configmap = std::fs::read_to_string(root.join("docker/k8s/configmap.yaml")).unwrap();
+        let k8s: String = configmap
+            .split("pgward.toml: |\n")
+            .nth(1)
+            .and_then(|rest| rest.split("  rules.toml: |").next())
+            .unwrap()
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+            .collect();
+        let docker = std::fs::read_to_string(root.join("docker/pgward.toml")).unwrap();
+        for (name, text) in [("k8s", k8s), ("docker", docker)] {
+            let c = Config::parse(Path::new(name), &text).unwrap();
+            let refused = c.admin.resolve_token(None).expect_err(name).to_string();
+            assert!(refused.contains("not a loopback"), "{name}: {refused}");
+            let token = c.admin.resolve_token(Some("from-a-secret".into())).unwrap();
+            assert_eq!(token.as_deref(), Some("from-a-secret"), "{name}");
+        }
     }
 }

@@ -34,7 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a rules file like `nginx -t`: exit 0, or exit 1 listing every problem.
+    /// Validate a rules file like `nginx -t`: exit 0, or exit 1 listing every problem; with
+    /// `--config`, the config file is checked first (exit 2 on a problem).
     Check { rules: Option<PathBuf> },
     /// Print the fingerprint id, normalized text, kind and tables of a statement (SQL from the
     /// argument, or stdin when absent).
@@ -51,19 +52,21 @@ fn main() -> ExitCode {
 }
 
 fn check_rules(cli: &Cli, rules: Option<&std::path::Path>) -> ExitCode {
-    let path = match rules {
-        Some(path) => path.to_path_buf(),
-        None => match cli.config.as_deref().map(Config::load) {
-            Some(Ok(Config {
-                rules: Some(path), ..
-            })) => path,
-            Some(Err(e)) => {
+    // With a config file, check it as the proxy would at start (ranges, admin token, ...).
+    let config = match &cli.config {
+        Some(_) => match load_config(cli) {
+            Ok(config) => Some(config),
+            Err(e) => {
                 eprintln!("pgward: {e}");
                 return ExitCode::from(2);
             }
-            _ => PathBuf::from("rules.toml"),
         },
+        None => None,
     };
+    let path = rules
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| config.and_then(|c| c.rules))
+        .unwrap_or_else(|| PathBuf::from("rules.toml"));
     match pgward::rules::load_rules(&path) {
         Ok(set) => {
             println!("{}: ok, {} rule(s)", path.display(), set.rules.len());

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::clip;
 use super::routes::error;
 use crate::app::App;
 use crate::cache::CacheSnapshot;
@@ -27,7 +28,7 @@ pub(super) async fn cache(
     if let Some(key) = params.keys().find(|k| *k != "limit") {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("unknown parameter {key:?}; use limit"),
+            format!("unknown parameter {:?}; use limit", clip(key)),
         );
     }
     let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
@@ -57,19 +58,24 @@ pub(super) async fn invalidate(
     };
     match key.as_str() {
         "all" => app.cache.purge_all(),
-        "table" if !value.trim().is_empty() => app.cache.purge_table(value.trim()),
+        "table" if !value.trim().is_empty() => {
+            if let Err(e) = app.cache.purge_table(value.trim()) {
+                return error(StatusCode::BAD_REQUEST, e.to_string());
+            }
+        }
         "fingerprint" => match value.parse::<FingerprintId>() {
             Ok(id) => app.cache.purge_fingerprint(id),
             Err(_) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("{value:?} is not a fingerprint (16 hex digits)"),
+                    format!("{:?} is not a fingerprint (16 hex digits)", clip(value)),
                 );
             }
         },
         _ => return error(StatusCode::BAD_REQUEST, usage.into()),
     }
-    tracing::info!(%key, %value, "cache invalidated by admin request");
+    // Both are bounded by now (a known key, a checked value), but clipped all the same.
+    tracing::info!(key = %clip(key), value = %clip(value), "cache invalidated by admin request");
     Json(json!({ "invalidated": { key: value } })).into_response()
 }
 

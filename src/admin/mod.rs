@@ -1,13 +1,19 @@
 //! The admin HTTP endpoint for ops (axum): query stats as JSON, Prometheus metrics, rules,
-//! the result cache, health, and a dashboard page at `/`. Binds loopback by default; an
-//! optional bearer token guards everything but `/healthz` and the page itself (whose script
-//! sends the token).
+//! the result cache, health, and a dashboard page at `/`. Binds loopback by default; a bearer
+//! token (required off loopback) guards everything but `/healthz` and the page itself (whose
+//! script sends the token); foreign `Host` names and cross-site POSTs are refused
+//! ([`guard`]).
 
 mod cache_routes;
 mod dashboard;
+pub mod guard;
+mod listener;
 mod routes;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -15,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::error::{Error, listen_addr};
+use crate::units::HumanDuration;
 
 /// `[admin]` in pgward.toml.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +31,14 @@ pub struct AdminSettings {
     pub listen: String,
     /// When set, requests need `Authorization: Bearer <token>` (except `/healthz`).
     pub token: Option<String>,
+    /// A file holding the token (trailing newline ignored), e.g. a mounted Secret.
+    pub token_file: Option<PathBuf>,
+    /// Host names the endpoint answers to besides IP literals and localhost; "*" for any.
+    pub allowed_hosts: Vec<String>,
+    /// A request header must arrive within this (also ends idle keep-alive connections).
+    pub header_timeout: HumanDuration,
+    /// Admin connections at once; more are refused at accept.
+    pub max_connections: usize,
 }
 
 impl Default for AdminSettings {
@@ -31,36 +46,77 @@ impl Default for AdminSettings {
         AdminSettings {
             listen: "127.0.0.1:6480".into(),
             token: None,
+            token_file: None,
+            allowed_hosts: Vec::new(),
+            header_timeout: HumanDuration(Duration::from_secs(10)),
+            max_connections: 64,
         }
+    }
+}
+
+/// Longest user-given value (a parameter, a name) that logs and error messages repeat.
+const MAX_ECHOED: usize = 64;
+
+/// `value` cut to at most [`MAX_ECHOED`] bytes at a char boundary, with `…` when cut: request
+/// values reach logs and error bodies only through this.
+pub(crate) fn clip(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.len() <= MAX_ECHOED {
+        return value.into();
+    }
+    let mut end = MAX_ECHOED;
+    while !value.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    let head = value.get(..end).unwrap_or_default();
+    format!("{head}…").into()
+}
+
+/// A bound admin endpoint, with its token resolved.
+pub struct AdminListener {
+    listener: TcpListener,
+    guard: Arc<guard::Guard>,
+}
+
+impl AdminListener {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
     }
 }
 
 /// Binds the admin listener, or returns `None` when it is disabled.
-pub async fn bind(settings: &AdminSettings) -> Result<Option<TcpListener>, Error> {
+pub async fn bind(settings: &AdminSettings) -> Result<Option<AdminListener>, Error> {
     if settings.listen.is_empty() {
         return Ok(None);
     }
+    let guard = Arc::new(guard::Guard::new(settings)?);
     let addr = listen_addr(&settings.listen)?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| Error::bind(&settings.listen, e))?;
-    Ok(Some(listener))
+    Ok(Some(AdminListener { listener, guard }))
 }
 
 /// Serves admin requests until shutdown.
-pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let router = routes::router(app);
-    let stop = async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
+pub async fn serve(app: Arc<App>, admin: AdminListener, shutdown: watch::Receiver<bool>) {
+    let limits = listener::Limits {
+        max_connections: app.config.admin.max_connections,
+        header_timeout: app.config.admin.header_timeout.0,
     };
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(error = %e, "admin endpoint failed");
+    let router = routes::router(app, admin.guard);
+    listener::run(admin.listener, router, limits, shutdown).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn clip_cuts_long_values_at_a_char_boundary() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(100);
+        let clipped = clip(&long);
+        assert!(clipped.ends_with('…') && clipped.len() <= 64 + '…'.len_utf8());
+        assert_eq!(clipped.trim_end_matches('…'), "é".repeat(32));
+        assert_eq!(clip(&"a".repeat(64)), "a".repeat(64));
     }
 }

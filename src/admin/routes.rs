@@ -14,7 +14,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::cache_routes;
+use super::guard::{Guard, check_request};
+use super::{cache_routes, clip};
 use crate::app::App;
 use crate::fingerprint::FingerprintId;
 use crate::protocol::startup::encode_ssl_request;
@@ -24,7 +25,7 @@ use crate::stats::{SortKey, render_prometheus};
 
 const DEFAULT_LIMIT: usize = 100;
 
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(app: Arc<App>, guard: Arc<Guard>) -> Router {
     let guarded = Router::new()
         .route("/stats/queries", get(list_queries))
         .route("/stats/queries/{fingerprint}", get(one_query))
@@ -34,7 +35,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/rules/reload", post(reload_rules))
         .route("/cache", get(cache_routes::cache))
         .route("/cache/invalidate", post(cache_routes::invalidate))
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(guard.clone(), require_token));
     // Unguarded: /healthz for probes, and the dashboard page, which holds no data (its script
     // calls the guarded endpoints with the token from the page URL).
     Router::new()
@@ -49,6 +50,8 @@ pub fn router(app: Arc<App>) -> Router {
             )
         })
         .with_state(app)
+        // Outermost: a foreign Host or a cross-site POST is refused before anything else.
+        .layer(middleware::from_fn_with_state(guard, check_request))
 }
 
 pub(super) fn error(status: StatusCode, message: String) -> Response {
@@ -56,12 +59,12 @@ pub(super) fn error(status: StatusCode, message: String) -> Response {
 }
 
 async fn require_token(
-    State(app): State<Arc<App>>,
+    State(guard): State<Arc<Guard>>,
     headers: HeaderMap,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &app.config.admin.token {
+    if let Some(token) = &guard.token {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -84,7 +87,7 @@ async fn list_queries(
         if key != "sort" && key != "limit" {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("unknown parameter {key:?}; use sort and limit"),
+                format!("unknown parameter {:?}; use sort and limit", clip(key)),
             );
         }
     }
@@ -115,7 +118,10 @@ async fn one_query(State(app): State<Arc<App>>, Path(fingerprint): Path<String>)
     let Ok(id) = fingerprint.parse::<FingerprintId>() else {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("{fingerprint:?} is not a fingerprint (16 hex digits)"),
+            format!(
+                "{:?} is not a fingerprint (16 hex digits)",
+                clip(&fingerprint)
+            ),
         );
     };
     match app.stats.get(id) {

@@ -13,17 +13,24 @@
 
 pub mod entry;
 pub mod functions;
+mod marks;
 pub mod plan;
 pub mod session;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use moka::notification::RemovalCause;
 use serde::Serialize;
+use thiserror::Error;
 use tokio::sync::watch;
+
+use marks::Marks;
 
 pub use entry::{Capture, Entry, Shape};
 pub use plan::{Plan, Writes};
@@ -38,8 +45,20 @@ use functions::Functions;
 const MAX_PLANS: usize = 20_000;
 /// Bookkeeping bytes counted per entry on top of its key and messages.
 const ENTRY_OVERHEAD: usize = 160;
-/// The invalidation key that stands for "every table" (a write pgward could not attribute).
-const ALL_TABLES: &str = "*";
+/// Most invalidation marks of each kind (tables written, tables and fingerprints purged) kept
+/// before the ones no entry or fill can need are pruned (`ResultCache::prune_marks`).
+const MAX_MARKS: usize = 4096;
+/// Longest table name `POST /cache/invalidate?table=` accepts: `"schema"."table"` with both
+/// parts PostgreSQL identifiers of at most 63 bytes, quoted (2 x 65 + 1).
+pub const MAX_TABLE_NAME: usize = 131;
+
+/// A table name no PostgreSQL table can have.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error(
+    "table name is {0} bytes; PostgreSQL names are at most {MAX_TABLE_NAME} (schema.table, \
+     each an identifier of at most 63 bytes)"
+)]
+pub struct TableNameTooLong(pub usize);
 
 /// `[cache]` configuration.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -137,16 +156,20 @@ pub struct ResultCache {
     enabled: bool,
     max_size: u64,
     entries: moka::sync::Cache<Box<[u8]>, Arc<Entry>>,
-    flights: DashMap<Box<[u8]>, watch::Receiver<()>>,
+    /// Key -> invalidation epoch when its fill started, and the fill's completion signal.
+    flights: DashMap<Box<[u8]>, (u64, watch::Receiver<()>)>,
     plans: DashMap<FingerprintId, Arc<Plan>>,
     functions: Functions,
     epoch: AtomicU64,
-    /// Table key -> epoch of the last committed write pgward saw to it.
-    written: DashMap<Box<str>, u64>,
+    /// Table key -> epoch of the last committed write pgward saw to it; the floor is the last
+    /// write pgward could not attribute to tables.
+    written: Marks<Box<str>>,
     /// Table key -> epoch of the last `POST /cache/invalidate?table=`.
-    purged_tables: DashMap<Box<str>, u64>,
-    purged_fingerprints: DashMap<FingerprintId, u64>,
+    purged_tables: Marks<Box<str>>,
+    purged_fingerprints: Marks<FingerprintId>,
     purged_all: AtomicU64,
+    /// One thread at a time prunes the marks; the others go on.
+    pruning: AtomicBool,
     /// Something was cached once: from then on writes must be tracked.
     active: AtomicBool,
     counters: Counters,
@@ -195,10 +218,11 @@ impl ResultCache {
                 plans: DashMap::new(),
                 functions,
                 epoch: AtomicU64::new(0),
-                written: DashMap::new(),
-                purged_tables: DashMap::new(),
-                purged_fingerprints: DashMap::new(),
+                written: Marks::new(MAX_MARKS),
+                purged_tables: Marks::new(MAX_MARKS),
+                purged_fingerprints: Marks::new(MAX_MARKS),
                 purged_all: AtomicU64::new(0),
+                pruning: AtomicBool::new(false),
                 active: AtomicBool::new(false),
                 counters: Counters::default(),
                 stats,
@@ -277,44 +301,42 @@ impl ResultCache {
     }
 
     fn invalidated_after(&self, epoch: u64, entry_tables: &[Box<str>], on_write: bool) -> bool {
-        let after =
-            |map: &DashMap<Box<str>, u64>, table: &str| map.get(table).is_some_and(|e| *e > epoch);
-        if self.purged_all.load(Relaxed) > epoch {
+        if self.purged_all.load(SeqCst) > epoch
+            || self.purged_tables.floor_after(epoch)
+            || self.purged_fingerprints.floor_after(epoch)
+            || on_write && self.written.floor_after(epoch)
+        {
             return true;
         }
-        if on_write && after(&self.written, ALL_TABLES) {
-            return true;
-        }
-        entry_tables
-            .iter()
-            .any(|t| after(&self.purged_tables, t) || on_write && after(&self.written, t))
+        entry_tables.iter().any(|t| {
+            self.purged_tables.after(&**t, epoch) || on_write && self.written.after(&**t, epoch)
+        })
     }
 
     fn still_valid(&self, entry: &Entry) -> bool {
-        if self
+        !self
             .purged_fingerprints
-            .get(&entry.fingerprint)
-            .is_some_and(|e| *e > entry.epoch)
-        {
-            return false;
-        }
-        !self.invalidated_after(entry.epoch, &entry.tables, entry.invalidate_on_write)
+            .after(&entry.fingerprint, entry.epoch)
+            && !self.invalidated_after(entry.epoch, &entry.tables, entry.invalidate_on_write)
     }
 
     /// Registers this request as the one filling `key`, unless another already is.
     pub fn begin_fill(self: &Arc<Self>, key: &[u8]) -> Flight {
         if let Some(flight) = self.flights.get(key) {
-            return Flight::Follower(flight.clone());
+            return Flight::Follower(flight.1.clone());
         }
         match self.flights.entry(key.into()) {
-            dashmap::Entry::Occupied(o) => Flight::Follower(o.get().clone()),
+            dashmap::Entry::Occupied(o) => Flight::Follower(o.get().1.clone()),
             dashmap::Entry::Vacant(v) => {
                 let (done, waiting) = watch::channel(());
-                v.insert(waiting);
+                // Read while the flight's shard is locked: pruning relies on a fill it cannot
+                // see yet having started at an epoch no older than the marks it looked at.
+                let epoch = self.epoch.load(SeqCst);
+                v.insert((epoch, waiting));
                 Flight::Leader(FillTicket {
                     cache: self.clone(),
                     key: key.into(),
-                    epoch: self.epoch.load(Relaxed),
+                    epoch,
                     _done: done,
                 })
             }
@@ -340,10 +362,7 @@ impl ResultCache {
             invalidate_on_write,
         } = filled;
         let epoch = ticket.epoch;
-        let raced = self
-            .purged_fingerprints
-            .get(&fingerprint)
-            .is_some_and(|e| *e > epoch)
+        let raced = self.purged_fingerprints.after(&fingerprint, epoch)
             || self.invalidated_after(epoch, &tables, invalidate_on_write);
         if raced {
             self.counters.discarded_fills.fetch_add(1, Relaxed);
@@ -370,7 +389,7 @@ impl ResultCache {
 
     fn next_epoch(&self) -> u64 {
         self.counters.invalidations.fetch_add(1, Relaxed);
-        self.epoch.fetch_add(1, Relaxed) + 1
+        self.epoch.fetch_add(1, SeqCst).saturating_add(1)
     }
 
     /// A committed write seen by pgward: entries that read these tables (and invalidate on
@@ -380,31 +399,90 @@ impl ResultCache {
             return;
         }
         let epoch = self.next_epoch();
-        if unknown {
-            self.written.insert(ALL_TABLES.into(), epoch);
+        // A name longer than any PostgreSQL table's is not kept: it counts as unknown, which
+        // invalidates at least as much.
+        if unknown || tables.iter().any(|t| t.len() > MAX_TABLE_NAME) {
+            self.written.raise_floor(epoch);
+            return;
         }
+        let mut over = false;
         for table in tables {
-            self.written.insert(table.clone(), epoch);
+            over |= self.written.mark(table.clone(), epoch);
+        }
+        if over {
+            self.prune_marks();
         }
     }
 
     /// `POST /cache/invalidate?table=`: drops every entry that read the table.
-    pub fn purge_table(&self, table: &str) {
+    pub fn purge_table(&self, table: &str) -> Result<(), TableNameTooLong> {
+        if table.len() > MAX_TABLE_NAME {
+            return Err(TableNameTooLong(table.len()));
+        }
         let epoch = self.next_epoch();
-        self.purged_tables.insert(plan::table_key(table), epoch);
+        if self.purged_tables.mark(plan::table_key(table), epoch) {
+            self.prune_marks();
+        }
+        Ok(())
     }
 
     /// `POST /cache/invalidate?fingerprint=`.
     pub fn purge_fingerprint(&self, id: FingerprintId) {
         let epoch = self.next_epoch();
-        self.purged_fingerprints.insert(id, epoch);
+        if self.purged_fingerprints.mark(id, epoch) {
+            self.prune_marks();
+        }
     }
 
     /// `POST /cache/invalidate?all`.
     pub fn purge_all(&self) {
         let epoch = self.next_epoch();
-        self.purged_all.store(epoch, Relaxed);
+        self.purged_all.fetch_max(epoch, SeqCst);
         self.entries.invalidate_all();
+    }
+
+    /// Invalidation marks held (tables written, tables and fingerprints purged): at most
+    /// about `MAX_MARKS` of each kind.
+    pub fn marks(&self) -> usize {
+        self.written.len() + self.purged_tables.len() + self.purged_fingerprints.len()
+    }
+
+    /// Drops the marks no entry or fill can still need. A mark matters only to an entry or a
+    /// fill older than it: entries it invalidates are dropped here, fills still running keep
+    /// marks newer than the oldest of them. The order of the steps is what makes this safe
+    /// against concurrent fills: marks are read first, then the fills (a fill not yet visible
+    /// started after the marks were read), then the entries (a fill that finished stored its
+    /// entry before it left the fills).
+    fn prune_marks(&self) {
+        if self.pruning.swap(true, SeqCst) {
+            return;
+        }
+        let written = self.written.snapshot();
+        let tables = self.purged_tables.snapshot();
+        let fingerprints = self.purged_fingerprints.snapshot();
+        let oldest_fill = self.flights.iter().map(|f| f.value().0).min();
+        let horizon = oldest_fill.unwrap_or(u64::MAX);
+        let invalid: Vec<Box<[u8]>> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !self.still_valid(e))
+            .map(|(key, _)| Box::<[u8]>::from(&key[..]))
+            .collect();
+        for key in &invalid {
+            if self.entries.remove(key).is_some() {
+                self.counters.invalidated_entries.fetch_add(1, Relaxed);
+            }
+        }
+        self.written.forget(written, horizon);
+        self.purged_tables.forget(tables, horizon);
+        self.purged_fingerprints.forget(fingerprints, horizon);
+        // Fills that run for long keep their marks: past the cap, the oldest are folded.
+        let folded =
+            self.written.shed() + self.purged_tables.shed() + self.purged_fingerprints.shed();
+        if folded > 0 {
+            tracing::debug!(folded, "cache invalidation marks folded into a floor epoch");
+        }
+        self.pruning.store(false, SeqCst);
     }
 
     /// Size, counters and the largest and hottest entries (fingerprints only, no values).
@@ -450,6 +528,7 @@ impl ResultCache {
             invalidations: c.invalidations.load(Relaxed),
             invalidated_entries: c.invalidated_entries.load(Relaxed),
             discarded_fills: c.discarded_fills.load(Relaxed),
+            invalidation_marks: self.marks() as u64,
             largest,
             hottest: listed,
         }
@@ -487,6 +566,8 @@ pub struct CacheSnapshot {
     pub invalidated_entries: u64,
     /// Fills not stored because a table they read was written while they ran.
     pub discarded_fills: u64,
+    /// Invalidation marks held (bounded; see `MAX_MARKS`).
+    pub invalidation_marks: u64,
     pub largest: Vec<EntrySummary>,
     pub hottest: Vec<EntrySummary>,
 }

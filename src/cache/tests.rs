@@ -114,7 +114,7 @@ fn writes_invalidate_readers_and_fills_that_raced_them() {
 fn admin_purges_reach_ttl_only_entries_too() {
     let c = cache(1 << 20);
     c.store(leader(&c, b"a"), filled(&["t"], false, 10));
-    c.purge_table("other.t");
+    c.purge_table("other.t").unwrap();
     assert!(matches!(
         c.lookup(b"a", Instant::now()),
         Lookup::Miss(MissReason::Invalidated)
@@ -150,4 +150,62 @@ fn a_key_flood_stays_within_max_size() {
         snapshot.entries
     );
     assert!(snapshot.largest.len() <= 5);
+}
+
+#[test]
+fn invalidation_marks_stay_bounded_and_long_names_are_refused() {
+    let c = cache(1 << 20);
+    let long = "x".repeat(40 * 1024);
+    for i in 0..1_000 {
+        let name = format!("{long}{i}");
+        assert_eq!(c.purge_table(&name), Err(TableNameTooLong(name.len())));
+    }
+    assert_eq!(c.marks(), 0, "refused names leave no mark");
+    // 10,000 distinct names of the longest allowed length, with an entry cached meanwhile.
+    c.store(leader(&c, b"kept"), filled(&["kept"], false, 10));
+    for i in 0..10_000 {
+        let name = format!("{i:0>width$}", width = MAX_TABLE_NAME);
+        c.purge_table(&name).unwrap();
+        c.writes_committed(&[name.into_boxed_str()], false);
+        assert!(c.marks() <= 2 * (MAX_MARKS + 1), "{} marks", c.marks());
+    }
+    // Nothing refers to those names: pruning left fewer than the cap, and the unrelated entry
+    // is still served.
+    assert!(c.marks() < 2 * MAX_MARKS, "{} marks", c.marks());
+    assert!(matches!(
+        c.lookup(b"kept", Instant::now()),
+        Lookup::Fresh(_)
+    ));
+    // A write to a name longer than any table's leaves no mark but invalidates conservatively.
+    c.store(leader(&c, b"on-write"), filled(&["t"], true, 10));
+    c.writes_committed(&[long.clone().into_boxed_str()], false);
+    assert!(matches!(
+        c.lookup(b"on-write", Instant::now()),
+        Lookup::Miss(MissReason::Invalidated)
+    ));
+}
+
+#[test]
+fn pruning_never_forgets_a_mark_that_an_entry_or_a_running_fill_needs() {
+    let c = cache(1 << 20);
+    c.store(leader(&c, b"stale"), filled(&["t"], false, 10));
+    let running = leader(&c, b"running");
+    c.purge_table("t").unwrap();
+    // Enough other names to prune several times over.
+    for i in 0..3 * MAX_MARKS {
+        c.purge_table(&format!("other{i}")).unwrap();
+    }
+    assert!(matches!(
+        c.lookup(b"stale", Instant::now()),
+        Lookup::Miss(_)
+    ));
+    assert!(
+        !c.store(running, filled(&["t"], false, 10)),
+        "a fill that started before the purge must not be stored"
+    );
+    // With the fill gone, the marks it kept alive are pruned on the next overflow.
+    for i in 0..MAX_MARKS + 1 {
+        c.purge_table(&format!("again{i}")).unwrap();
+    }
+    assert!(c.marks() <= MAX_MARKS, "{} marks", c.marks());
 }

@@ -1,5 +1,6 @@
 //! Integration tests: a real PostgreSQL cluster, pgward in-process, real clients.
 
+mod admin_guard;
 mod auth_tls;
 mod cache;
 mod dashboard;
