@@ -274,7 +274,7 @@ impl Pipeline {
             Some(rewrite) => {
                 let text = String::from_utf8_lossy(parse.sql);
                 let normalized = fingerprint::normalize_with(&text, self.strings);
-                let declared: Vec<u32> = (0..parse.param_type_count as usize)
+                let declared: Vec<u32> = (0..usize::from(parse.param_type_count))
                     .map(|i| parse.param_type(i))
                     .collect();
                 // `$k` beyond the protocol's limit: PostgreSQL refuses the statement itself, so

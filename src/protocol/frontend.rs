@@ -2,7 +2,7 @@
 //! Close). Each view borrows the frame body, so inspecting a frame allocates nothing and the
 //! original bytes stay available for forwarding.
 
-use super::{take_cstr, take_i16, take_i32};
+use super::{take_cstr, take_i32, take_u16};
 
 /// Body of a simple `Query` ('Q'): the SQL text without its terminating NUL.
 pub fn query(body: &[u8]) -> Option<&[u8]> {
@@ -15,7 +15,9 @@ pub fn query(body: &[u8]) -> Option<&[u8]> {
 pub struct Parse<'a> {
     pub statement: &'a [u8],
     pub sql: &'a [u8],
-    pub param_type_count: i16,
+    /// PostgreSQL reads this Int16 as unsigned (`pq_getmsgint` returns `unsigned int`), so a
+    /// Parse may declare up to 65,535 types; reading it signed would refuse 32,768 and above.
+    pub param_type_count: u16,
     /// The declared parameter type OIDs, 4 bytes each.
     pub param_types: &'a [u8],
 }
@@ -23,17 +25,22 @@ pub struct Parse<'a> {
 impl Parse<'_> {
     /// The declared type OID of parameter `i` (0 = unspecified).
     pub fn param_type(&self, i: usize) -> u32 {
-        self.param_types
-            .get(i * 4..i * 4 + 4)
-            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        // `i` comes from callers' loops, not the wire, but an index near usize::MAX must still
+        // answer 0 rather than overflow the offset.
+        let oid = || {
+            let start = i.checked_mul(4)?;
+            let bytes = self.param_types.get(start..start.checked_add(4)?)?;
+            Some(u32::from_be_bytes(*bytes.first_chunk::<4>()?))
+        };
+        oid().unwrap_or(0)
     }
 }
 
 pub fn parse(body: &[u8]) -> Option<Parse<'_>> {
     let (statement, rest) = take_cstr(body)?;
     let (sql, rest) = take_cstr(rest)?;
-    let (param_type_count, rest) = take_i16(rest)?;
-    (param_type_count >= 0 && rest.len() == param_type_count as usize * 4).then_some(Parse {
+    let (param_type_count, rest) = take_u16(rest)?;
+    (rest.len() == usize::from(param_type_count) * 4).then_some(Parse {
         statement,
         sql,
         param_type_count,
@@ -119,6 +126,39 @@ mod tests {
         assert_eq!(parse(body).map(|p| p.param_type(0)), Some(23));
         assert_eq!(parse(b"s1\0select $1\0\0\x02\0\0\0\x17"), None);
         assert_eq!(parse(b"s1\0select"), None);
+    }
+
+    fn parse_body(count: u16, types: usize) -> Vec<u8> {
+        let mut body = b"s\0select 1\0".to_vec();
+        body.extend_from_slice(&count.to_be_bytes());
+        body.extend(std::iter::repeat_n([0, 0, 0, 0x19], types).flatten());
+        body
+    }
+
+    #[test]
+    fn parse_accepts_up_to_65535_declared_parameter_types() {
+        for count in [32_767u16, 32_768, 65_535] {
+            let body = parse_body(count, usize::from(count));
+            let p = parse(&body).unwrap_or_else(|| panic!("{count} types refused"));
+            assert_eq!(p.param_type_count, count);
+            assert_eq!(p.param_type(usize::from(count) - 1), 25);
+        }
+        assert_eq!(parse(&parse_body(65_535, 65_534)), None);
+    }
+
+    #[test]
+    fn param_type_past_the_end_or_at_an_overflowing_index_is_unspecified() {
+        let body = parse_body(2, 2);
+        let p = parse(&body).unwrap();
+        assert_eq!((p.param_type(1), p.param_type(2)), (25, 0));
+        for i in [
+            usize::MAX / 4,
+            usize::MAX / 4 + 1,
+            usize::MAX - 3,
+            usize::MAX,
+        ] {
+            assert_eq!(p.param_type(i), 0, "{i}");
+        }
     }
 
     #[test]

@@ -22,9 +22,9 @@ pub(crate) fn take_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&buf[..nul], &buf[nul + 1..]))
 }
 
-pub(crate) fn take_i16(buf: &[u8]) -> Option<(i16, &[u8])> {
+pub(crate) fn take_u16(buf: &[u8]) -> Option<(u16, &[u8])> {
     let (head, rest) = buf.split_first_chunk::<2>()?;
-    Some((i16::from_be_bytes(*head), rest))
+    Some((u16::from_be_bytes(*head), rest))
 }
 
 /// The most parameters one statement may have: PostgreSQL counts them in an unsigned 16-bit
