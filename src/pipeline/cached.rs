@@ -16,6 +16,10 @@ use crate::fingerprint;
 use crate::rules::{Fallback, Refresh};
 use crate::stats::{Counter, Execution, FingerprintStats, MissReason};
 
+/// How long a request of a rule without a budget waits for the identical query another
+/// session runs, before it runs the query itself (uncached, `fill_wait`).
+pub(super) const MAX_FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the cache decided for a statement.
 pub(super) enum CachePhase {
     /// Not the cache's business (no caching rule, or not cacheable: reason counted).
@@ -171,21 +175,22 @@ impl Pipeline {
                         return CachePhase::Answered;
                     }
                 }
+                // Without a budget the wait is bounded too: the leader's client may have
+                // stopped reading, and then its fill never ends. Past the bound this request
+                // runs upstream itself, uncached.
+                if budget.is_none() && waited_since.is_some() && now >= received + MAX_FILL_WAIT {
+                    handle.record_miss(MissReason::FillWait);
+                    return CachePhase::Pass;
+                }
                 if waited_since.is_none() {
                     handle.record_miss(reason);
                     handle.bump(Counter::CacheCoalesced);
                 }
                 self.cache_wait = Some(received);
-                let wait = budget.map(|b| (received + b).saturating_duration_since(now));
+                let until = received + budget.unwrap_or(MAX_FILL_WAIT);
+                let wait = until.saturating_duration_since(now);
                 CachePhase::Wait(Gate(Box::pin(async move {
-                    match wait {
-                        Some(wait) => {
-                            let _ = tokio::time::timeout(wait, done.changed()).await;
-                        }
-                        None => {
-                            let _ = done.changed().await;
-                        }
-                    }
+                    let _ = tokio::time::timeout(wait, done.changed()).await;
                     Admitted::CacheFill
                 })))
             }

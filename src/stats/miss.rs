@@ -39,7 +39,8 @@ pub enum MissReason {
     UnknownFunction,
     /// The same batch (since the last ReadyForQuery) already wrote: it must read its own write.
     UnsettledWrite,
-    /// The identical query another session ran did not end within `cache.fill_wait`.
+    /// The identical query another session ran did not end within 5 s (a rule without a
+    /// budget): this request ran it itself, uncached.
     FillWait,
 }
 
