@@ -324,6 +324,10 @@ impl Pipeline {
     }
 
     fn note_undo(&mut self, name: &[u8], previous: Option<Statement>) {
+        // Only a tracked answer can carry it back; an untracked batch pays nothing.
+        if !self.batch_tracked {
+            return;
+        }
         self.undo = Some(Box::new(Undo {
             name: name.into(),
             previous,
