@@ -62,7 +62,7 @@ impl Ward {
         assert!(exited.is_none(), "{case}: pgward exited: {exited:?}");
         let client = harness::connect(self.addr, harness::TRUST_USER, None)
             .await
-            .unwrap_or_else(|e| panic!("{case}: fresh connection failed: {e}"));
+            .unwrap_or_else(|e| panic!("{case}: fresh connection failed: {e:?}"));
         let rows = client.simple_query("SELECT 1").await;
         assert!(rows.is_ok(), "{case}: SELECT 1 failed: {rows:?}");
         let rss = rss_kib(self.pid);
