@@ -49,6 +49,11 @@ const PRE_AUTH_MAX_MESSAGE: usize = 65_535 + frame::HEADER_LEN;
 /// Statements and replies a client may have in flight before pgward stops reading from it
 /// (each costs a queue entry; a pipelining client waits, as it would on PostgreSQL's socket).
 const MAX_QUEUED: usize = 4_096;
+/// How long statements already sent may run after the client closed its side of the socket.
+/// PostgreSQL answers what it read before the EOF, and a client that half-closes after its last
+/// query reads those answers; a client that vanished has its query cancelled after this, so a
+/// dropped connection never leaves a heavy query running for long.
+const EOF_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a relay stopped.
 #[derive(Debug)]
@@ -57,6 +62,8 @@ pub enum Ending {
     ClientTerminated,
     /// The client's connection closed or failed.
     ClientGone,
+    /// The client closed its side and every answer to what it sent before has been written.
+    ClientClosed,
     /// The upstream's connection closed or failed.
     UpstreamGone(Option<io::Error>),
     /// The client sent something that is not the protocol.
@@ -85,6 +92,10 @@ pub enum Phase {
     /// running finishes and its answers still reach the client; the session ends when the
     /// upstream closes.
     Terminating,
+    /// The client closed its side while statements were in flight: nothing more is read from
+    /// it, their answers are still written, and at `deadline` the session ends as if the
+    /// client had vanished (its query is cancelled).
+    ClientClosed { deadline: Instant },
 }
 
 /// What the relay asks of the session around it.
@@ -292,6 +303,12 @@ impl Relay {
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.upstream.stream).await;
     }
 
+    /// Whether statements the client already sent still owe it answers (at its EOF).
+    fn owes_client(&self) -> bool {
+        self.phase == Phase::Ready
+            && (self.pipeline.busy() || self.client_backlog || !self.to_client.is_empty())
+    }
+
     fn idle(&self) -> bool {
         !self.pipeline.busy()
             && self.client.recv.is_empty()
@@ -318,6 +335,9 @@ impl Relay {
             if self.draining && (self.idle() || self.phase == Phase::Authenticating) {
                 return Poll::Ready(Ending::Shutdown);
             }
+            if matches!(self.phase, Phase::ClientClosed { .. }) && self.idle() {
+                return Poll::Ready(Ending::ClientClosed);
+            }
             match self.poll_timer(cx, hooks) {
                 Poll::Ready(Some(ending)) => return Poll::Ready(ending),
                 Poll::Ready(None) => progressed = true,
@@ -340,11 +360,21 @@ impl Relay {
                     return Poll::Ready(ending);
                 }
             }
-            if self.reads_client() && !self.client_backlog {
+            if self.reads_client()
+                && !self.client_backlog
+                && !matches!(self.phase, Phase::ClientClosed { .. })
+            {
                 match self.client.poll_read(cx) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                        return Poll::Ready(Ending::ClientGone);
+                    Poll::Ready(Ok(0)) => {
+                        if !self.owes_client() {
+                            return Poll::Ready(Ending::ClientGone);
+                        }
+                        self.phase = Phase::ClientClosed {
+                            deadline: Instant::now() + EOF_GRACE,
+                        };
+                        progressed = true;
                     }
+                    Poll::Ready(Err(_)) => return Poll::Ready(Ending::ClientGone),
                     Poll::Ready(Ok(_)) => {
                         progressed = true;
                         if let Err(ending) = self.process_client() {
@@ -382,7 +412,15 @@ impl Relay {
         cx: &mut Context<'_>,
         hooks: &mut (dyn SessionHooks + Send),
     ) -> Poll<Option<Ending>> {
-        let wanted = self.pipeline.next_timer();
+        let eof_deadline = match self.phase {
+            Phase::ClientClosed { deadline } => Some(deadline),
+            _ => None,
+        };
+        let pipeline_at = self.pipeline.next_timer();
+        let wanted = match (pipeline_at, eof_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if wanted != self.timer_at {
             self.timer_at = wanted;
             if let Some(at) = wanted {
@@ -394,6 +432,12 @@ impl Relay {
         }
         self.timer_at = None;
         let now = Instant::now();
+        if eof_deadline.is_some_and(|at| at <= now) {
+            return Poll::Ready(Some(Ending::ClientGone));
+        }
+        if pipeline_at.is_none_or(|at| at > now) {
+            return Poll::Ready(None);
+        }
         match self.pipeline.on_timer(now) {
             Expiry::Cancel { grace_until } if grace_until <= now => {
                 Poll::Ready(Some(Ending::CancelIgnored))
@@ -415,7 +459,7 @@ impl Relay {
         let now = Instant::now();
         let max_message = match self.phase {
             Phase::Authenticating => PRE_AUTH_MAX_MESSAGE.min(self.max_message),
-            Phase::Ready | Phase::Terminating => self.max_message,
+            Phase::Ready | Phase::Terminating | Phase::ClientClosed { .. } => self.max_message,
         };
         loop {
             let avail = self.client.recv.filled();

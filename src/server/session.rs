@@ -210,6 +210,7 @@ async fn finish(app: &App, mut relay: Relay, ending: Ending, upstream_key: Optio
     };
     match ending {
         Ending::ClientTerminated => tracing::debug!("client terminated"),
+        Ending::ClientClosed => tracing::debug!("client closed after its last answers"),
         Ending::ClientGone => {
             tracing::debug!("client connection closed");
             cancel_upstream("client vanished mid-query").await;
