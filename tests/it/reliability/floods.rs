@@ -58,31 +58,79 @@ pub async fn admin_garbage(admin: SocketAddr, bytes: Vec<u8>) {
     assert!(read.is_ok(), "admin kept a half-closed socket open 20 s");
 }
 
-/// Opens `count` TCP connections (startup never sent); returns (held, refused): refused ones
-/// close well before `quiet` (2x auth_timeout), held ones only at auth_timeout.
+/// What a connection flood saw.
+pub struct Flood {
+    /// Sockets answered 53300 (refused at accept).
+    pub refused: usize,
+    /// Sockets closed by pgward without 53300 (held in a handshake slot until auth_timeout).
+    pub timed_out: usize,
+    /// Sockets still open when the flood was read: connections the kernel's full listen queue
+    /// never handed to pgward (the client saw its connect succeed; the server dropped the ACK).
+    pub unanswered: usize,
+    /// Most sockets pgward had open at once while the flood lasted.
+    pub peak_sockets: usize,
+}
+
+/// Opens `count` TCP connections that never send a startup packet, reads each until pgward
+/// closes it (at most `wait`), sampling how many sockets pgward (`pid`) holds meanwhile.
 pub async fn connection_flood(
     addr: SocketAddr,
+    pid: u32,
     count: usize,
-    quiet: std::time::Duration,
-) -> (usize, usize) {
+    wait: std::time::Duration,
+) -> Flood {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(open_sockets(pid));
+                std::thread::yield_now();
+            }
+            peak
+        })
+    };
     let mut held = Vec::new();
-    for chunk in 0..count.div_ceil(500) {
-        let n = 500.min(count - chunk * 500);
+    for chunk in 0..count.div_ceil(CHUNK) {
+        let n = CHUNK.min(count - chunk * CHUNK);
         let opened = futures_util::future::join_all((0..n).map(|_| TcpStream::connect(addr))).await;
-        for stream in opened.into_iter().flatten() {
-            held.push(stream);
-        }
+        held.extend(opened.into_iter().flatten());
     }
-    // refused sockets get 53300 and EOF at once; held ones only when auth_timeout ends them
-    let start = std::time::Instant::now();
-    let ends = futures_util::future::join_all(held.into_iter().map(|mut stream| async move {
-        let mut sink = Vec::new();
-        let _ = tokio::time::timeout(quiet, stream.read_to_end(&mut sink)).await;
-        start.elapsed()
+    assert_eq!(held.len(), count, "connects failed");
+    let answers = futures_util::future::join_all(held.into_iter().map(|mut stream| async move {
+        let mut got = Vec::new();
+        match tokio::time::timeout(wait, stream.read_to_end(&mut got)).await {
+            Err(_) => None,
+            Ok(_) => Some(got.windows(5).any(|w| w == b"53300")),
+        }
     }))
     .await;
-    let refused = ends.iter().filter(|e| **e < quiet / 2).count();
-    (ends.len() - refused, refused)
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak_sockets = sampler.await.unwrap();
+    let refused = answers.iter().filter(|r| **r == Some(true)).count();
+    let unanswered = answers.iter().filter(|r| r.is_none()).count();
+    Flood {
+        refused,
+        timed_out: answers.len() - refused - unanswered,
+        unanswered,
+        peak_sockets,
+    }
+}
+
+/// Connects in flight at once: well under the listen backlog, so few overflow it.
+const CHUNK: usize = 200;
+
+/// Sockets among `pid`'s open file descriptors.
+pub fn open_sockets(pid: u32) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
 }
 
 /// Runs `count` distinct statements (distinct fingerprints) on one session.

@@ -12,7 +12,7 @@ pub struct Ward {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     child: std::sync::Mutex<Child>,
-    pid: u32,
+    pub pid: u32,
     start_rss_kib: u64,
     _dir: std::path::PathBuf,
 }
