@@ -252,12 +252,20 @@ fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> (usize, usize, St
     let Some(span) = span else {
         return (1, 1, String::from("(file)"));
     };
-    let start = span.start.min(text.len());
-    let before = &text[..start];
+    // A span from the parser is trusted for nothing: clamp it and step back to a char boundary,
+    // so a span inside a multi-byte character cannot panic the error report.
+    let mut start = span.start.min(text.len());
+    while !text.is_char_boundary(start) {
+        start = start.saturating_sub(1);
+    }
+    let before = text.get(..start).unwrap_or("");
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    let line_text = text[line_start..].lines().next().unwrap_or("");
+    let column = before.get(line_start..).map_or(0, |b| b.chars().count()) + 1;
+    let line_text = text
+        .get(line_start..)
+        .and_then(|t| t.lines().next())
+        .unwrap_or("");
     let key = match line_text.split_once('=') {
         Some((key, _)) => key.trim().to_owned(),
         None => line_text.trim().to_owned(),
@@ -268,6 +276,14 @@ fn locate(text: &str, span: Option<std::ops::Range<usize>>) -> (usize, usize, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_span_inside_a_multibyte_character_is_located_without_panicking() {
+        let text = "a = 1\nkey = \"\u{e9}\u{e9}\"\n";
+        let inside = text.find('\u{e9}').unwrap() + 1;
+        assert_eq!(locate(text, Some(inside..inside + 1)), (2, 8, "key".into()));
+        assert_eq!(locate(text, Some(10_000..10_001)).0, 3);
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

@@ -89,12 +89,35 @@ impl AdminSettings {
     }
 }
 
+/// A token file larger than this is refused: a token is a few dozen bytes, and a path pointing
+/// at a device or a huge file must not make pgward read it whole.
+const MAX_TOKEN_FILE: u64 = 4096;
+
 /// The file's content without its trailing newline.
 fn read_token_file(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| {
         invalid(
             "admin.token_file",
             format!("cannot read {}: {e}", path.display()),
+        )
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    // One byte past the limit tells "too large" apart from "exactly at the limit".
+    file.take(MAX_TOKEN_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE {
+        return Err(invalid(
+            "admin.token_file",
+            format!("{} is over {MAX_TOKEN_FILE} bytes", path.display()),
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        invalid(
+            "admin.token_file",
+            format!("{} is not UTF-8 text", path.display()),
         )
     })?;
     Ok(text.trim_end_matches(['\n', '\r']).to_owned())
@@ -233,6 +256,22 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let err = s.resolve_token(None).unwrap_err().to_string();
         assert!(err.starts_with("admin.token_file: cannot read"), "{err}");
+    }
+
+    #[test]
+    fn a_token_file_over_4_kib_or_not_text_is_refused() {
+        let path = std::env::temp_dir().join(format!("pgward-bigtoken-{}", std::process::id()));
+        let mut s = settings("0.0.0.0:6480");
+        s.token_file = Some(path.clone());
+        std::fs::write(&path, "t".repeat(4096)).unwrap();
+        assert_eq!(s.resolve_token(None).unwrap().map(|t| t.len()), Some(4096));
+        std::fs::write(&path, "t".repeat(4097)).unwrap();
+        let err = s.resolve_token(None).unwrap_err().to_string();
+        assert!(err.contains("over 4096 bytes"), "{err}");
+        std::fs::write(&path, [0xff, 0xfe]).unwrap();
+        let err = s.resolve_token(None).unwrap_err().to_string();
+        assert!(err.contains("not UTF-8"), "{err}");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The admin endpoint's own accept loop (instead of `axum::serve`, which has no header timeout
 //! or connection cap): at most `admin.max_connections` sockets at once, refused at accept
 //! beyond that; each request header must arrive within `admin.header_timeout`, which also ends
-//! an idle keep-alive connection. On shutdown, listening stops, connections finish their
+//! an idle keep-alive connection, and an answer the client stops reading for as long ends the
+//! connection too (`stall`). On shutdown, listening stops, connections finish their
 //! current request and close.
 
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+
+use super::stall::StallLimited;
 
 /// What a socket past the cap gets before it is closed (written without waiting).
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
@@ -40,7 +43,13 @@ pub(super) async fn run(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
-                        let connection = serve_one(stream, router.clone(), http.clone(), closed.clone());
+                        let connection = serve_one(
+                            stream,
+                            router.clone(),
+                            http.clone(),
+                            limits.header_timeout,
+                            closed.clone(),
+                        );
                         tokio::spawn(async move {
                             connection.await;
                             drop(slot);
@@ -69,8 +78,10 @@ async fn serve_one(
     stream: TcpStream,
     router: Router,
     http: hyper::server::conn::http1::Builder,
+    write_stall: Duration,
     mut closing: watch::Receiver<bool>,
 ) {
+    let stream = StallLimited::new(stream, write_stall);
     let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
     tokio::pin!(connection);
     let mut asked = false;

@@ -9,6 +9,7 @@ mod dashboard;
 pub mod guard;
 mod listener;
 mod routes;
+mod stall;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -239,3 +239,50 @@ fn check_refuses_a_non_loopback_admin_listener_without_a_token() {
     let (code, stderr) = check("rules = \"rules.toml\"\n", &[]);
     assert_eq!(code, Some(0), "loopback default: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_loses_its_slot_after_header_timeout() {
+    let mut config = config_for(shared());
+    config.admin.max_connections = 1;
+    config.admin.header_timeout = pgward::units::HumanDuration(Duration::from_millis(500));
+    let proxy = start_proxy(config).await;
+    let admin = proxy.admin_addr.expect("admin enabled");
+    // A thousand pipelined dashboard pages (17 KB each) are far more than the socket buffers
+    // hold: pgward's write stalls while this client reads nothing.
+    let mut greedy = TcpStream::connect(admin).await.unwrap();
+    let one = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    greedy.write_all(&one.repeat(1_000)).await.unwrap();
+    // The only slot is the greedy client's until the stalled write times out; then another
+    // client is served. Before that it is refused (503); without a write limit, forever.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let answer = healthz(admin).await;
+        if answer.starts_with("HTTP/1.1 200") || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the stalled client kept the only slot: {answer}"
+    );
+    drop(greedy);
+}
+
+/// `GET /healthz` on a fresh connection: the answer, or "" when the socket was refused and
+/// reset before the request was written or read.
+async fn healthz(admin: SocketAddr) -> String {
+    let Ok(mut stream) = TcpStream::connect(admin).await else {
+        return String::new();
+    };
+    let head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if stream.write_all(head).await.is_err() {
+        return String::new();
+    }
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut received));
+    match read.await {
+        Ok(Ok(_)) => String::from_utf8_lossy(&received).into_owned(),
+        _ => String::new(),
+    }
+}
