@@ -131,13 +131,31 @@ impl Running {
     }
 }
 
+/// Connections the kernel queues for the accept loop (the kernel caps it at
+/// `net.core.somaxconn`). tokio's default of 1,024 overflows when a few thousand clients
+/// reconnect at once (a pool restart): the overflow is dropped by the kernel and retried by the
+/// client a second or more later. PostgreSQL asks for twice `max_connections`, up to 10,000.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket as `TcpListener::bind` makes one (SO_REUSEADDR on Unix), with a deeper
+/// backlog.
+fn listen_with_backlog(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds the proxy (and admin, when configured) listeners and starts serving.
 pub async fn start(config: Config) -> Result<Running, Error> {
     let app = Arc::new(App::new(config)?);
     let listen = &app.config.server.listen;
-    let listener = TcpListener::bind(listen_addr(listen)?)
-        .await
-        .map_err(|e| Error::bind(listen, e))?;
+    let listener = listen_with_backlog(listen_addr(listen)?).map_err(|e| Error::bind(listen, e))?;
     let proxy_addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = vec![

@@ -66,11 +66,12 @@ async fn ten_thousand_idle_connections_over_a_small_cap_are_refused() {
         "pgward held {} sockets at once (bound {bound})",
         flood.peak_sockets
     );
-    // Sockets that got a slot once earlier ones timed out are held until auth_timeout too;
-    // measured 9,328..9,580 refused in three runs. Sockets the kernel's full listen queue
-    // never handed to pgward stay unanswered and say nothing about pgward.
+    // The cap and the handshake reserve (84) are held until auth_timeout; every other socket
+    // is refused at once: measured 9,916 refused, 84 timed out, 0 listen-queue drops in three
+    // runs with the 4,096 backlog (with tokio's 1,024: 9,328..9,580, and 201..610 drops whose
+    // sockets later got freed slots). Drops on a slower machine would still be retried.
     assert!(
-        flood.refused >= 9_000,
+        flood.refused >= 9_800,
         "only {} refused with 53300 ({} timed out, {} never accepted)",
         flood.refused,
         flood.timed_out,
