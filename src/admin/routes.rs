@@ -19,6 +19,7 @@ use super::{cache_routes, clip};
 use crate::app::App;
 use crate::fingerprint::FingerprintId;
 use crate::protocol::startup::encode_ssl_request;
+use crate::protocol::tag::ssl;
 use crate::rules::{Action, Fallback, Invalidate, Matcher, Mode, Refresh, Rule, RuleSet};
 use crate::secret::constant_time_eq;
 use crate::stats::{SortKey, render_prometheus};
@@ -241,7 +242,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
             .await
             .map_err(|e| e.to_string())?;
         match tcp.read_u8().await.map_err(|e| e.to_string())? {
-            b'S' | b'N' => Ok(()),
+            ssl::ACCEPTED | ssl::REFUSED => Ok(()),
             other => Err(format!(
                 "upstream answered SSLRequest with byte {other}, not like PostgreSQL"
             )),

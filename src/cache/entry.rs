@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::fingerprint::FingerprintId;
 use crate::protocol::frame::HEADER_LEN;
+use crate::protocol::tag::backend as msg;
 
 /// A cached result.
 #[derive(Debug)]
@@ -139,20 +140,25 @@ impl Capture {
             let frame_len = len.checked_add(1)?;
             let frame = rest.get(..frame_len)?;
             match frame[0] {
-                b'T' if shape == Shape::WithRowDescription && out.is_empty() => {
+                msg::ROW_DESCRIPTION if shape == Shape::WithRowDescription && out.is_empty() => {
                     out.extend_from_slice(frame);
                     row_description_len = frame.len();
                 }
-                b'D' if !completed => {
+                msg::DATA_ROW if !completed => {
                     out.extend_from_slice(frame);
                     rows += 1;
                 }
-                b'C' if !completed => {
+                msg::COMMAND_COMPLETE if !completed => {
                     out.extend_from_slice(frame);
                     completed = true;
                 }
                 // Errors and partial results are never cached.
-                b'E' | b's' | b'I' | b'G' | b'H' | b'W' => return None,
+                msg::ERROR_RESPONSE
+                | msg::PORTAL_SUSPENDED
+                | msg::EMPTY_QUERY_RESPONSE
+                | msg::COPY_IN_RESPONSE
+                | msg::COPY_OUT_RESPONSE
+                | msg::COPY_BOTH_RESPONSE => return None,
                 // ParseComplete, BindComplete, Describe's answers, notices, notifications,
                 // ParameterStatus: not part of the result.
                 _ => {}
@@ -181,19 +187,19 @@ mod tests {
     #[test]
     fn keeps_the_result_messages_in_order() {
         let (t, d1, d2, c) = (
-            frame(b'T', b"desc"),
-            frame(b'D', b"row1"),
-            frame(b'D', b"row2"),
-            frame(b'C', b"SELECT 2\0"),
+            frame(msg::ROW_DESCRIPTION, b"desc"),
+            frame(msg::DATA_ROW, b"row1"),
+            frame(msg::DATA_ROW, b"row2"),
+            frame(msg::COMMAND_COMPLETE, b"SELECT 2\0"),
         );
         let mut capture = Capture::new(1024);
         let mut stream = Vec::new();
         for f in [
-            &frame(b'1', b""),
-            &frame(b'2', b""),
+            &frame(msg::PARSE_COMPLETE, b""),
+            &frame(msg::BIND_COMPLETE, b""),
             &t,
             &d1,
-            &frame(b'N', b"x"),
+            &frame(msg::NOTICE_RESPONSE, b"x"),
             &d2,
             &c,
         ] {
@@ -211,17 +217,42 @@ mod tests {
 
     #[test]
     fn refuses_errors_partials_overflow_and_misalignment() {
-        let ok = [frame(b'T', b"d"), frame(b'C', b"SELECT 0\0")].concat();
+        let ok = [
+            frame(msg::ROW_DESCRIPTION, b"d"),
+            frame(msg::COMMAND_COMPLETE, b"SELECT 0\0"),
+        ]
+        .concat();
         let mut c = Capture::new(1024);
-        c.push(&[frame(b'T', b"d"), frame(b'E', b"boom")].concat(), true);
+        c.push(
+            &[
+                frame(msg::ROW_DESCRIPTION, b"d"),
+                frame(msg::ERROR_RESPONSE, b"boom"),
+            ]
+            .concat(),
+            true,
+        );
         assert!(c.finish(Shape::WithRowDescription).is_none());
 
         let mut c = Capture::new(1024);
-        c.push(&[frame(b'D', b"r"), frame(b's', b"")].concat(), true);
+        c.push(
+            &[
+                frame(msg::DATA_ROW, b"r"),
+                frame(msg::PORTAL_SUSPENDED, b""),
+            ]
+            .concat(),
+            true,
+        );
         assert!(c.finish(Shape::RowsOnly).is_none());
 
         let mut c = Capture::new(8);
-        c.push(&[frame(b'T', b"d"), frame(b'D', &[0; 200])].concat(), true);
+        c.push(
+            &[
+                frame(msg::ROW_DESCRIPTION, b"d"),
+                frame(msg::DATA_ROW, &[0; 200]),
+            ]
+            .concat(),
+            true,
+        );
         assert!(c.overflowed());
         assert!(c.finish(Shape::WithRowDescription).is_none());
 
@@ -233,7 +264,7 @@ mod tests {
 
         // No CommandComplete: incomplete.
         let mut c = Capture::new(1024);
-        c.push(&frame(b'T', b"d"), true);
+        c.push(&frame(msg::ROW_DESCRIPTION, b"d"), true);
         assert!(c.finish(Shape::WithRowDescription).is_none());
     }
 }

@@ -9,9 +9,9 @@ use super::plan::{Plan, SessionEffect, TransactionEffect, Writes};
 use crate::stats::MissReason;
 
 /// Protocol marker in a key: a simple-protocol Query.
-pub const SIMPLE: u8 = b'Q';
+pub const SIMPLE: u8 = crate::protocol::tag::frontend::QUERY;
 /// Protocol marker in a key: an extended-protocol Execute.
-pub const EXTENDED: u8 = b'E';
+pub const EXTENDED: u8 = crate::protocol::tag::frontend::EXECUTE;
 
 /// Per-session cache state.
 #[derive(Debug)]

@@ -237,7 +237,7 @@ impl Pipeline {
             elapsed: now.saturating_duration_since(received),
             rows: 0,
             bytes_sent: error.len() as u64,
-            error_sqlstate: Some(*b"57014"),
+            error_sqlstate: Some(crate::protocol::sqlstate::QUERY_CANCELED_BYTES),
         });
         self.count_queries(1);
         self.admission = None;

@@ -208,7 +208,7 @@ impl Pipeline {
                 continue;
             };
             let normalized = fingerprint::normalize_with(original, self.strings);
-            out.push_str(&text[copied..range.start]);
+            out.push_str(text.get(copied..range.start)?);
             out.push_str(&rewrite.apply_to_text(original, &normalized));
             copied = range.end;
             changed = true;
@@ -217,12 +217,9 @@ impl Pipeline {
         if !changed {
             return None;
         }
-        out.push_str(&text[copied..]);
-        let mut frame = Vec::with_capacity(out.len() + 6);
-        frame.push(b'Q');
-        frame.extend_from_slice(&((out.len() + 5) as u32).to_be_bytes());
-        frame.extend_from_slice(out.as_bytes());
-        frame.push(0);
+        out.push_str(text.get(copied..)?);
+        let mut frame = Vec::new();
+        build::query(&mut frame, &out)?;
         Some(frame)
     }
 

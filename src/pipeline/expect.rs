@@ -17,6 +17,7 @@ use super::{Pipeline, replies};
 use crate::cache::{Capture, Entry, FillTicket, Filled, Shape};
 use crate::fingerprint::FingerprintId;
 use crate::protocol::backend::{self, TransactionStatus};
+use crate::protocol::tag::backend as msg;
 use crate::protocol::{build, sqlstate};
 use crate::rules::{CachePolicy, Fallback, Invalidate};
 use crate::stats::{Counter, Execution, FingerprintStats, MissReason};
@@ -272,8 +273,8 @@ impl Pipeline {
             if let Some(fill) = &mut running.fill {
                 if forwarded && fill.serving_stale.is_none() {
                     match frame_tag {
-                        Some(b'D') => fill.rows_started = true,
-                        Some(b'T') => fill.row_description_sent = true,
+                        Some(msg::DATA_ROW) => fill.rows_started = true,
+                        Some(msg::ROW_DESCRIPTION) => fill.row_description_sent = true,
                         _ => {}
                     }
                 }
@@ -290,9 +291,9 @@ impl Pipeline {
         };
         if running.detached {
             // Its rows, notices, completion; notifications and parameter changes still pass.
-            return !matches!(tag, b'A' | b'S');
+            return !matches!(tag, msg::NOTIFICATION_RESPONSE | msg::PARAMETER_STATUS);
         }
-        matches!(tag, b'D' | b'T')
+        matches!(tag, msg::DATA_ROW | msg::ROW_DESCRIPTION)
             && running
                 .fill
                 .as_ref()
@@ -301,8 +302,22 @@ impl Pipeline {
 
     /// Backend tags the session must hand to [`Pipeline::on_backend_frame`] whole.
     pub fn inspects(&self, tag: u8) -> bool {
-        matches!(tag, b'Z' | b'C' | b'E' | b'I' | b's')
-            || self.expected.tracks_responses() && matches!(tag, b'1' | b'2' | b'3' | b'T' | b'n')
+        matches!(
+            tag,
+            msg::READY_FOR_QUERY
+                | msg::COMMAND_COMPLETE
+                | msg::ERROR_RESPONSE
+                | msg::EMPTY_QUERY_RESPONSE
+                | msg::PORTAL_SUSPENDED
+        ) || self.expected.tracks_responses()
+            && matches!(
+                tag,
+                msg::PARSE_COMPLETE
+                    | msg::BIND_COMPLETE
+                    | msg::CLOSE_COMPLETE
+                    | msg::ROW_DESCRIPTION
+                    | msg::NO_DATA
+            )
     }
 
     /// Sees a complete backend frame that may end a statement. Returns a replacement for the
@@ -310,34 +325,48 @@ impl Pipeline {
     pub fn on_backend_frame(&mut self, tag: u8, body: &[u8], now: Instant) -> Option<Vec<u8>> {
         let mut replacement = None;
         let detached = self.expected.front_running().is_some_and(|r| r.detached);
-        if matches!(tag, b'C' | b'E' | b'I' | b's') && detached {
+        if matches!(
+            tag,
+            msg::COMMAND_COMPLETE
+                | msg::ERROR_RESPONSE
+                | msg::EMPTY_QUERY_RESPONSE
+                | msg::PORTAL_SUSPENDED
+        ) && detached
+        {
             // A detached refresh ends: store what it captured, tell the client nothing.
-            if matches!(tag, b'C' | b'E') {
+            if matches!(tag, msg::COMMAND_COMPLETE | msg::ERROR_RESPONSE) {
                 self.settle_fill(tag, body, now);
             }
-            let error =
-                (tag == b'E').then(|| backend::error_fields(body).code.unwrap_or(*b"XX000"));
+            let error = (tag == msg::ERROR_RESPONSE).then(|| {
+                backend::error_fields(body)
+                    .code
+                    .unwrap_or(sqlstate::INTERNAL_ERROR_BYTES)
+            });
             self.complete(now, backend::command_rows(body), error);
             return Some(Vec::new());
         }
-        if matches!(tag, b'C' | b'E')
+        if matches!(tag, msg::COMMAND_COMPLETE | msg::ERROR_RESPONSE)
             && let Some((stale, rows)) = self.settle_fill(tag, body, now)
         {
             self.complete(now, rows, None);
             return Some(stale);
         }
         match tag {
-            b'1' | b'2' | b'3' | b'T' | b'n' => {
+            msg::PARSE_COMPLETE
+            | msg::BIND_COMPLETE
+            | msg::CLOSE_COMPLETE
+            | msg::ROW_DESCRIPTION
+            | msg::NO_DATA => {
                 // Accepted: the statement the Parse recorded stands.
                 if matches!(self.expected.entries.front(), Some(Expected::Response(_))) {
                     self.expected.pop();
                 }
             }
-            b'C' => self.complete(now, backend::command_rows(body), None),
-            b'I' | b's' => self.complete(now, 0, None),
-            b'E' => {
+            msg::COMMAND_COMPLETE => self.complete(now, backend::command_rows(body), None),
+            msg::EMPTY_QUERY_RESPONSE | msg::PORTAL_SUSPENDED => self.complete(now, 0, None),
+            msg::ERROR_RESPONSE => {
                 let code = backend::error_fields(body).code;
-                if code == Some(*b"57014")
+                if code == Some(sqlstate::QUERY_CANCELED_BYTES)
                     && let Some(running) = self.expected.front_running()
                     && let Some(deadline) = &running.deadline
                     && deadline.expired_at.is_some()
@@ -347,7 +376,7 @@ impl Pipeline {
                     replacement = Some(out);
                 }
                 self.shared.stats.proxy().errors.fetch_add(1, Relaxed);
-                self.complete(now, 0, Some(code.unwrap_or(*b"XX000")));
+                self.complete(now, 0, Some(code.unwrap_or(sqlstate::INTERNAL_ERROR_BYTES)));
                 // The backend skips everything up to the next Sync after an error, and so do
                 // the answers pgward queued for that stretch.
                 let mut undone = Vec::new();
@@ -366,7 +395,7 @@ impl Pipeline {
                     self.apply_undo(*undo);
                 }
             }
-            b'Z' => {
+            msg::READY_FOR_QUERY => {
                 if let Some(status) = backend::ready_status(body) {
                     self.expected.transaction = status;
                 }
@@ -469,7 +498,7 @@ impl Pipeline {
                     elapsed: now.saturating_duration_since(running.received),
                     rows: 0,
                     bytes_sent: out.len() as u64,
-                    error_sqlstate: Some(*b"57014"),
+                    error_sqlstate: Some(sqlstate::QUERY_CANCELED_BYTES),
                 });
             }
             deadline.expired_at = None;
@@ -570,7 +599,7 @@ impl Pipeline {
         let stats = running.stats.clone();
         let fill = running.fill.take()?;
         let mut fill = *fill;
-        if fill.serving_stale.is_none() && tag == b'E' && last {
+        if fill.serving_stale.is_none() && tag == msg::ERROR_RESPONSE && last {
             let code = backend::error_fields(body).code;
             let class_ok = code.is_some_and(|c| matches!(&c[..2], b"08" | b"53" | b"57"));
             if class_ok && fill.usable_stale(fill.on_error, now).is_some() {
@@ -600,7 +629,7 @@ impl Pipeline {
             tracing::info!(fingerprint = %fill.fingerprint, rule = &*fill.rule, age_ms = entry.age(now).as_millis() as u64, "served a stale cached result");
             return Some((out, entry.rows));
         }
-        if tag == b'C' {
+        if tag == msg::COMMAND_COMPLETE {
             let overflowed = fill.capture.overflowed();
             match fill.capture.finish(fill.shape) {
                 Some((bytes, row_description_len, rows)) => {

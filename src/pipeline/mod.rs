@@ -40,6 +40,7 @@ use crate::cache::{ResultCache, SessionCache};
 use crate::fingerprint::Strings;
 use crate::protocol::backend::TransactionStatus;
 use crate::protocol::frontend::{self, Target};
+use crate::protocol::tag::frontend as msg;
 use crate::reload::{ActiveRules, Rules};
 use crate::rules::Rule;
 use crate::stats::Stats;
@@ -252,16 +253,19 @@ impl Pipeline {
     /// Sees a complete client frame (`body` excludes tag and length) before it is forwarded.
     pub fn on_client_frame(&mut self, tag: u8, body: &[u8], now: Instant) -> ClientAction {
         if self.skip_until_sync {
-            if tag != b'S' {
+            if tag != msg::SYNC {
                 return ClientAction::Drop;
             }
             self.skip_until_sync = false;
         }
-        let tracked = matches!(tag, b'P' | b'B' | b'D' | b'C' | b'E') && self.batch_tracked();
+        let tracked = matches!(
+            tag,
+            msg::PARSE | msg::BIND | msg::DESCRIBE | msg::CLOSE | msg::EXECUTE
+        ) && self.batch_tracked();
         let action = self.route_client_frame(tag, body, now);
         let undo = self.undo.take();
         if tracked
-            && matches!(tag, b'P' | b'B' | b'D' | b'C')
+            && matches!(tag, msg::PARSE | msg::BIND | msg::DESCRIBE | msg::CLOSE)
             && matches!(action, ClientAction::Forward | ClientAction::Replace(_))
         {
             self.expected.push_response(undo);
@@ -271,15 +275,15 @@ impl Pipeline {
 
     fn route_client_frame(&mut self, tag: u8, body: &[u8], now: Instant) -> ClientAction {
         match tag {
-            b'Q' => match frontend::query(body) {
+            msg::QUERY => match frontend::query(body) {
                 Some(sql) => self.on_query(sql, now),
                 None => {
                     self.expected.push_ready();
                     ClientAction::Forward
                 }
             },
-            b'P' => self.on_parse(body),
-            b'B' => {
+            msg::PARSE => self.on_parse(body),
+            msg::BIND => {
                 if let Some(bind) = frontend::bind(body) {
                     match self.prepared.get(bind.statement) {
                         Some(statement) => {
@@ -294,8 +298,8 @@ impl Pipeline {
                 }
                 ClientAction::Forward
             }
-            b'E' => self.on_execute(body, now),
-            b'C' => {
+            msg::EXECUTE => self.on_execute(body, now),
+            msg::CLOSE => {
                 match frontend::describe_or_close(body) {
                     Some(Target::Statement(name)) => {
                         let previous = self.prepared.remove(name);
@@ -308,7 +312,7 @@ impl Pipeline {
                 }
                 ClientAction::Forward
             }
-            b'S' | b'F' => {
+            msg::SYNC | msg::FUNCTION_CALL => {
                 self.batch_open = false;
                 self.expected.push_ready();
                 ClientAction::Forward

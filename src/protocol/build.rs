@@ -147,6 +147,18 @@ pub fn parse(out: &mut Vec<u8>, statement: &[u8], sql: &str, oids: &[u32]) -> Op
     Some(())
 }
 
+/// Appends a simple Query ('Q') with `sql`; `None` (and nothing appended) when the frame would
+/// not fit the protocol's 32-bit length.
+pub fn query(out: &mut Vec<u8>, sql: &str) -> Option<()> {
+    i32::try_from(sql.len().checked_add(5)?).ok()?;
+    out.reserve(sql.len() + 6);
+    let start = begin(out, super::tag::frontend::QUERY);
+    out.extend_from_slice(sql.as_bytes());
+    out.push(0);
+    finish(out, start);
+    Some(())
+}
+
 /// What a client over `max_client_connections` is told, at accept or after its startup.
 pub const TOO_MANY_CLIENTS: &str =
     "sorry, too many clients already (pgward max_client_connections)";

@@ -12,3 +12,17 @@ pub const WARNING: &str = "01000";
 pub const INTERNAL_ERROR: &str = "XX000";
 pub const INVALID_AUTHORIZATION: &str = "28000";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+
+/// A code as the five bytes `backend::error_fields` reads from an ErrorResponse.
+pub const fn bytes(code: &str) -> [u8; 5] {
+    match code.as_bytes() {
+        [a, b, c, d, e] => [*a, *b, *c, *d, *e],
+        // Every code above has five characters; a wrong one fails the build (const context).
+        _ => panic!("a SQLSTATE has five characters"),
+    }
+}
+
+/// `QUERY_CANCELED` as bytes, to compare with a server's error code.
+pub const QUERY_CANCELED_BYTES: [u8; 5] = bytes(QUERY_CANCELED);
+/// `INTERNAL_ERROR` as bytes: the code recorded for an ErrorResponse that carries none.
+pub const INTERNAL_ERROR_BYTES: [u8; 5] = bytes(INTERNAL_ERROR);

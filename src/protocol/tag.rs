@@ -42,4 +42,14 @@ pub mod backend {
     pub const PARAMETER_DESCRIPTION: u8 = b't';
     pub const COPY_DATA: u8 = b'd';
     pub const NEGOTIATE_PROTOCOL_VERSION: u8 = b'v';
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
+    pub const COPY_IN_RESPONSE: u8 = b'G';
+    pub const COPY_OUT_RESPONSE: u8 = b'H';
+    pub const COPY_BOTH_RESPONSE: u8 = b'W';
+}
+
+/// The one-byte answers to SSLRequest (and GSSENCRequest): untagged, before any message.
+pub mod ssl {
+    pub const ACCEPTED: u8 = b'S';
+    pub const REFUSED: u8 = b'N';
 }

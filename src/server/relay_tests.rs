@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::*;
 use crate::cache::{CacheSettings, ResultCache};
 use crate::pipeline::{FingerprintCache, Identity, Shared};
+use crate::protocol::tag::{backend as be, frontend as fe};
 use crate::reload::Rules;
 use crate::stats::{Stats, StatsSettings};
 
@@ -87,7 +88,7 @@ fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
 }
 
 fn ready() -> Vec<u8> {
-    frame(b'Z', b"I")
+    frame(be::READY_FOR_QUERY, b"I")
 }
 
 /// Runs the relay until it ends or `until` finishes, whichever is first.
@@ -114,7 +115,7 @@ async fn a_huge_declared_length_costs_only_the_bytes_that_came() {
     let got = run_until(&mut rig.relay, read_n(&mut rig.client, 6)).await;
     assert_eq!(got.ok(), Some(ready()));
     // A Query declaring ~1 GiB, of which 64 KiB arrive.
-    let mut header = vec![b'Q'];
+    let mut header = vec![fe::QUERY];
     header.extend_from_slice(&((1u32 << 30) - 16).to_be_bytes());
     rig.client.write_all(&header).await.unwrap();
     rig.client.write_all(&vec![b'x'; 64 * 1024]).await.unwrap();
@@ -135,7 +136,7 @@ async fn a_huge_declared_length_costs_only_the_bytes_that_came() {
 #[tokio::test]
 async fn before_authentication_only_startup_sized_messages_pass() {
     let mut rig = rig(1 << 30, None).await;
-    let mut header = vec![b'p'];
+    let mut header = vec![fe::PASSWORD];
     header.extend_from_slice(&(1u32 << 30).to_be_bytes());
     rig.client.write_all(&header).await.unwrap();
     let ending = run_until(&mut rig.relay, std::future::pending::<()>()).await;
@@ -156,7 +157,7 @@ async fn a_panic_ends_the_session_not_the_process() {
     }
     let mut rig = rig(1 << 20, None).await;
     rig.server
-        .write_all(&frame(b'K', &[0, 0, 0, 7, 1, 2, 3, 4]))
+        .write_all(&frame(be::BACKEND_KEY_DATA, &[0, 0, 0, 7, 1, 2, 3, 4]))
         .await
         .unwrap();
     let ending = rig.relay.run(&mut Panicky).await;
@@ -170,8 +171,8 @@ async fn terminate_waits_for_the_upstream_to_finish() {
     let got = run_until(&mut rig.relay, read_n(&mut rig.client, 6)).await;
     assert_eq!(got.ok(), Some(ready()));
     // A statement is running; the client terminates without waiting for it.
-    let query = frame(b'Q', b"select pg_sleep(2)\0");
-    let terminate = frame(b'X', b"");
+    let query = frame(fe::QUERY, b"select pg_sleep(2)\0");
+    let terminate = frame(fe::TERMINATE, b"");
     rig.client.write_all(&query).await.unwrap();
     rig.client.write_all(&terminate).await.unwrap();
     let mut upstream_got = vec![0; query.len() + terminate.len()];
@@ -179,7 +180,7 @@ async fn terminate_waits_for_the_upstream_to_finish() {
     assert!(read.is_ok_and(|r| r.is_ok()));
     assert_eq!(upstream_got, [query, terminate.clone()].concat());
     // Postgres finishes the statement, answers, then closes.
-    let answer = [frame(b'C', b"SELECT 1\0"), ready()].concat();
+    let answer = [frame(be::COMMAND_COMPLETE, b"SELECT 1\0"), ready()].concat();
     rig.server.write_all(&answer).await.unwrap();
     rig.server.shutdown().await.unwrap();
     drop(rig.server);
@@ -200,7 +201,7 @@ async fn a_client_that_queues_more_than_max_queued_statements_is_held() {
     let got = run_until(&mut rig.relay, read_n(&mut rig.client, 6)).await;
     assert_eq!(got.ok(), Some(ready()));
     // Each Query owes a completion and a ReadyForQuery: twice MAX_QUEUED fill the queue twice.
-    let query = frame(b'Q', b"select 1\0");
+    let query = frame(fe::QUERY, b"select 1\0");
     let all: Vec<u8> = query.repeat(MAX_QUEUED);
     let (mut client_reader, mut client_writer) = rig.client.into_split();
     let writer =
@@ -217,7 +218,7 @@ async fn a_client_that_queues_more_than_max_queued_statements_is_held() {
     }
     assert_eq!(relay.pipeline.queued(), MAX_QUEUED);
     // One answer frees a place: the relay takes up the waiting frames again, up to the bound.
-    let answer = [frame(b'C', b"SELECT 1\0"), ready()].concat();
+    let answer = [frame(be::COMMAND_COMPLETE, b"SELECT 1\0"), ready()].concat();
     server.write_all(&answer).await.unwrap();
     let mut got = vec![0; answer.len()];
     let read = run_until(&mut relay, client_reader.read_exact(&mut got)).await;
@@ -244,7 +245,7 @@ async fn cached_answers_wait_while_the_client_does_not_read() {
     let got = run_until(&mut rig.relay, read_n(&mut rig.client, 6)).await;
     assert_eq!(got.ok(), Some(ready()));
     // The first run fills the entry with a ~100 KB result.
-    let query = frame(b'Q', b"select big\0");
+    let query = frame(fe::QUERY, b"select big\0");
     rig.client.write_all(&query).await.unwrap();
     let mut upstream_got = vec![0; query.len()];
     let read = run_until(&mut rig.relay, rig.server.read_exact(&mut upstream_got)).await;
@@ -259,9 +260,9 @@ async fn cached_answers_wait_while_the_client_does_not_read() {
     data_row.extend_from_slice(&(value.len() as u32).to_be_bytes());
     data_row.extend_from_slice(&value);
     let answer = [
-        frame(b'T', &row_description),
-        frame(b'D', &data_row),
-        frame(b'C', b"SELECT 1\0"),
+        frame(be::ROW_DESCRIPTION, &row_description),
+        frame(be::DATA_ROW, &data_row),
+        frame(be::COMMAND_COMPLETE, b"SELECT 1\0"),
         ready(),
     ]
     .concat();

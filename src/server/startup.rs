@@ -11,6 +11,7 @@ use crate::net::Stream;
 use crate::protocol::build::Report;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{self, CancelKey, StartupMessage, StartupPacket};
+use crate::protocol::tag::ssl;
 
 /// What the startup phase ended with.
 pub enum Opening {
@@ -57,7 +58,7 @@ async fn negotiate(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
                 let acceptor = match (&client, tls) {
                     (Stream::Plain(_), Some(acceptor)) => acceptor,
                     _ => {
-                        if client.write_all(b"N").await.is_err() {
+                        if client.write_all(&[ssl::REFUSED]).await.is_err() {
                             return Opening::Closed;
                         }
                         continue;
@@ -66,7 +67,7 @@ async fn negotiate(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
                 let Stream::Plain(mut tcp) = client else {
                     return Opening::Closed;
                 };
-                if tcp.write_all(b"S").await.is_err() {
+                if tcp.write_all(&[ssl::ACCEPTED]).await.is_err() {
                     return Opening::Closed;
                 }
                 match acceptor.accept(tcp).await {
@@ -78,7 +79,7 @@ async fn negotiate(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
                 }
             }
             StartupPacket::GssEncRequest => {
-                if client.write_all(b"N").await.is_err() {
+                if client.write_all(&[ssl::REFUSED]).await.is_err() {
                     return Opening::Closed;
                 }
             }

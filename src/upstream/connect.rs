@@ -13,6 +13,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use super::{UpstreamError, UpstreamSettings, UpstreamTlsMode, split_host_port};
 use crate::net::Stream;
 use crate::protocol::startup::encode_ssl_request;
+use crate::protocol::tag::ssl;
 
 /// Knows how to reach the upstream; shared by all sessions.
 pub struct Upstream {
@@ -95,8 +96,8 @@ impl Upstream {
         tcp.write_all(&encode_ssl_request()).await.map_err(io_err)?;
         let answer = tcp.read_u8().await.map_err(io_err)?;
         match answer {
-            b'S' => {}
-            b'N' if self.settings.tls == UpstreamTlsMode::Prefer => {
+            ssl::ACCEPTED => {}
+            ssl::REFUSED if self.settings.tls == UpstreamTlsMode::Prefer => {
                 if !self.plaintext_fallback.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         address = %address,

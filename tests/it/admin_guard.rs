@@ -127,13 +127,7 @@ async fn request(addr: SocketAddr, method: &str, path: &str, headers: &str) -> (
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     let response = read_until_closed(&mut stream).await;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+    split_response(&response)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -536,3 +536,14 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
     }
     check()
 }
+
+/// An HTTP/1.1 response's status code (0 when there is none) and body.
+pub fn split_response(response: &str) -> (u16, String) {
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}

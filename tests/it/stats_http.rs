@@ -30,13 +30,7 @@ pub async fn http(
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
     let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+    split_response(&response)
 }
 
 async fn json(addr: SocketAddr, path: &str) -> Value {
