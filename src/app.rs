@@ -46,7 +46,7 @@ impl App {
         let client_tls = client_tls_acceptor(&config.server.tls).map_err(Error::ClientTls)?;
         let stats = Arc::new(Stats::new(&config.stats));
         let rules = Arc::new(Rules::load(config.rules.as_deref())?);
-        let cache = ResultCache::new(&config.cache, stats.clone());
+        let cache = ResultCache::new(&config.cache, stats.on_cache_removed());
         let pipeline = Arc::new(pipeline::Shared {
             stats: stats.clone(),
             fingerprints: FingerprintCache::new(FINGERPRINT_CACHE_TEXTS),

@@ -9,8 +9,8 @@
 
 use std::collections::HashSet;
 
+use super::MissReason;
 use crate::fingerprint::Call;
-use crate::stats::MissReason;
 
 /// Built-ins whose result changes from call to call (or within a transaction, or with the
 /// clock). They are harmless to the session's settings.

@@ -14,6 +14,7 @@
 pub mod entry;
 pub mod functions;
 mod marks;
+mod miss;
 pub mod plan;
 pub mod session;
 
@@ -33,11 +34,11 @@ use tokio::sync::watch;
 use marks::Marks;
 
 pub use entry::{Capture, Entry, Shape};
+pub use miss::MissReason;
 pub use plan::{Plan, Writes};
 pub use session::SessionCache;
 
 use crate::fingerprint::FingerprintId;
-use crate::stats::{Counter, MissReason, Stats};
 use crate::units::ByteSize;
 use functions::Functions;
 
@@ -173,8 +174,22 @@ pub struct ResultCache {
     /// Something was cached once: from then on writes must be tracked.
     active: AtomicBool,
     counters: Counters,
-    stats: Arc<Stats>,
+    /// Told of each entry the cache drops on its own (per-fingerprint stats live above the
+    /// cache, which knows nothing of them).
+    on_removed: OnRemoved,
 }
+
+/// Why the cache dropped an entry on its own, as reported to [`OnRemoved`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removed {
+    /// Evicted to stay within `cache.max_size`.
+    Evicted,
+    /// Found invalid (a write, or an admin purge) at lookup.
+    Invalidated,
+}
+
+/// A callback for entries the cache drops on its own: the entry's fingerprint and why.
+pub type OnRemoved = Box<dyn Fn(FingerprintId, Removed) + Send + Sync>;
 
 struct EntryExpiry;
 
@@ -192,7 +207,7 @@ impl moka::Expiry<Box<[u8]>, Arc<Entry>> for EntryExpiry {
 impl ResultCache {
     // moka's weigher and expiry callbacks take `&K`, and K is `Box<[u8]>`.
     #[allow(clippy::borrowed_box)]
-    pub fn new(settings: &CacheSettings, stats: Arc<Stats>) -> Arc<ResultCache> {
+    pub fn new(settings: &CacheSettings, on_removed: OnRemoved) -> Arc<ResultCache> {
         Arc::new_cyclic(|weak: &std::sync::Weak<ResultCache>| {
             let listener = weak.clone();
             let entries = moka::sync::Cache::builder()
@@ -225,7 +240,7 @@ impl ResultCache {
                 pruning: AtomicBool::new(false),
                 active: AtomicBool::new(false),
                 counters: Counters::default(),
-                stats,
+                on_removed,
             }
         })
     }
@@ -240,19 +255,15 @@ impl ResultCache {
     }
 
     fn on_removed(&self, entry: &Entry, cause: RemovalCause) {
-        let counter = match cause {
+        match cause {
             RemovalCause::Size => {
                 self.counters.evictions.fetch_add(1, Relaxed);
-                Counter::CacheEvicted
+                (self.on_removed)(entry.fingerprint, Removed::Evicted);
             }
             RemovalCause::Expired => {
                 self.counters.expirations.fetch_add(1, Relaxed);
-                return;
             }
-            RemovalCause::Explicit | RemovalCause::Replaced => return,
-        };
-        if let Some(stats) = self.stats.existing(entry.fingerprint) {
-            stats.bump(counter);
+            RemovalCause::Explicit | RemovalCause::Replaced => {}
         }
     }
 
@@ -279,9 +290,7 @@ impl ResultCache {
             self.entries.invalidate(key);
             self.counters.invalidated_entries.fetch_add(1, Relaxed);
             self.counters.misses.fetch_add(1, Relaxed);
-            if let Some(stats) = self.stats.existing(entry.fingerprint) {
-                stats.bump(Counter::CacheInvalidated);
-            }
+            (self.on_removed)(entry.fingerprint, Removed::Invalidated);
             return Lookup::Miss(MissReason::Invalidated);
         }
         if entry.is_fresh(now) {

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use super::MissReason;
 use super::functions::Functions;
 use crate::fingerprint::{self, StatementKind};
-use crate::stats::MissReason;
 
 /// Tables a statement writes.
 #[derive(Clone, Debug, PartialEq, Eq)]

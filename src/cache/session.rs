@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use super::MissReason;
 use super::plan::{Plan, SessionEffect, TransactionEffect, Writes};
-use crate::stats::MissReason;
 
 /// Protocol marker in a key: a simple-protocol Query.
 pub const SIMPLE: u8 = crate::protocol::tag::frontend::QUERY;

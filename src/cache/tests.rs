@@ -4,14 +4,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::stats::StatsSettings;
 
 fn cache(max: u64) -> Arc<ResultCache> {
     let settings = CacheSettings {
         max_size: ByteSize(max),
         ..CacheSettings::default()
     };
-    ResultCache::new(&settings, Arc::new(Stats::new(&StatsSettings::default())))
+    ResultCache::new(&settings, Box::new(|_, _| {}))
 }
 
 fn filled(tables: &[&str], on_write: bool, size: usize) -> Filled {

@@ -11,10 +11,10 @@ use std::time::Instant;
 use super::expect::Fill;
 use super::{Admitted, Fingerprinted, Gate, Matched, Pipeline, replies};
 use crate::cache::session::{EXTENDED, SIMPLE};
-use crate::cache::{Capture, Entry, Flight, Lookup, Shape, plan::SessionEffect};
+use crate::cache::{Capture, Entry, Flight, Lookup, MissReason, Shape, plan::SessionEffect};
 use crate::fingerprint;
 use crate::rules::{Fallback, Refresh};
-use crate::stats::{Counter, Execution, FingerprintStats, MissReason};
+use crate::stats::{Counter, Execution, FingerprintStats};
 
 /// How long a request of a rule without a budget waits for the identical query another
 /// session runs, before it runs the query itself (uncached, `fill_wait`).

@@ -11,13 +11,13 @@ use super::expect::{Deadline, Fill, Running};
 use super::{
     Admission, Admitted, ClientAction, Fingerprinted, Gate, Matched, Pipeline, Statement, replies,
 };
-use crate::cache::Shape;
+use crate::cache::{MissReason, Shape};
 use crate::fingerprint;
 use crate::protocol::{MAX_PARAMETERS, build, frontend};
 use crate::reload::ActiveRules;
 use crate::rules::Fallback;
 use crate::rules::{Action, Mode, Rule, SessionInfo};
-use crate::stats::{Counter, FingerprintStats, MissReason};
+use crate::stats::{Counter, FingerprintStats};
 
 impl Pipeline {
     fn matched(&self, rules: &Arc<ActiveRules>, statement: &Fingerprinted) -> Option<Matched> {

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Pipeline, replies};
-use crate::cache::{Capture, Entry, FillTicket, Filled, Shape};
+use crate::cache::{Capture, Entry, FillTicket, Filled, MissReason, Shape};
 use crate::fingerprint::FingerprintId;
 use crate::protocol::backend::{self, TransactionStatus};
 use crate::protocol::tag::backend as msg;
 use crate::protocol::{build, sqlstate};
 use crate::rules::{CachePolicy, Fallback, Invalidate};
-use crate::stats::{Counter, Execution, FingerprintStats, MissReason};
+use crate::stats::{Counter, Execution, FingerprintStats};
 
 /// A time budget attached to a running statement.
 pub(super) struct Deadline {

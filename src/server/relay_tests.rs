@@ -37,7 +37,7 @@ fn pipeline(rules_toml: Option<&str>) -> Pipeline {
             Rules::load(Some(&path)).unwrap()
         }
     };
-    let cache = ResultCache::new(&CacheSettings::default(), stats.clone());
+    let cache = ResultCache::new(&CacheSettings::default(), stats.on_cache_removed());
     let shared = Arc::new(Shared {
         stats,
         fingerprints: FingerprintCache::new(64),

@@ -9,7 +9,6 @@
 //! through it with atomics and one per-fingerprint mutex; no global lock.
 
 mod clock;
-mod miss;
 mod prometheus;
 #[cfg(test)]
 mod prometheus_tests;
@@ -26,10 +25,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
 
+use crate::cache::{OnRemoved, Removed};
 use crate::fingerprint::FingerprintId;
 
 pub use clock::rfc3339;
-pub use miss::MissReason;
 pub use prometheus::render_prometheus;
 pub use proxy::{Gauge, ProxySnapshot, ProxyStats};
 pub use record::{
@@ -147,12 +146,26 @@ impl Stats {
         self.proxy.fingerprints_evicted.fetch_add(removed, Relaxed);
     }
 
-    /// Copies every record (each read once) plus the proxy counters.
     /// The live record of a fingerprint, if it is tracked (never creates one).
     pub fn existing(&self, id: FingerprintId) -> Option<Arc<FingerprintStats>> {
         self.fingerprints.get(&id).map(|r| r.clone())
     }
 
+    /// The result cache's callback for entries it drops on its own: counted on the entry's
+    /// fingerprint (`cache_evicted`, `cache_invalidated`) if it is still tracked.
+    pub fn on_cache_removed(self: &Arc<Self>) -> OnRemoved {
+        let stats = Arc::clone(self);
+        Box::new(move |id, removed| {
+            if let Some(record) = stats.existing(id) {
+                record.bump(match removed {
+                    Removed::Evicted => Counter::CacheEvicted,
+                    Removed::Invalidated => Counter::CacheInvalidated,
+                });
+            }
+        })
+    }
+
+    /// Copies every record (each read once) plus the proxy counters.
     pub fn snapshot(&self) -> Snapshot {
         // Clone the handles first so no map shard stays locked while the
         // per-record mutexes are taken.

@@ -11,8 +11,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 use super::clock::{now_micros, rfc3339_micros};
-use super::miss::MissReason;
 use super::snapshot::{FingerprintSnapshot, Outcomes};
+use crate::cache::MissReason;
 use crate::fingerprint::FingerprintId;
 
 /// Largest latency the histogram distinguishes, in microseconds (one hour).

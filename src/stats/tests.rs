@@ -293,3 +293,20 @@ fn a_record_keeps_at_most_max_stored_query_bytes_of_text() {
     let short = stats.fingerprint(FingerprintId(2), "SELECT $1");
     assert_eq!(short.query(), "SELECT $1");
 }
+
+#[test]
+fn entries_the_cache_drops_count_on_their_fingerprint_if_it_is_tracked() {
+    use crate::cache::Removed;
+    let stats = std::sync::Arc::new(stats(10));
+    let tracked = FingerprintId(1);
+    let record = stats.fingerprint(tracked, "SELECT ?");
+    let on_removed = stats.on_cache_removed();
+    on_removed(tracked, Removed::Evicted);
+    on_removed(tracked, Removed::Invalidated);
+    on_removed(tracked, Removed::Invalidated);
+    // A fingerprint no longer tracked is not brought back by its cache entry.
+    on_removed(FingerprintId(2), Removed::Evicted);
+    assert_eq!(record.counter(Counter::CacheEvicted), 1);
+    assert_eq!(record.counter(Counter::CacheInvalidated), 2);
+    assert!(stats.existing(FingerprintId(2)).is_none());
+}
