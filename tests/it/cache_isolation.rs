@@ -19,9 +19,9 @@ use crate::harness::*;
 use crate::rules::query_stats;
 use crate::stats_http::http;
 
-/// Bound on waits that should end by themselves, only so that a broken build fails instead
-/// of hanging.
-const ANTI_HANG: Duration = Duration::from_secs(30);
+/// Bound on the waiter of case 7, only so that a broken build fails instead of hanging: three
+/// times fill_wait, and below the 20 s a `Raw` read waits for one message.
+const ANTI_HANG: Duration = Duration::from_secs(15);
 
 /// The first column of every DataRow in `messages` (NULL as "NULL").
 fn column0(messages: &[(u8, Vec<u8>)]) -> Vec<String> {
@@ -146,7 +146,10 @@ async fn case_09_search_paths_differing_only_in_case_get_their_own_schemas_rows(
          CREATE TABLE cacheiso9.cache_iso9 (v text); \
          INSERT INTO cacheiso9.cache_iso9 VALUES ('from cacheiso9'); \
          GRANT USAGE ON SCHEMA \"CacheIso9\", cacheiso9 TO PUBLIC; \
-         GRANT SELECT ON ALL TABLES IN SCHEMA \"CacheIso9\", cacheiso9 TO PUBLIC;",
+         GRANT SELECT ON ALL TABLES IN SCHEMA \"CacheIso9\", cacheiso9 TO PUBLIC; \
+         DROP TABLE IF EXISTS public.cache_iso9; CREATE TABLE public.cache_iso9 (v text); \
+         INSERT INTO public.cache_iso9 VALUES ('from public'); \
+         GRANT SELECT ON public.cache_iso9 TO PUBLIC;",
     );
     let proxy = proxy(&caching_rule("cache_iso9", ""), |_| {}).await;
     let upper = trust_client(&proxy).await;
@@ -172,10 +175,16 @@ async fn case_09_search_paths_differing_only_in_case_get_their_own_schemas_rows(
             "round {round}"
         );
     }
-    // One entry per schema, each hit once by its own session.
+    // DISCARD TEMP resets no setting: still the session's own schema, not the startup
+    // search_path's.
+    let default = trust_client(&proxy).await;
+    assert_eq!(values(&default, sql).await, ["from public"]);
+    lower.batch_execute("DISCARD TEMP").await.unwrap();
+    assert_eq!(values(&lower, sql).await, ["from cacheiso9"]);
+    // One entry per search_path, hit by its own sessions only.
     let stats = query_stats(proxy.admin_addr.unwrap(), "cache_iso9").await;
-    assert_eq!(stats["cache_fills"], 2, "{stats}");
-    assert_eq!(stats["cache_hits"], 2, "{stats}");
+    assert_eq!(stats["cache_fills"], 3, "{stats}");
+    assert_eq!(stats["cache_hits"], 3, "{stats}");
 }
 
 /// Case 10. Row-level security on `current_setting('app.tenant')`, read by a role that is not
