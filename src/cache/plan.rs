@@ -24,7 +24,8 @@ pub enum SessionEffect {
     None,
     /// `SET` / `RESET` of one setting (the original text carries the value).
     Set,
-    /// `RESET ALL` / `DISCARD ALL`: back to the startup settings.
+    /// `RESET ALL` / `DISCARD ALL`: back to the startup settings (RESET ALL keeps the role
+    /// and the session authorization).
     ResetAll,
     /// A change pgward cannot follow: set_config(), a function pgward does not know, DO,
     /// CALL, EXECUTE, LOAD, or a SET of a quoted name.
@@ -119,7 +120,9 @@ pub fn plan(normalized: &str, functions: &Functions) -> Plan {
         } else {
             SessionEffect::Set
         }
-    } else if first == "reset" && second == "all" || first == "discard" {
+    } else if matches!((first, second), ("reset" | "discard", "all")) {
+        // DISCARD TEMP / PLANS / SEQUENCES leave the settings alone (temporary tables it
+        // drops stay refused, which is safe).
         SessionEffect::ResetAll
     } else if judged.session_unknown
         || words.contains(&"set_config")
@@ -307,6 +310,8 @@ mod tests {
         assert_eq!(plan_of("RESET role").session, SessionEffect::Set);
         assert_eq!(plan_of("RESET ALL").session, SessionEffect::ResetAll);
         assert_eq!(plan_of("DISCARD ALL").session, SessionEffect::ResetAll);
+        assert_eq!(plan_of("DISCARD TEMP").session, SessionEffect::None);
+        assert_eq!(plan_of("DISCARD PLANS").session, SessionEffect::None);
         assert_eq!(
             plan_of("SET LOCAL statement_timeout = 5").session,
             SessionEffect::None

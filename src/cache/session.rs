@@ -13,6 +13,9 @@ pub const SIMPLE: u8 = crate::protocol::tag::frontend::QUERY;
 /// Protocol marker in a key: an extended-protocol Execute.
 pub const EXTENDED: u8 = crate::protocol::tag::frontend::EXECUTE;
 
+/// Settings `RESET ALL` does not reset (PostgreSQL marks them so): who the session is.
+const KEPT_BY_RESET_ALL: &[&str] = &["role", "session_authorization"];
+
 /// Per-session cache state.
 #[derive(Debug)]
 pub struct SessionCache {
@@ -116,14 +119,22 @@ impl SessionCache {
                 self.rebuild_context();
             }
             SessionEffect::ResetAll => {
-                self.settings.clear();
-                self.state_unknown = false;
                 let discard = sql
                     .trim_start()
                     .get(..7)
                     .is_some_and(|w| w.eq_ignore_ascii_case("discard"));
                 if discard {
+                    // DISCARD ALL: the session as it started (authorization, role, settings,
+                    // temporary tables).
+                    self.settings.clear();
+                    self.state_unknown = false;
                     self.temp_tables.clear();
+                } else {
+                    // RESET ALL leaves the role and the session authorization as they are,
+                    // and so whatever an unfollowed change did to them: an unknown state
+                    // stays unknown.
+                    self.settings
+                        .retain(|name, _| KEPT_BY_RESET_ALL.contains(&name.as_ref()));
                 }
                 self.rebuild_context();
             }
@@ -190,6 +201,10 @@ impl SessionCache {
             [name, ..] => (*name).to_owned(),
             [] => return,
         };
+        if target == "session_authorization" {
+            // Setting or resetting the session authorization also resets the role.
+            self.settings.remove("role");
+        }
         if verb == "reset" {
             self.settings.remove(target.as_str());
         } else {
@@ -311,6 +326,72 @@ mod tests {
     }
 
     #[test]
+    fn reset_all_keeps_the_role_and_only_discard_all_ends_an_unknown_state() {
+        let q = b"select 1";
+        let fresh = session("alice").key(SIMPLE, q, b"", b"");
+        let read = plan_of("SELECT * FROM t");
+        let mut s = session("alice");
+        run(&mut s, "SET ROLE admin");
+        run(&mut s, "SET search_path = x");
+        run(&mut s, "RESET ALL");
+        let mut role_only = session("alice");
+        run(&mut role_only, "SET ROLE admin");
+        assert_eq!(
+            s.key(SIMPLE, q, b"", b""),
+            role_only.key(SIMPLE, q, b"", b"")
+        );
+        assert_ne!(s.key(SIMPLE, q, b"", b""), fresh);
+        run(&mut s, "DISCARD ALL");
+        assert_eq!(s.key(SIMPLE, q, b"", b""), fresh);
+
+        let mut unseen = session("alice");
+        run(&mut unseen, "DO $$ BEGIN EXECUTE 'SET ROLE admin'; END $$");
+        assert!(unseen.on_settled(true).is_some(), "DO may have written");
+        run(&mut unseen, "RESET ALL");
+        assert_eq!(unseen.refusal(&read), Some(MissReason::SessionState));
+        run(&mut unseen, "DISCARD ALL");
+        assert_eq!(unseen.refusal(&read), None);
+        assert_eq!(unseen.key(SIMPLE, q, b"", b""), fresh);
+
+        // Other DISCARDs leave the settings alone.
+        for discard in ["DISCARD TEMP", "DISCARD PLANS", "DISCARD SEQUENCES"] {
+            let mut kept = session("alice");
+            run(&mut kept, "SET search_path = x");
+            let before = kept.key(SIMPLE, q, b"", b"");
+            run(&mut kept, discard);
+            assert_eq!(kept.key(SIMPLE, q, b"", b""), before, "{discard}");
+        }
+    }
+
+    #[test]
+    fn the_session_authorization_resets_the_role() {
+        let q = b"select 1";
+        let mut role_then_authorization = session("postgres");
+        run(&mut role_then_authorization, "SET ROLE alice");
+        run(
+            &mut role_then_authorization,
+            "SET SESSION AUTHORIZATION bob",
+        );
+        let mut authorization_then_role = session("postgres");
+        run(
+            &mut authorization_then_role,
+            "SET SESSION AUTHORIZATION bob",
+        );
+        run(&mut authorization_then_role, "SET ROLE alice");
+        let mut bob = session("postgres");
+        run(&mut bob, "SET SESSION AUTHORIZATION bob");
+        // PostgreSQL: the first is bob, the second alice.
+        assert_ne!(
+            role_then_authorization.key(SIMPLE, q, b"", b""),
+            authorization_then_role.key(SIMPLE, q, b"", b"")
+        );
+        assert_eq!(
+            role_then_authorization.key(SIMPLE, q, b"", b""),
+            bob.key(SIMPLE, q, b"", b"")
+        );
+    }
+
+    #[test]
     fn a_write_in_the_batch_makes_the_rest_of_it_uncacheable() {
         let read = plan_of("SELECT * FROM products");
         let mut s = session("a");
@@ -344,7 +425,10 @@ mod tests {
         run(&mut s, "SET search_path = x");
         run(&mut s, "COMMIT");
         assert_eq!(s.refusal(&read), Some(MissReason::SessionState));
+        // The unknown change may have been to the role, which RESET ALL keeps.
         run(&mut s, "RESET ALL");
+        assert_eq!(s.refusal(&read), Some(MissReason::SessionState));
+        run(&mut s, "DISCARD ALL");
         assert_eq!(s.refusal(&read), None);
         run(&mut s, "SELECT set_config('search_path', 'y', false)");
         assert_eq!(s.refusal(&read), Some(MissReason::SessionState));

@@ -10,26 +10,31 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use pgward::protocol::tag::frontend::{BIND, DESCRIBE, EXECUTE, PARSE, SYNC};
+
 use crate::harness::*;
 use crate::rules::{query_stats, rules_file};
 use crate::stats_http::http;
 
 /// A table of its own per test (the cluster is shared by tests running in parallel).
-fn table(name: &str, rows: &str) {
+pub(crate) fn table(name: &str, rows: &str) {
     shared().psql(&format!(
         "DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id int PRIMARY KEY, v text); \
          INSERT INTO {name} VALUES {rows}; GRANT ALL ON {name} TO PUBLIC;"
     ));
 }
 
-async fn proxy(rules: &str, tweak: impl FnOnce(&mut pgward::config::Config)) -> pgward::Running {
+pub(crate) async fn proxy(
+    rules: &str,
+    tweak: impl FnOnce(&mut pgward::config::Config),
+) -> pgward::Running {
     let mut config = config_for(shared());
     config.rules = Some(rules_file(rules));
     tweak(&mut config);
     start_proxy(config).await
 }
 
-fn caching_rule(pattern: &str, extra: &str) -> String {
+pub(crate) fn caching_rule(pattern: &str, extra: &str) -> String {
     let ttl = if extra.contains("cache.ttl") {
         ""
     } else {
@@ -38,12 +43,17 @@ fn caching_rule(pattern: &str, extra: &str) -> String {
     format!("[[rule]]\nname = \"cached\"\nmatch.pattern = '{pattern}'\n{ttl}\n{extra}\n")
 }
 
-async fn counter(admin: SocketAddr, needle: &str, name: &str) -> u64 {
+pub(crate) async fn counter(admin: SocketAddr, needle: &str, name: &str) -> u64 {
     query_stats(admin, needle).await[name].as_u64().unwrap_or(0)
 }
 
 /// Polls a stats counter for up to 2.5 s until it reaches `value`.
-async fn counter_reaches(admin: SocketAddr, needle: &str, name: &str, value: u64) -> bool {
+pub(crate) async fn counter_reaches(
+    admin: SocketAddr,
+    needle: &str,
+    name: &str,
+    value: u64,
+) -> bool {
     for _ in 0..50 {
         if counter(admin, needle, name).await == value {
             return true;
@@ -76,12 +86,12 @@ async fn lock_table(table: &str) -> tokio_postgres::Client {
 }
 
 /// Messages up to ReadyForQuery, as raw bytes.
-async fn simple(raw: &mut Raw, sql: &str) -> Vec<(u8, Vec<u8>)> {
+pub(crate) async fn simple(raw: &mut Raw, sql: &str) -> Vec<(u8, Vec<u8>)> {
     raw.send(&query_message(sql)).await;
     raw.read_until_ready().await
 }
 
-fn cstr(s: &str) -> Vec<u8> {
+pub(crate) fn cstr(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
     v
@@ -89,31 +99,63 @@ fn cstr(s: &str) -> Vec<u8> {
 
 /// Parse/Bind/Describe/Execute/Sync of an unnamed statement with one text parameter and the
 /// given result format code.
-fn extended_batch(sql: &str, param: &str, result_format: i16) -> Vec<u8> {
-    let mut parse = cstr("");
-    parse.extend(cstr(sql));
-    parse.extend(0i16.to_be_bytes());
-    let mut bind = cstr("");
-    bind.extend(cstr(""));
-    bind.extend(1i16.to_be_bytes());
-    bind.extend(0i16.to_be_bytes());
-    bind.extend(1i16.to_be_bytes());
-    bind.extend((param.len() as i32).to_be_bytes());
-    bind.extend(param.as_bytes());
-    bind.extend(1i16.to_be_bytes());
-    bind.extend(result_format.to_be_bytes());
-    let mut describe = vec![b'P'];
-    describe.extend(cstr(""));
-    let mut execute = cstr("");
-    execute.extend(0i32.to_be_bytes());
+pub(crate) fn extended_batch(sql: &str, param: &str, result_format: i16) -> Vec<u8> {
     [
-        message(b'P', &parse),
-        message(b'B', &bind),
-        message(b'D', &describe),
-        message(b'E', &execute),
-        message(b'S', &[]),
+        parse_message("", sql, &[]),
+        bind_message("", &[param], result_format),
+        describe_portal_message(),
+        execute_message(),
+        sync_message(),
     ]
     .concat()
+}
+
+/// Parse of statement `name` declaring the parameter type OIDs `types`.
+pub(crate) fn parse_message(name: &str, sql: &str, types: &[u32]) -> Vec<u8> {
+    let mut parse = cstr(name);
+    parse.extend(cstr(sql));
+    parse.extend((types.len() as i16).to_be_bytes());
+    for oid in types {
+        parse.extend(oid.to_be_bytes());
+    }
+    message(PARSE, &parse)
+}
+
+/// Bind of statement `statement` to the unnamed portal: text parameters, one result format
+/// code for all columns.
+pub(crate) fn bind_message(statement: &str, params: &[&str], result_format: i16) -> Vec<u8> {
+    let mut bind = cstr("");
+    bind.extend(cstr(statement));
+    // One format code (text) for all parameters; none when there are no parameters.
+    let formats = i16::from(!params.is_empty());
+    bind.extend(formats.to_be_bytes());
+    bind.extend(vec![0u8; 2 * formats as usize]);
+    bind.extend((params.len() as i16).to_be_bytes());
+    for param in params {
+        bind.extend((param.len() as i32).to_be_bytes());
+        bind.extend(param.as_bytes());
+    }
+    bind.extend(1i16.to_be_bytes());
+    bind.extend(result_format.to_be_bytes());
+    message(BIND, &bind)
+}
+
+/// Describe of the unnamed portal.
+pub(crate) fn describe_portal_message() -> Vec<u8> {
+    let mut describe = vec![b'P'];
+    describe.extend(cstr(""));
+    message(DESCRIBE, &describe)
+}
+
+/// Execute of the unnamed portal, all rows.
+pub(crate) fn execute_message() -> Vec<u8> {
+    let mut execute = cstr("");
+    execute.extend(0i32.to_be_bytes());
+    message(EXECUTE, &execute)
+}
+
+pub(crate) fn sync_message() -> Vec<u8> {
+    message(SYNC, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 mod admin_guard;
 mod auth_tls;
 mod cache;
+mod cache_isolation;
 mod dashboard;
 mod faults;
 mod harness;
