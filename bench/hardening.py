@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""RSS and outcome of pgward under the memory attacks of issue #11 (cases 4, 5 and 6).
+"""RSS and outcome of pgward under the memory attacks of issue #11 (cases 4 to 8).
 
 Starts a throwaway PostgreSQL and one pgward binary with a default config and a rules file
 that caches one ~100 KB result, then, one case at a time:
@@ -8,7 +8,11 @@ that caches one ~100 KB result, then, one case at a time:
      after login; both send 64 KiB of it and wait;
   5. 10,000 idle TCP connections that never send a byte; how many pgward holds, and how many
      are still open after its auth_timeout (15 s by default);
-  6. a client pipelines 4,000 cached ~100 KB queries and never reads.
+  6. a client pipelines 4,000 cached ~100 KB queries and never reads;
+  7. a client misses the cache on a ~20 MB result and never reads it; does a second client
+     asking the same (single-flight waiter) get an answer, and how soon;
+  8. 1,000 `POST /cache/invalidate?table=<40 KB name>`, each name different: RSS and how many
+     bytes pgward's log grew by.
 
 For each case it prints pgward's RSS before and after (VmRSS, KiB) and what happened. Run it
 against two builds to compare them:
@@ -207,30 +211,88 @@ def case_6(pid, port, count):
     s.close()
 
 
+def case_7(pid, port, wait):
+    before = rss_kib(pid)
+    filler = login(port)
+    filler.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    filler.sendall(query("SELECT v FROM huge"))  # a miss: this client fills, and never reads
+    time.sleep(1)
+    waiter = login(port)
+    start = time.monotonic()
+    waiter.sendall(query("SELECT v FROM huge"))
+    waiter.settimeout(wait)
+    try:
+        out, ok = read_until_ready(waiter)
+        outcome = (f"second client answered after {time.monotonic() - start:.1f} s "
+                   f"({'rows' if b'D' in out else 'an error' if b'E' in out else 'nothing'})")
+    except socket.timeout:
+        outcome = f"second client still waiting after {wait} s"
+    after = rss_kib(pid)
+    report(7, before, after, f"{outcome}; SELECT 1 from another client: "
+           f"{'ok' if select_1_works(port) else 'FAILED'}")
+    filler.close()
+    waiter.close()
+
+
+def http_post(port, path):
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+                  f"Connection: close\r\n\r\n".encode())
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out.split(b" ", 2)[1].decode() if out.startswith(b"HTTP/") else "none"
+
+
+def case_8(pid, admin_port, log, count):
+    before = rss_kib(pid)
+    log_before = os.path.getsize(log)
+    statuses = {}
+    for i in range(count):
+        name = f"t{i:05d}" + "n" * 40_000
+        st = http_post(admin_port, f"/cache/invalidate?table={name}")
+        statuses[st] = statuses.get(st, 0) + 1
+    time.sleep(1)
+    after = rss_kib(pid)
+    grew = os.path.getsize(log) - log_before
+    report(8, before, after, f"HTTP statuses {statuses}; log grew by {grew} bytes")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pgward", required=True)
     ap.add_argument("--label", default="")
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--pipelined", type=int, default=4000)
+    ap.add_argument("--wait", type=int, default=20, help="case 7: seconds the waiter waits")
+    ap.add_argument("--invalidations", type=int, default=1000)
     args = ap.parse_args()
-    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < args.idle + 100:
+        sys.exit(f"case 5 needs {args.idle + 100} file descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     work = tempfile.mkdtemp(prefix="pgward-hardening-")
     bindir, data, pg_port = start_postgres(work)
     proc = None
     try:
         subprocess.run([f"{bindir}/psql", "-h", "127.0.0.1", "-p", str(pg_port), "-U", "postgres",
-                        "-qc", "CREATE TABLE big AS SELECT repeat('x', 100000) AS v"], check=True)
+                        "-qc", "CREATE TABLE big AS SELECT repeat('x', 100000) AS v; "
+                        "CREATE TABLE huge AS SELECT repeat('y', 100000) AS v "
+                        "FROM generate_series(1, 200)"], check=True)
         port = free_port()
+        admin_port = free_port()
+        log = f"{work}/pgward.log"
         with open(f"{work}/rules.toml", "w") as f:
             f.write('[[rule]]\nname = "big"\nmatch.query = "SELECT v FROM big"\n'
+                    'cache.ttl = "10m"\n'
+                    '[[rule]]\nname = "huge"\nmatch.query = "SELECT v FROM huge"\n'
                     'cache.ttl = "10m"\n')
         with open(f"{work}/pgward.toml", "w") as f:
             f.write(f'listen = "127.0.0.1:{port}"\nrules = "rules.toml"\n'
                     f'[upstream]\naddress = "127.0.0.1:{pg_port}"\ntls = "disable"\n'
-                    f'[admin]\nlisten = ""\n')
+                    f'[admin]\nlisten = "127.0.0.1:{admin_port}"\n')
         proc = subprocess.Popen([args.pgward, "--config", f"{work}/pgward.toml"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=open(log, "w"))
         for _ in range(100):
             if select_1_works(port):
                 break
@@ -238,6 +300,8 @@ def main():
         print(f"== {args.label} {args.pgward}: idle RSS {rss_kib(proc.pid)} KiB", flush=True)
         case_4(proc.pid, port)
         case_6(proc.pid, port, args.pipelined)
+        case_7(proc.pid, port, args.wait)
+        case_8(proc.pid, admin_port, log, args.invalidations)
         case_5(proc.pid, port, args.idle)
         print(f"pgward still running: {proc.poll() is None}")
     finally:
