@@ -1,48 +1,44 @@
-//! [`App`]: the shared handles every session and the admin endpoint use (config, upstream,
-//! TLS, stats, cancel keys, result cache), built from a [`Config`] with no globals, so tests can run many
-//! proxies in one process. [`start`] binds the listeners and returns a [`Running`] handle.
+//! [`App`]: every shared handle of one pgward instance (config, stats, rules, result cache, and
+//! the narrower handle sets of the sessions and the admin endpoint), built from a [`Config`] with
+//! no globals, so tests can run many proxies in one process. [`start`] binds the listeners and
+//! returns a [`Running`] handle. The app is the top layer: nothing below imports it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use crate::cache::ResultCache;
 use crate::config::Config;
 use crate::error::{Error, listen_addr};
 use crate::pipeline::{self, FingerprintCache};
 use crate::reload::Rules;
-use crate::server::{CancelKeys, HANDSHAKE_RESERVE, client_tls_acceptor};
+use crate::server::client_tls_acceptor;
 use crate::stats::Stats;
 use crate::upstream::Upstream;
+use crate::{admin, server};
 
 /// How many distinct statement texts keep their fingerprints cached.
 const FINGERPRINT_CACHE_TEXTS: usize = 20_000;
 
-/// Shared state of one pgward instance.
+/// Shared state of one pgward instance. Sessions get only [`server::Handles`] and the admin
+/// endpoint only [`admin::Handles`]: neither sees the whole app.
 pub struct App {
     pub config: Config,
-    pub upstream: Upstream,
-    pub client_tls: Option<TlsAcceptor>,
     pub stats: Arc<Stats>,
-    pub cancel_keys: CancelKeys,
     pub rules: Arc<Rules>,
     pub cache: Arc<ResultCache>,
-    pub pipeline: Arc<pipeline::Shared>,
-    clients: AtomicUsize,
-    /// Accepted sockets, sessions or not (bounded at accept).
-    connections: AtomicUsize,
+    pub server: Arc<server::Handles>,
+    pub admin: Arc<admin::Handles>,
 }
 
 impl App {
     /// Validates `config` and builds every shared handle.
     pub fn new(config: Config) -> Result<App, Error> {
         config.validate()?;
-        let upstream = Upstream::new(config.upstream.clone())?;
+        let upstream = Arc::new(Upstream::new(config.upstream.clone())?);
         let client_tls = client_tls_acceptor(&config.server.tls).map_err(Error::ClientTls)?;
         let stats = Arc::new(Stats::new(&config.stats));
         let rules = Arc::new(Rules::load(config.rules.as_deref())?);
@@ -54,57 +50,28 @@ impl App {
             cache: cache.clone(),
             slow_statement: config.log.slow_statement.0,
         });
+        let server = Arc::new(server::Handles::new(
+            config.server.clone(),
+            upstream.clone(),
+            client_tls,
+            pipeline,
+        ));
+        let admin = Arc::new(admin::Handles {
+            settings: config.admin.clone(),
+            metrics_top: config.stats.metrics_top,
+            stats: stats.clone(),
+            rules: rules.clone(),
+            cache: cache.clone(),
+            upstream,
+        });
         Ok(App {
             config,
-            upstream,
-            client_tls,
             stats,
-            cancel_keys: CancelKeys::default(),
             rules,
             cache,
-            pipeline,
-            clients: AtomicUsize::new(0),
-            connections: AtomicUsize::new(0),
+            server,
+            admin,
         })
-    }
-
-    /// Takes a client slot; false when max_client_connections are already in use.
-    pub fn admit_client(&self) -> bool {
-        let max = self.config.server.max_client_connections;
-        self.clients
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    pub fn release_client(&self) {
-        self.clients.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Takes a place for an accepted socket: at most `max_client_connections` plus
-    /// [`HANDSHAKE_RESERVE`] at once, so idle or stalled sockets cannot pile up.
-    pub fn admit_connection(self: &Arc<Self>) -> Option<ConnectionSlot> {
-        let max = self
-            .config
-            .server
-            .max_client_connections
-            .saturating_add(HANDSHAKE_RESERVE);
-        self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| ConnectionSlot(self.clone()))
-    }
-}
-
-/// An accepted socket's place under the connection cap, given back when dropped.
-pub struct ConnectionSlot(Arc<App>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -160,7 +127,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = vec![
         tokio::spawn(crate::server::serve(
-            app.clone(),
+            app.server.clone(),
             listener,
             shutdown_rx.clone(),
         )),
@@ -170,7 +137,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         Some(admin) => {
             let addr = admin.local_addr()?;
             tasks.push(tokio::spawn(crate::admin::serve(
-                app.clone(),
+                app.admin.clone(),
                 admin,
                 shutdown_rx,
             )));
@@ -178,7 +145,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         }
         None => None,
     };
-    tracing::info!(%proxy_addr, ?admin_addr, upstream = app.upstream.address(), "pgward listening");
+    tracing::info!(%proxy_addr, ?admin_addr, upstream = app.server.upstream.address(), "pgward listening");
     Ok(Running {
         app,
         proxy_addr,

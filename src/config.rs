@@ -82,6 +82,20 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
+impl From<crate::admin::AdminError> for ConfigError {
+    fn from(e: crate::admin::AdminError) -> Self {
+        match e {
+            crate::admin::AdminError::Setting { key, message } => {
+                ConfigError::Invalid { key, message }
+            }
+            other => ConfigError::Invalid {
+                key: "admin.listen",
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
 impl Config {
     /// Reads and parses a config file (without validating it).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

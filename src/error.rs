@@ -22,6 +22,8 @@ pub enum Error {
     Upstream(#[from] UpstreamError),
     #[error("rules file rejected:\n{0}")]
     Rules(#[from] crate::rules::RulesError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

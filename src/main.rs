@@ -184,7 +184,11 @@ fn run(cli: Cli) -> ExitCode {
             eprintln!("pgward: {e:#}");
             // A bad config or rules file is the operator's to fix: the same status as a bad flag.
             match e.downcast_ref::<pgward::Error>() {
-                Some(pgward::Error::Config(_) | pgward::Error::Rules(_)) => ExitCode::from(2),
+                Some(
+                    pgward::Error::Config(_)
+                    | pgward::Error::Rules(_)
+                    | pgward::Error::Admin(pgward::admin::AdminError::Setting { .. }),
+                ) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
         }

@@ -12,9 +12,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::Handles;
 use super::clip;
 use super::routes::error;
-use crate::app::App;
 use crate::cache::CacheSnapshot;
 use crate::fingerprint::FingerprintId;
 
@@ -22,7 +22,7 @@ use crate::fingerprint::FingerprintId;
 const DEFAULT_LISTED: usize = 20;
 
 pub(super) async fn cache(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Handles>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     if let Some(key) = params.keys().find(|k| *k != "limit") {
@@ -46,7 +46,7 @@ pub(super) async fn cache(
 
 /// `?table=NAME`, `?fingerprint=ID` or `?all`: exactly one.
 pub(super) async fn invalidate(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Handles>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let usage = "give exactly one of ?table=NAME, ?fingerprint=ID or ?all";

@@ -16,9 +16,9 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use super::AdminError;
 use super::routes::error;
 use super::{AdminSettings, clip};
-use crate::config::ConfigError;
 
 /// The environment variable that may hold the admin token (e.g. from a Kubernetes Secret).
 pub const TOKEN_ENV: &str = "PGWARD_ADMIN_TOKEN";
@@ -31,7 +31,7 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
-    pub(crate) fn new(settings: &AdminSettings) -> Result<Guard, ConfigError> {
+    pub(crate) fn new(settings: &AdminSettings) -> Result<Guard, AdminError> {
         Ok(Guard {
             token: settings.resolve_token(std::env::var(TOKEN_ENV).ok())?,
             allowed_hosts: settings
@@ -43,14 +43,14 @@ impl Guard {
     }
 }
 
-fn invalid(key: &'static str, message: String) -> ConfigError {
-    ConfigError::Invalid { key, message }
+fn invalid(key: &'static str, message: String) -> AdminError {
+    AdminError::Setting { key, message }
 }
 
 impl AdminSettings {
     /// The token from its one source (`token`, `token_file`, or `env`, the value of
     /// [`TOKEN_ENV`]); and on a non-loopback listener, one is required.
-    pub fn resolve_token(&self, env: Option<String>) -> Result<Option<String>, ConfigError> {
+    pub fn resolve_token(&self, env: Option<String>) -> Result<Option<String>, AdminError> {
         let sources = [
             self.token.is_some(),
             self.token_file.is_some(),
@@ -94,7 +94,7 @@ impl AdminSettings {
 const MAX_TOKEN_FILE: u64 = 4096;
 
 /// The file's content without its trailing newline.
-fn read_token_file(path: &Path) -> Result<String, ConfigError> {
+fn read_token_file(path: &Path) -> Result<String, AdminError> {
     use std::io::Read;
     let cannot = |e: std::io::Error| {
         invalid(

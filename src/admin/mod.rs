@@ -20,9 +20,13 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::app::App;
-use crate::error::{Error, listen_addr};
+use thiserror::Error;
+
+use crate::cache::ResultCache;
+use crate::reload::Rules;
+use crate::stats::Stats;
 use crate::units::HumanDuration;
+use crate::upstream::Upstream;
 
 /// `[admin]` in pgward.toml.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,6 +59,18 @@ impl Default for AdminSettings {
     }
 }
 
+/// What the admin endpoint uses of the process, and nothing more.
+pub struct Handles {
+    pub settings: AdminSettings,
+    /// `stats.metrics_top`: per-fingerprint series on `/metrics`.
+    pub metrics_top: usize,
+    pub stats: Arc<Stats>,
+    pub rules: Arc<Rules>,
+    pub cache: Arc<ResultCache>,
+    /// For `/healthz`, which checks that PostgreSQL answers.
+    pub upstream: Arc<Upstream>,
+}
+
 /// Longest user-given value (a parameter, a name) that logs and error messages repeat.
 const MAX_ECHOED: usize = 64;
 
@@ -72,6 +88,18 @@ pub(crate) fn clip(value: &str) -> std::borrow::Cow<'_, str> {
     format!("{head}…").into()
 }
 
+/// Why the admin endpoint cannot start: a bad `[admin]` setting, or its address.
+#[derive(Debug, Error)]
+pub enum AdminError {
+    #[error("{key}: {message}")]
+    Setting { key: &'static str, message: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
 /// A bound admin endpoint, with its token resolved.
 pub struct AdminListener {
     listener: TcpListener,
@@ -85,23 +113,30 @@ impl AdminListener {
 }
 
 /// Binds the admin listener, or returns `None` when it is disabled.
-pub async fn bind(settings: &AdminSettings) -> Result<Option<AdminListener>, Error> {
+pub async fn bind(settings: &AdminSettings) -> Result<Option<AdminListener>, AdminError> {
     if settings.listen.is_empty() {
         return Ok(None);
     }
     let guard = Arc::new(guard::Guard::new(settings)?);
-    let addr = listen_addr(&settings.listen)?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::bind(&settings.listen, e))?;
+    let bind_error = |source| AdminError::Bind {
+        addr: settings.listen.clone(),
+        source,
+    };
+    let addr: SocketAddr = settings.listen.parse().map_err(|_| {
+        bind_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not an IP:port address",
+        ))
+    })?;
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
     Ok(Some(AdminListener { listener, guard }))
 }
 
 /// Serves admin requests until shutdown.
-pub async fn serve(app: Arc<App>, admin: AdminListener, shutdown: watch::Receiver<bool>) {
+pub async fn serve(app: Arc<Handles>, admin: AdminListener, shutdown: watch::Receiver<bool>) {
     let limits = listener::Limits {
-        max_connections: app.config.admin.max_connections,
-        header_timeout: app.config.admin.header_timeout.0,
+        max_connections: app.settings.max_connections,
+        header_timeout: app.settings.header_timeout.0,
     };
     let router = routes::router(app, admin.guard);
     listener::run(admin.listener, router, limits, shutdown).await;

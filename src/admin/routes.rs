@@ -14,9 +14,9 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::Handles;
 use super::guard::{Guard, check_request};
 use super::{cache_routes, clip};
-use crate::app::App;
 use crate::fingerprint::FingerprintId;
 use crate::protocol::startup::encode_ssl_request;
 use crate::protocol::tag::ssl;
@@ -26,7 +26,7 @@ use crate::stats::{SortKey, render_prometheus};
 
 const DEFAULT_LIMIT: usize = 100;
 
-pub fn router(app: Arc<App>, guard: Arc<Guard>) -> Router {
+pub fn router(app: Arc<Handles>, guard: Arc<Guard>) -> Router {
     let guarded = Router::new()
         .route("/stats/queries", get(list_queries))
         .route("/stats/queries/{fingerprint}", get(one_query))
@@ -81,7 +81,7 @@ async fn require_token(
 }
 
 async fn list_queries(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Handles>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     for key in params.keys() {
@@ -115,7 +115,7 @@ async fn list_queries(
     .into_response()
 }
 
-async fn one_query(State(app): State<Arc<App>>, Path(fingerprint): Path<String>) -> Response {
+async fn one_query(State(app): State<Arc<Handles>>, Path(fingerprint): Path<String>) -> Response {
     let Ok(id) = fingerprint.parse::<FingerprintId>() else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -134,13 +134,13 @@ async fn one_query(State(app): State<Arc<App>>, Path(fingerprint): Path<String>)
     }
 }
 
-async fn reset(State(app): State<Arc<App>>) -> Response {
+async fn reset(State(app): State<Arc<Handles>>) -> Response {
     app.stats.reset();
     Json(json!({ "reset": true })).into_response()
 }
 
 /// The rules in force and the state of reloading.
-async fn rules(State(app): State<Arc<App>>) -> Response {
+async fn rules(State(app): State<Arc<Handles>>) -> Response {
     let active = app.rules.snapshot();
     let mut outcomes = app.stats.snapshot().by_rule();
     let rules: Vec<Value> = active
@@ -206,7 +206,7 @@ fn fallback(f: Fallback) -> &'static str {
     }
 }
 
-async fn reload_rules(State(app): State<Arc<App>>) -> Response {
+async fn reload_rules(State(app): State<Arc<Handles>>) -> Response {
     match app.rules.reload() {
         Ok(changed) => Json(json!({ "reloaded": true, "changed": changed, "status": app.rules.status() })).into_response(),
         Err(problems) => (
@@ -217,9 +217,9 @@ async fn reload_rules(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+async fn metrics(State(app): State<Arc<Handles>>) -> Response {
     let snapshot = app.stats.snapshot();
-    let mut body = render_prometheus(&snapshot, app.config.stats.metrics_top, true);
+    let mut body = render_prometheus(&snapshot, app.metrics_top, true);
     body.push_str(&cache_routes::render_cache_metrics(&app.cache.snapshot(0)));
     let mut response = body.into_response();
     response.headers_mut().insert(
@@ -231,7 +231,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 
 /// 200 when the upstream accepts a connection and answers an SSLRequest like a PostgreSQL
 /// server; 503 with the reason otherwise.
-async fn healthz(State(app): State<Arc<App>>) -> Response {
+async fn healthz(State(app): State<Arc<Handles>>) -> Response {
     let probe = async {
         let mut tcp = app
             .upstream

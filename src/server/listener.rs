@@ -10,14 +10,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::Handles;
 use super::session::serve_connection;
-use crate::app::App;
 use crate::protocol::build::{Report, TOO_MANY_CLIENTS};
 use crate::protocol::sqlstate;
 
 /// Answers a connection over the cap without waiting for its startup packet: libpq shows an
 /// ErrorResponse that arrives first as the reason the connection failed.
-fn refuse(app: &App, tcp: tokio::net::TcpStream) {
+fn refuse(app: &Handles, tcp: tokio::net::TcpStream) {
     app.stats
         .proxy()
         .client_connections_rejected
@@ -29,7 +29,7 @@ fn refuse(app: &App, tcp: tokio::net::TcpStream) {
 }
 
 /// Accepts clients until `shutdown` turns true, then drains the sessions.
-pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(app: Arc<Handles>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let next_id = AtomicU64::new(1);
     let mut sessions = JoinSet::new();
     loop {
@@ -64,7 +64,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, mut shutdown: watch::Re
         while sessions.try_join_next().is_some() {}
     }
     drop(listener);
-    let timeout = app.config.server.shutdown_timeout.0;
+    let timeout = app.settings.shutdown_timeout.0;
     tracing::info!(
         sessions = sessions.len(),
         ?timeout,

@@ -4,6 +4,7 @@
 
 mod buffer;
 mod cancel_keys;
+mod handles;
 mod listener;
 mod relay;
 mod session;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use cancel_keys::CancelKeys;
+pub use handles::{ConnectionSlot, Handles};
 pub use listener::serve;
 pub use tls::client_tls_acceptor;
 

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::ClientTlsMode;
 use super::relay::{Ending, Phase, Relay, SessionHooks};
 use super::startup::{self, Opening};
-use crate::app::{App, ConnectionSlot};
+use super::{ConnectionSlot, Handles};
 use crate::net::Stream;
 use crate::pipeline::{Identity, Pipeline};
 use crate::protocol::build;
@@ -30,7 +30,7 @@ const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Serves one accepted connection until it closes; `_slot` holds its place under the
 /// connection cap until then.
 pub async fn serve_connection(
-    app: Arc<App>,
+    app: Arc<Handles>,
     tcp: TcpStream,
     peer: SocketAddr,
     id: u64,
@@ -38,7 +38,7 @@ pub async fn serve_connection(
     _slot: ConnectionSlot,
 ) {
     let _ = tcp.set_nodelay(true);
-    let auth_deadline = tokio::time::Instant::now() + app.config.server.auth_timeout.0;
+    let auth_deadline = tokio::time::Instant::now() + app.settings.auth_timeout.0;
     let opening = startup::open(tcp, app.client_tls.as_ref(), auth_deadline).await;
     match opening {
         Opening::Closed => {}
@@ -52,7 +52,7 @@ pub async fn serve_connection(
             startup,
         } => {
             let span = tracing::info_span!("session", id, peer = %peer, user = startup.user(), db = startup.database());
-            if app.config.server.tls.mode == ClientTlsMode::Require && !client.is_tls() {
+            if app.settings.tls.mode == ClientTlsMode::Require && !client.is_tls() {
                 let _enter = span.enter();
                 tracing::info!("plaintext client refused (tls.mode = require)");
                 let message = "pgward accepts only TLS connections: connect with sslmode=require";
@@ -66,7 +66,7 @@ pub async fn serve_connection(
     }
 }
 
-async fn forward_cancel(app: &App, key: &CancelKey) {
+async fn forward_cancel(app: &Handles, key: &CancelKey) {
     match app.cancel_keys.resolve(key) {
         Some(target) => {
             if let Err(e) = target.cancel(&app.upstream).await {
@@ -79,7 +79,7 @@ async fn forward_cancel(app: &App, key: &CancelKey) {
 
 /// Gives the client pgward's own key, remembers the upstream's, and cancels with it.
 struct SessionKeys {
-    app: Arc<App>,
+    app: Arc<Handles>,
     id: u64,
     client_key: Option<CancelKey>,
     upstream_key: Option<CancelTarget>,
@@ -108,7 +108,7 @@ impl SessionHooks for SessionKeys {
 }
 
 async fn run_session(
-    app: Arc<App>,
+    app: Arc<Handles>,
     mut client: Stream,
     startup: StartupMessage,
     id: u64,
@@ -163,7 +163,7 @@ async fn run_session(
         client,
         upstream,
         pipeline,
-        app.config.server.max_message_size.0 as usize,
+        app.settings.max_message_size.0 as usize,
     );
     relay.send_upstream(&startup.encode());
     let mut keys = SessionKeys {
@@ -196,7 +196,12 @@ async fn run_session(
 }
 
 /// Reports how the session ended to whichever side is still there, then closes both.
-async fn finish(app: &App, mut relay: Relay, ending: Ending, upstream_key: Option<CancelTarget>) {
+async fn finish(
+    app: &Handles,
+    mut relay: Relay,
+    ending: Ending,
+    upstream_key: Option<CancelTarget>,
+) {
     let busy = relay.pipeline.busy();
     // After the client's own Terminate went upstream, the upstream has already closed.
     let terminate_upstream = !matches!(ending, Ending::ClientTerminated);
@@ -273,7 +278,7 @@ async fn finish(app: &App, mut relay: Relay, ending: Ending, upstream_key: Optio
 }
 
 /// Releases the admission slot when the session ends.
-struct ClientSlot<'a>(&'a App);
+struct ClientSlot<'a>(&'a Handles);
 
 impl Drop for ClientSlot<'_> {
     fn drop(&mut self) {
