@@ -8,17 +8,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::budget::{self, Budget};
 use super::expect::Fill;
+use super::state::Held;
 use super::{Admitted, Fingerprinted, Gate, Matched, Pipeline, replies};
 use crate::cache::session::{EXTENDED, SIMPLE};
 use crate::cache::{Capture, Entry, Flight, Lookup, MissReason, Shape, plan::SessionEffect};
 use crate::fingerprint;
 use crate::rules::{Fallback, Refresh};
 use crate::stats::{Counter, Execution, FingerprintStats};
-
-/// How long a request of a rule without a budget waits for the identical query another
-/// session runs, before it runs the query itself (uncached, `fill_wait`).
-pub(super) const MAX_FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the cache decided for a statement.
 pub(super) enum CachePhase {
@@ -78,15 +76,15 @@ impl Pipeline {
         let cache = self.shared.cache.clone();
         let plan = cache.plan(statement.id, &statement.text);
         if let Some(reason) = session.refusal(&plan) {
-            self.cache_wait = None;
+            self.held.end_fill_wait();
             // Counted once: not again when the frame comes back from waiting for a slot.
-            if self.admission.is_none() {
+            if !self.held.readmitted() {
                 handle.record_miss(reason);
             }
             return CachePhase::Pass;
         }
         let key = session.key(request.protocol(), request.sql, request.types, request.bind);
-        let waited_since = self.cache_wait.take();
+        let waited_since = self.held.end_fill_wait();
         let received = waited_since.unwrap_or(now);
         let fill = |ticket, stale: Option<Arc<Entry>>| {
             Box::new(Fill {
@@ -144,41 +142,32 @@ impl Pipeline {
                 CachePhase::Fill(fill(ticket, stale))
             }
             Flight::Follower(mut done) => {
-                let budget = rule.budget(&matched.rules.set);
-                if let Some(budget) = budget
-                    && now >= received + budget
-                {
-                    handle.bump(Counter::BudgetExceeded);
-                    if rule.on_budget_exceeded == Fallback::ServeStale
-                        && let Some(entry) = stale.filter(|e| e.is_usable(now))
-                    {
-                        let why = format!(
-                            "the time budget of {} passed while the same query ran for another client",
-                            replies::format_duration(budget)
-                        );
-                        let notice =
-                            replies::stale_served(entry.age(now), &why, &rule.name, statement.id);
-                        handle.bump(Counter::StaleServed);
-                        cache.count_stale_hit();
-                        self.answer_from_cache(entry, notice, request.shape, handle, received, now);
-                        return CachePhase::Answered;
+                let budget =
+                    Budget::for_statement(&matched.rules, Some(rule), statement.id, received);
+                let until = received + budget::fill_wait(budget.as_ref().map(Budget::limit));
+                if waited_since.is_some() && now >= until {
+                    match budget {
+                        Some(budget) if !budget.observe() => {
+                            handle.bump(Counter::BudgetExceeded);
+                            let serve_stale = rule.on_budget_exceeded == Fallback::ServeStale;
+                            let stale = stale.filter(|_| serve_stale);
+                            self.follower_out_of_time(
+                                &budget,
+                                stale,
+                                request.shape,
+                                handle,
+                                received,
+                                now,
+                            );
+                            return CachePhase::Answered;
+                        }
+                        // Observe mode counts, and the request runs upstream itself.
+                        Some(_) => handle.bump(Counter::WouldTimeout),
+                        None => {}
                     }
-                    let deadline = super::decide::deadline_for(
-                        &matched.rules,
-                        Some(matched),
-                        statement,
-                        received,
-                    );
-                    if let Some(deadline) = deadline {
-                        let error = replies::budget_exceeded(&deadline, false).into_bytes();
-                        self.answer_error(error, request.shape, handle, received, now);
-                        return CachePhase::Answered;
-                    }
-                }
-                // Without a budget the wait is bounded too: the leader's client may have
-                // stopped reading, and then its fill never ends. Past the bound this request
-                // runs upstream itself, uncached.
-                if budget.is_none() && waited_since.is_some() && now >= received + MAX_FILL_WAIT {
+                    // Without a budget the wait is bounded too: the leader's client may have
+                    // stopped reading, and then its fill never ends. Past the bound this
+                    // request runs upstream itself, uncached.
                     handle.record_miss(MissReason::FillWait);
                     return CachePhase::Pass;
                 }
@@ -186,13 +175,43 @@ impl Pipeline {
                     handle.record_miss(reason);
                     handle.bump(Counter::CacheCoalesced);
                 }
-                self.cache_wait = Some(received);
-                let until = received + budget.unwrap_or(MAX_FILL_WAIT);
+                self.held = Held::ForFill { since: received };
                 let wait = until.saturating_duration_since(now);
                 CachePhase::Wait(Gate(Box::pin(async move {
                     let _ = tokio::time::timeout(wait, done.changed()).await;
                     Admitted::CacheFill
                 })))
+            }
+        }
+    }
+
+    /// A request waited for another session's identical query until its budget passed: the
+    /// stale entry (`stale`: when its rule serves stale), otherwise its 57014.
+    fn follower_out_of_time(
+        &mut self,
+        budget: &Budget,
+        stale: Option<Arc<Entry>>,
+        shape: Shape,
+        handle: &FingerprintStats,
+        received: Instant,
+        now: Instant,
+    ) {
+        match stale.filter(|e| e.is_usable(now)) {
+            Some(entry) => {
+                let why = format!(
+                    "the time budget of {} passed while the same query ran for another client",
+                    replies::format_duration(budget.limit())
+                );
+                let rule = budget.rule().map_or("", |r| &**r);
+                let notice =
+                    replies::stale_served(entry.age(now), &why, rule, budget.fingerprint());
+                handle.bump(Counter::StaleServed);
+                self.shared.cache.count_stale_hit();
+                self.answer_from_cache(entry, notice, shape, handle, received, now);
+            }
+            None => {
+                let error = budget.exceeded().into_bytes();
+                self.answer_error(error, shape, handle, received, now);
             }
         }
     }
@@ -219,7 +238,7 @@ impl Pipeline {
         });
         self.count_queries(1);
         // A slot taken for this statement is not needed.
-        self.admission = None;
+        self.held = Held::Nothing;
         let simple = shape == Shape::WithRowDescription;
         self.expected.push_cached(head, entry, shape, simple);
     }
@@ -240,10 +259,10 @@ impl Pipeline {
             error_sqlstate: Some(crate::protocol::sqlstate::QUERY_CANCELED_BYTES),
         });
         self.count_queries(1);
-        self.admission = None;
+        self.held = Held::Nothing;
         let simple = shape == Shape::WithRowDescription;
         if !simple {
-            self.skip_until_sync = true;
+            self.batch.fail();
         }
         self.expected.push_reply(error, simple);
     }

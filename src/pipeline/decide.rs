@@ -6,17 +6,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::budget::{self, Budget};
 use super::cached::{CachePhase, Request};
-use super::expect::{Deadline, Fill, Running};
-use super::{
-    Admission, Admitted, ClientAction, Fingerprinted, Gate, Matched, Pipeline, Statement, replies,
-};
+use super::expect::{Fill, Running};
+use super::{Admitted, ClientAction, Fingerprinted, Gate, Matched, Pipeline, Statement, replies};
 use crate::cache::{MissReason, Shape};
 use crate::fingerprint;
 use crate::protocol::{MAX_PARAMETERS, build, frontend};
 use crate::reload::ActiveRules;
 use crate::rules::Fallback;
-use crate::rules::{Action, Mode, Rule, SessionInfo};
+use crate::rules::{Action, Mode, SessionInfo};
 use crate::stats::{Counter, FingerprintStats};
 
 impl Pipeline {
@@ -79,7 +78,7 @@ impl Pipeline {
         // Result cache: a single read statement whose rule caches. A fill this frame led before
         // waiting for a slot, and the start of a wait for another session's fill, belong to
         // this frame only.
-        let pending = self.pending_fill.take();
+        let pending = self.held.take_fill();
         let mut fill = None;
         if self.cache.is_some() {
             if let ([statement], [handle], [Some(matched)]) =
@@ -100,7 +99,7 @@ impl Pipeline {
                         return self.refresh_detached(f, handle, matched, statement, now);
                     }
                 }
-            } else if statements.len() > 1 && self.admission.is_none() {
+            } else if statements.len() > 1 && !self.held.readmitted() {
                 for (handle, matched) in handles.iter().zip(&matches) {
                     if matched
                         .as_ref()
@@ -113,7 +112,7 @@ impl Pipeline {
             }
         }
 
-        self.cache_wait = None;
+        self.held.end_fill_wait();
 
         // Concurrency cap: one slot, of the first capped rule among the statements.
         let capped = statements
@@ -130,7 +129,7 @@ impl Pipeline {
                 match self.take_slot(&statement, &handle, &matched, now) {
                     Slot::Granted(permit, received) => (permit, received),
                     Slot::Wait(gate) => {
-                        self.pending_fill = fill;
+                        self.held.wait_for_slot(now, fill);
                         return ClientAction::Wait(gate);
                     }
                     Slot::Shed(bytes) => {
@@ -156,9 +155,10 @@ impl Pipeline {
         for (i, ((statement, handle), matched)) in
             statements.iter().zip(handles).zip(&matches).enumerate()
         {
-            let deadline = deadline_for(&rules, matched.as_ref(), statement, received);
+            let rule = matched.as_ref().and_then(Matched::rule);
+            let budget = Budget::for_statement(&rules, rule, statement.id, received);
             let permit = if i == last { permit.take() } else { None };
-            let mut running = Running::new(handle, received, deadline, permit);
+            let mut running = Running::new(handle, received, budget, permit);
             running.fill = fill.take();
             self.expected.push_running(running);
         }
@@ -239,7 +239,7 @@ impl Pipeline {
         let recorded = Statement {
             sql: keeps.then(|| Arc::from(parse.sql)),
             types: keeps.then(|| Arc::from(parse.param_types)),
-            tracked: self.batch_tracked,
+            tracked: self.batch.tracked(),
             fingerprint: statement.clone(),
             bind: None,
         };
@@ -259,7 +259,7 @@ impl Pipeline {
                     replies::rejected(&rule.name, sqlstate, message, statement.id),
                     false,
                 );
-                self.skip_until_sync = true;
+                self.batch.fail();
                 return ClientAction::Drop;
             }
         }
@@ -309,7 +309,7 @@ impl Pipeline {
         let matched = self.matched(&rules, statement);
         let handle = self.shared.stats.fingerprint(statement.id, &statement.text);
 
-        let pending = self.pending_fill.take();
+        let pending = self.held.take_fill();
         let mut fill = None;
         if let Some(m) = &matched
             && m.rule().is_some_and(|r| r.cache.is_some())
@@ -317,11 +317,11 @@ impl Pipeline {
         {
             match (&portal.sql, &portal.bind) {
                 _ if !portal.tracked => {}
-                _ if max_rows != 0 && self.admission.is_none() => {
+                _ if max_rows != 0 && !self.held.readmitted() => {
                     handle.record_miss(MissReason::Partial);
                 }
                 _ if max_rows != 0 => {}
-                (Some(sql), Some(bind)) if self.batch_tracked => {
+                (Some(sql), Some(bind)) if self.batch.tracked() => {
                     let request = Request {
                         sql,
                         types: portal.types.as_deref().unwrap_or_default(),
@@ -341,14 +341,14 @@ impl Pipeline {
                 _ => {}
             }
         }
-        self.cache_wait = None;
+        self.held.end_fill_wait();
 
         let (permit, received) = match &matched {
             Some(m) if m.rules.limiters.get(m.index).is_some_and(Option::is_some) => {
                 match self.take_slot(statement, &handle, m, now) {
                     Slot::Granted(permit, received) => (permit, received),
                     Slot::Wait(gate) => {
-                        self.pending_fill = fill;
+                        self.held.wait_for_slot(now, fill);
                         return ClientAction::Wait(gate);
                     }
                     Slot::Shed(bytes) => {
@@ -360,8 +360,9 @@ impl Pipeline {
         };
         self.follow_prepared(statement, portal.sql.as_deref());
         self.count_queries(1);
-        let deadline = deadline_for(&rules, matched.as_ref(), statement, received);
-        let mut running = Running::new(handle, received, deadline, permit);
+        let rule = matched.as_ref().and_then(Matched::rule);
+        let budget = Budget::for_statement(&rules, rule, statement.id, received);
+        let mut running = Running::new(handle, received, budget, permit);
         running.fill = fill;
         self.expected.push_running(running);
         ClientAction::Forward
@@ -386,12 +387,10 @@ impl Pipeline {
             _ => None,
         };
         handle.bump(Counter::CacheRefresh);
-        let ttl = fill.policy.ttl;
-        let deadline = deadline_for(&matched.rules, Some(matched), statement, now).map(|mut d| {
-            d.at = now + super::expect::detached_limit(Some(d.budget), ttl);
-            d
+        let budget = matched.rule().map(|rule| {
+            Budget::for_refresh(&matched.rules, rule, statement.id, fill.policy.ttl, now)
         });
-        let mut running = Running::new(handle.clone(), now, deadline, permit);
+        let mut running = Running::new(handle.clone(), now, budget, permit);
         running.fill = Some(fill);
         running.detached = true;
         running.counts_call = false;
@@ -417,7 +416,9 @@ impl Pipeline {
         }
         self.count_queries(statements);
         self.expected.push_reply(shed, simple);
-        self.skip_until_sync |= !simple;
+        if !simple {
+            self.batch.fail();
+        }
         ClientAction::Drop
     }
 
@@ -441,8 +442,7 @@ impl Pipeline {
         );
         handle.bump(Counter::StaleServed);
         self.shared.cache.count_stale_hit();
-        let since = self.admission.as_ref().map_or(now, |a| a.since);
-        self.answer_from_cache(entry, notice, fill.shape, handle, since, now);
+        self.answer_from_cache(entry, notice, fill.shape, handle, now, now);
         true
     }
 
@@ -459,7 +459,7 @@ impl Pipeline {
         else {
             return Slot::Granted(None, now);
         };
-        if let Some(Admission { permit, since }) = self.admission.take() {
+        if let Some((permit, since)) = self.held.take_admission() {
             handle.record_queued(now.saturating_duration_since(since));
             return match permit {
                 Some(permit) => Slot::Granted(Some(permit), since),
@@ -483,9 +483,7 @@ impl Pipeline {
                 Slot::Granted(None, now)
             }
             Err(_) => {
-                let budget = rule.budget(&matched.rules.set);
-                let wait = budget.map_or(rule.queue_timeout, |b| b.min(rule.queue_timeout));
-                self.waiting_since = Some(now);
+                let wait = budget::slot_wait(rule.budget(&matched.rules.set), rule.queue_timeout);
                 let limiter = limiter.clone();
                 Slot::Wait(Gate(Box::pin(async move {
                     Admitted::Slot(
@@ -504,29 +502,6 @@ enum Slot {
     Granted(Option<tokio::sync::OwnedSemaphorePermit>, Instant),
     Wait(Gate),
     Shed(Vec<u8>),
-}
-
-/// The statement's time budget: its rule's, or the default.
-pub(super) fn deadline_for(
-    rules: &ActiveRules,
-    matched: Option<&Matched>,
-    statement: &Fingerprinted,
-    received: Instant,
-) -> Option<Deadline> {
-    let rule: Option<&Rule> = matched.and_then(Matched::rule);
-    let budget = match rule {
-        Some(rule) => rule.budget(&rules.set)?,
-        None => rules.set.default_budget?,
-    };
-    Some(Deadline {
-        at: received + budget,
-        budget,
-        rule: rule.map(|r| r.name.clone()),
-        fingerprint: statement.id,
-        observe: rule.is_some_and(|r| r.mode == Mode::Observe),
-        cancel_grace: rules.set.cancel_grace,
-        expired_at: None,
-    })
 }
 
 /// The highest `$k` parameter the original statement uses.

@@ -1,18 +1,19 @@
 //! What the backend owes the client, in order: one completion per running statement, a
 //! ReadyForQuery per Sync / Query / FunctionCall, the answers to Parse / Bind / Describe / Close
 //! while a batch may hold a cache hit, and the replies pgward queued itself (so a hit or an
-//! error pgward makes reaches the client exactly where Postgres would have put it). Also each
-//! statement's deadline (its time budget) and what happens when it passes, the result capture
-//! of a statement filling the cache (and the stale answer that may replace it), and recording
-//! the outcome of every completed statement.
+//! error pgward makes reaches the client exactly where Postgres would have put it). Also the
+//! result capture of a statement filling the cache (and the stale answer that may replace it),
+//! and recording the outcome of every completed statement. A running statement's time budget
+//! is `budget.rs`; what happens when it passes, `expire.rs`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::budget::Budget;
 use super::{Pipeline, replies};
 use crate::cache::{Capture, Entry, FillTicket, Filled, MissReason, Shape};
 use crate::fingerprint::FingerprintId;
@@ -22,25 +23,14 @@ use crate::protocol::{build, sqlstate};
 use crate::rules::{CachePolicy, Fallback, Invalidate};
 use crate::stats::{Counter, Execution, FingerprintStats};
 
-/// A time budget attached to a running statement.
-pub(super) struct Deadline {
-    pub at: Instant,
-    pub budget: Duration,
-    pub rule: Option<Arc<str>>,
-    pub fingerprint: FingerprintId,
-    pub observe: bool,
-    pub cancel_grace: Duration,
-    /// When the budget passed and the cancel was sent (enforce mode).
-    pub expired_at: Option<Instant>,
-}
-
 /// A statement waiting for its completion message.
 pub(super) struct Running {
     /// Where its execution is recorded (None: unknown statement, or stats off).
     pub stats: Option<Arc<FingerprintStats>>,
     pub received: Instant,
     pub bytes_sent: u64,
-    pub deadline: Option<Deadline>,
+    /// Its time budget, if it has one (`budget.rs`).
+    pub budget: Option<Budget>,
     /// The concurrency slot it holds until it completes.
     pub _slot: Option<OwnedSemaphorePermit>,
     /// Set when its result is being captured for the cache.
@@ -75,7 +65,7 @@ pub(super) struct Fill {
 
 impl Fill {
     /// The stale entry, if the fallback allows it and it is still usable.
-    fn usable_stale(&self, fallback: Fallback, now: Instant) -> Option<&Arc<Entry>> {
+    pub(super) fn usable_stale(&self, fallback: Fallback, now: Instant) -> Option<&Arc<Entry>> {
         if fallback != Fallback::ServeStale || self.rows_started {
             return None;
         }
@@ -87,14 +77,14 @@ impl Running {
     pub fn new(
         stats: Arc<FingerprintStats>,
         received: Instant,
-        deadline: Option<Deadline>,
+        budget: Option<Budget>,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Self {
         Running {
             stats: Some(stats),
             received,
             bytes_sent: 0,
-            deadline,
+            budget,
             _slot: slot,
             fill: None,
             detached: false,
@@ -108,7 +98,7 @@ impl Running {
             stats: None,
             received,
             bytes_sent: 0,
-            deadline: None,
+            budget: None,
             _slot: None,
             fill: None,
             detached: false,
@@ -210,7 +200,7 @@ impl Queue {
     }
 
     /// True when the front statement is the last one before its ReadyForQuery.
-    fn front_is_last(&self) -> bool {
+    pub(super) fn front_is_last(&self) -> bool {
         matches!(self.entries.get(1), Some(Expected::Ready))
     }
 
@@ -227,40 +217,28 @@ impl Queue {
             .unwrap_or(self.entries.len())
     }
 
-    fn front_running(&mut self) -> Option<&mut Running> {
+    /// The budget of the statement running now, if any.
+    pub(super) fn front_budget(&self) -> Option<&Budget> {
+        match self.entries.front() {
+            Some(Expected::Completion(running)) => running.budget.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The client got the front statement's answer from pgward: the ReadyForQuery PostgreSQL
+    /// sends after it is swallowed (pgward sent the client its own).
+    pub(super) fn detach_front_ready(&mut self) {
+        if let Some(ready) = self.entries.get_mut(1) {
+            *ready = Expected::DetachedReady;
+        }
+    }
+
+    pub(super) fn front_running(&mut self) -> Option<&mut Running> {
         match self.entries.front_mut() {
             Some(Expected::Completion(running)) => Some(running),
             _ => None,
         }
     }
-}
-
-/// What the session must do when a deadline passes.
-pub enum Expiry {
-    /// Send a CancelRequest upstream; close the session if the statement is still running at
-    /// the returned instant.
-    Cancel { grace_until: Instant },
-    /// Observe mode (or nothing running): nothing to do.
-    Nothing,
-    /// pgward answered the client with these bytes (a stale cached result); the statement
-    /// keeps running upstream, detached, to refresh the cache.
-    Answered(Vec<u8>),
-}
-
-/// How long a detached refresh may run at most (and never longer than its entry's ttl).
-const DETACHED_REFRESH_LIMIT: Duration = Duration::from_secs(30);
-/// A detached refresh may take this many times the statement's budget (it holds a
-/// concurrency slot meanwhile, so it must not hold it for long).
-const DETACHED_BUDGET_FACTOR: u32 = 10;
-
-/// How long a detached query of a statement with this budget (if any) and cache ttl may run.
-pub(super) fn detached_limit(budget: Option<Duration>, ttl: Duration) -> Duration {
-    let cap = ttl.min(DETACHED_REFRESH_LIMIT);
-    budget.map_or(cap, |b| {
-        (b * DETACHED_BUDGET_FACTOR)
-            .max(Duration::from_secs(1))
-            .min(cap)
-    })
 }
 
 impl Pipeline {
@@ -368,11 +346,11 @@ impl Pipeline {
                 let code = backend::error_fields(body).code;
                 if code == Some(sqlstate::QUERY_CANCELED_BYTES)
                     && let Some(running) = self.expected.front_running()
-                    && let Some(deadline) = &running.deadline
-                    && deadline.expired_at.is_some()
+                    && let Some(budget) = &running.budget
+                    && budget.rewords_cancel()
                 {
                     let mut out = Vec::new();
-                    replies::budget_exceeded(deadline, false).write_error_to(&mut out);
+                    budget.exceeded().write_error_to(&mut out);
                     replacement = Some(out);
                 }
                 self.shared.stats.proxy().errors.fetch_add(1, Relaxed);
@@ -437,156 +415,6 @@ impl Pipeline {
                     build::ready_for_query(out, self.expected.transaction);
                 }
             }
-        }
-    }
-
-    /// The next instant the session must act at: the running statement's deadline, or the end
-    /// of its cancel grace.
-    pub fn next_timer(&self) -> Option<Instant> {
-        match self.expected.entries.front() {
-            Some(Expected::Completion(Running {
-                deadline: Some(d), ..
-            })) => match d.expired_at {
-                None => Some(d.at),
-                Some(_) if d.observe => None,
-                Some(expired) => Some(expired + d.cancel_grace),
-            },
-            _ => None,
-        }
-    }
-
-    /// Called when [`Pipeline::next_timer`] has passed.
-    pub fn on_timer(&mut self, now: Instant) -> Expiry {
-        let last = self.expected.front_is_last();
-        let status = self.expected.transaction;
-        let Some(running) = self.expected.front_running() else {
-            return Expiry::Nothing;
-        };
-        let stats = running.stats.clone();
-        let Some(deadline) = &mut running.deadline else {
-            return Expiry::Nothing;
-        };
-        if let Some(expired) = deadline.expired_at {
-            return Expiry::Cancel {
-                grace_until: expired + deadline.cancel_grace,
-            };
-        }
-        deadline.expired_at = Some(now);
-        let (observe, budget, rule) = (deadline.observe, deadline.budget, deadline.rule.clone());
-        let fingerprint = deadline.fingerprint;
-        let grace_until = now + deadline.cancel_grace;
-        if running.detached {
-            tracing::info!(fingerprint = %deadline.fingerprint, "detached cache refresh ran too long: cancelled");
-            return Expiry::Cancel { grace_until };
-        }
-        let mut answered = None;
-        if !observe
-            && last
-            && let Some(fill) = &mut running.fill
-            && fill.on_budget == Fallback::ServeStale
-            && !fill.rows_started
-            && !fill.row_description_sent
-            && fill.usable_stale(fill.on_budget, now).is_none()
-        {
-            // Nothing to serve yet: the client gets its 57014 now, and the query goes on
-            // detached (holding its slot) so that the next request finds the entry.
-            let mut out = Vec::new();
-            replies::budget_exceeded(deadline, false).write_error_to(&mut out);
-            build::ready_for_query(&mut out, status);
-            if let Some(stats) = &stats {
-                stats.record(&Execution {
-                    elapsed: now.saturating_duration_since(running.received),
-                    rows: 0,
-                    bytes_sent: out.len() as u64,
-                    error_sqlstate: Some(sqlstate::QUERY_CANCELED_BYTES),
-                });
-            }
-            deadline.expired_at = None;
-            deadline.at = now + detached_limit(Some(budget), fill.policy.ttl);
-            running.detached = true;
-            running.counts_call = false;
-            answered = Some((out, false));
-        } else if !observe
-            && last
-            && let Some(fill) = &mut running.fill
-            && let Some(entry) = fill.usable_stale(fill.on_budget, now).cloned()
-        {
-            if fill.row_description_sent {
-                fill.serving_stale = Some(format!(
-                    "the time budget of {} passed; the query was cancelled",
-                    replies::format_duration(budget)
-                ));
-            } else {
-                // Nothing of the result reached the client: answer now, and let the query
-                // finish in the background (holding its slot) to refresh the entry.
-                let why = format!(
-                    "the time budget of {} passed; the query goes on in the background to refresh it",
-                    replies::format_duration(budget)
-                );
-                let mut out =
-                    replies::stale_served(entry.age(now), &why, &fill.rule, fill.fingerprint);
-                let body = entry.answer(fill.shape);
-                out.extend_from_slice(body);
-                build::ready_for_query(&mut out, status);
-                entry.count_hit();
-                if let Some(stats) = &stats {
-                    stats.bump(Counter::StaleServed);
-                    stats.add(Counter::CacheBytesServed, body.len() as u64);
-                }
-                deadline.expired_at = None;
-                deadline.at = now + detached_limit(Some(budget), fill.policy.ttl);
-                running.detached = true;
-                answered = Some((out, true));
-            }
-        }
-        if let Some((out, stale)) = answered {
-            if stale {
-                self.shared.cache.count_stale_hit();
-            }
-            if let Some(stats) = &stats {
-                stats.bump(Counter::BudgetExceeded);
-            }
-            if let Some(ready) = self.expected.entries.get_mut(1) {
-                *ready = Expected::DetachedReady;
-            }
-            tracing::info!(
-                fingerprint = %fingerprint,
-                rule = rule.as_deref().unwrap_or("(default)"),
-                ?budget,
-                stale,
-                "time budget exceeded: client answered, query detached to fill the cache"
-            );
-            return Expiry::Answered(out);
-        }
-        if let Some(stats) = &stats {
-            stats.bump(if observe {
-                Counter::WouldTimeout
-            } else {
-                Counter::BudgetExceeded
-            });
-        }
-        tracing::info!(fingerprint = %deadline.fingerprint, rule = rule.as_deref().unwrap_or("(default)"), ?budget, observe, "time budget exceeded");
-        if observe {
-            Expiry::Nothing
-        } else {
-            Expiry::Cancel { grace_until }
-        }
-    }
-
-    /// The FATAL error for a statement that ignored its budget cancel.
-    pub fn cancel_ignored_error(&self, out: &mut Vec<u8>) {
-        if let Some(Expected::Completion(Running {
-            deadline: Some(deadline),
-            ..
-        })) = self.expected.entries.front()
-        {
-            replies::budget_exceeded(deadline, true).write_error_to(out);
-        } else {
-            build::Report::fatal(
-                sqlstate::QUERY_CANCELED,
-                "pgward: statement did not stop after its cancel",
-            )
-            .write_error(out);
         }
     }
 
@@ -709,7 +537,7 @@ impl Pipeline {
         if let Some(threshold) = self.shared.slow_statement
             && execution.elapsed >= threshold
         {
-            log_slow(&stats, &execution, running.deadline.as_ref());
+            log_slow(&stats, &execution, running.budget.as_ref());
         }
         tracing::trace!(fingerprint = %stats.id(), elapsed_us = execution.elapsed.as_micros() as u64, rows, "statement complete");
     }
@@ -717,17 +545,14 @@ impl Pipeline {
 
 /// The slow statement log line: fingerprint, normalized text (no literals), duration, rule and
 /// outcome.
-fn log_slow(stats: &FingerprintStats, execution: &Execution, deadline: Option<&Deadline>) {
-    let rule = deadline
-        .and_then(|d| d.rule.clone())
+fn log_slow(stats: &FingerprintStats, execution: &Execution, budget: Option<&Budget>) {
+    let rule = budget
+        .and_then(|b| b.rule().cloned())
         .or_else(|| stats.rule());
-    let outcome = match (
-        execution.error_sqlstate,
-        deadline.and_then(|d| d.expired_at),
-    ) {
-        (_, Some(_)) => "budget_exceeded".to_owned(),
-        (Some(code), None) => format!("error {}", String::from_utf8_lossy(&code)),
-        (None, None) => "ok".to_owned(),
+    let outcome = match (execution.error_sqlstate, budget.is_some_and(Budget::passed)) {
+        (_, true) => "budget_exceeded".to_owned(),
+        (Some(code), false) => format!("error {}", String::from_utf8_lossy(&code)),
+        (None, false) => "ok".to_owned(),
     };
     tracing::warn!(
         target: "pgward::slow",

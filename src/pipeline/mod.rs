@@ -19,11 +19,14 @@
 //! replies pgward makes itself (rejects, sheds) wait in the same queue, so they reach the client
 //! in the order the client asked.
 
+mod budget;
 mod cached;
 mod decide;
 mod expect;
+mod expire;
 mod fingerprints;
 mod replies;
+mod state;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-pub use expect::Expiry;
+pub use expire::Expiry;
 pub use fingerprints::{FingerprintCache, Fingerprinted};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -127,12 +130,6 @@ struct Undo {
     previous: Option<Statement>,
 }
 
-/// The outcome of waiting at a gate, kept until the held frame is offered again.
-struct Admission {
-    permit: Option<OwnedSemaphorePermit>,
-    since: Instant,
-}
-
 /// Per-session statement bookkeeping.
 pub struct Pipeline {
     shared: Arc<Shared>,
@@ -140,22 +137,12 @@ pub struct Pipeline {
     expected: expect::Queue,
     prepared: HashMap<Box<[u8]>, Statement>,
     portals: HashMap<Box<[u8]>, Statement>,
-    /// After pgward answered an extended-protocol message with an error, the client's messages
-    /// up to the next Sync are skipped, as Postgres itself does.
-    skip_until_sync: bool,
-    /// Set while a held frame waits for (or has just got) a concurrency slot.
-    admission: Option<Admission>,
-    waiting_since: Option<Instant>,
+    /// The frame held back while it waits for a slot or another session's fill.
+    held: state::Held,
+    /// The client's current batch (messages up to a Sync).
+    batch: state::Batch,
     /// The session's side of the result cache (None when the cache is disabled).
     cache: Option<SessionCache>,
-    /// Set while a held frame waits for another session's identical query: since when.
-    cache_wait: Option<Instant>,
-    /// A fill this session leads while its frame waits for a concurrency slot.
-    pending_fill: Option<Box<expect::Fill>>,
-    /// A batch (messages up to Sync) has started; whether it tracks Parse/Bind/Describe/Close
-    /// answers so that a cache hit can take its place among them.
-    batch_open: bool,
-    batch_tracked: bool,
     /// How this session's string literals lex (its `standard_conforming_strings`).
     strings: Strings,
     /// Set by a Parse or Close while it is routed; moved into its tracked answer.
@@ -185,14 +172,9 @@ impl Pipeline {
             expected: expect::Queue::new(),
             prepared: HashMap::new(),
             portals: HashMap::new(),
-            skip_until_sync: false,
-            admission: None,
-            waiting_since: None,
+            held: state::Held::Nothing,
+            batch: state::Batch::Idle,
             cache,
-            cache_wait: None,
-            pending_fill: None,
-            batch_open: false,
-            batch_tracked: false,
             strings: Strings::Standard,
             undo: None,
         }
@@ -227,11 +209,8 @@ impl Pipeline {
     /// Records the outcome of a gate the session waited on.
     pub fn admit(&mut self, admitted: Admitted) {
         match admitted {
-            Admitted::Slot(permit) => {
-                let since = self.waiting_since.take().unwrap_or_else(Instant::now);
-                self.admission = Some(Admission { permit, since });
-            }
-            // `cache_wait` already says since when; the frame is simply offered again.
+            Admitted::Slot(permit) => self.held.slot_granted(permit, Instant::now()),
+            // The held frame already says since when; it is simply offered again.
             Admitted::CacheFill => {}
         }
     }
@@ -239,11 +218,11 @@ impl Pipeline {
     /// Whether the current batch tracks the answers to Parse/Bind/Describe/Close (decided at
     /// its first message, so that it stays consistent until its Sync).
     fn batch_tracked(&mut self) -> bool {
-        if !self.batch_open {
-            self.batch_open = true;
-            self.batch_tracked = self.cache.is_some() && self.shared.rules.snapshot().set.caches();
+        if self.batch == state::Batch::Idle {
+            let tracked = self.cache.is_some() && self.shared.rules.snapshot().set.caches();
+            self.batch = state::Batch::Open { tracked };
         }
-        self.batch_tracked
+        self.batch.tracked()
     }
 
     fn recording(&self) -> bool {
@@ -252,11 +231,8 @@ impl Pipeline {
 
     /// Sees a complete client frame (`body` excludes tag and length) before it is forwarded.
     pub fn on_client_frame(&mut self, tag: u8, body: &[u8], now: Instant) -> ClientAction {
-        if self.skip_until_sync {
-            if tag != msg::SYNC {
-                return ClientAction::Drop;
-            }
-            self.skip_until_sync = false;
+        if self.batch.failed() && tag != msg::SYNC {
+            return ClientAction::Drop;
         }
         let tracked = matches!(
             tag,
@@ -313,7 +289,7 @@ impl Pipeline {
                 ClientAction::Forward
             }
             msg::SYNC | msg::FUNCTION_CALL => {
-                self.batch_open = false;
+                self.batch = state::Batch::Idle;
                 self.expected.push_ready();
                 ClientAction::Forward
             }
@@ -329,7 +305,7 @@ impl Pipeline {
 
     fn note_undo(&mut self, name: &[u8], previous: Option<Statement>) {
         // Only a tracked answer can carry it back; an untracked batch pays nothing.
-        if !self.batch_tracked {
+        if !self.batch.tracked() {
             return;
         }
         self.undo = Some(Box::new(Undo {

@@ -1,21 +1,21 @@
 //! The errors pgward raises for rules, worded so the person reading them in an application log
 //! learns which rule fired and what to change: budget exceeded (57014), shed by a concurrency
-//! cap (53000), rejected (the rule's SQLSTATE).
+//! cap (53000), rejected (the rule's SQLSTATE). A budget's own errors (57014, and the FATAL when
+//! its cancel is ignored) are worded in `budget.rs`.
 
 use std::time::Duration;
 
-use super::expect::Deadline;
 use crate::fingerprint::FingerprintId;
 use crate::protocol::build::{Report, Severity};
 use crate::protocol::sqlstate;
 
 /// An error with owned texts, written as an ErrorResponse.
 pub(super) struct Raised {
-    severity: Severity,
-    code: String,
-    message: String,
-    detail: String,
-    hint: Option<&'static str>,
+    pub severity: Severity,
+    pub code: String,
+    pub message: String,
+    pub detail: String,
+    pub hint: Option<&'static str>,
 }
 
 impl Raised {
@@ -34,46 +34,6 @@ impl Raised {
         let mut out = Vec::new();
         self.write_error_to(&mut out);
         out
-    }
-}
-
-fn rule_label(rule: Option<&str>) -> String {
-    match rule {
-        Some(name) => format!("rule \"{name}\""),
-        None => "the default budget".to_owned(),
-    }
-}
-
-/// 57014 for a statement whose budget passed; FATAL when the cancel had no effect in time.
-pub(super) fn budget_exceeded(deadline: &Deadline, fatal: bool) -> Raised {
-    let who = rule_label(deadline.rule.as_deref());
-    let budget = format_duration(deadline.budget);
-    if fatal {
-        Raised {
-            severity: Severity::Fatal,
-            code: sqlstate::QUERY_CANCELED.into(),
-            message: format!(
-                "terminating connection: statement exceeded the pgward time budget of {budget} ({who}) and did not stop within {} of its cancel",
-                format_duration(deadline.cancel_grace)
-            ),
-            detail: format!(
-                "fingerprint {}; the upstream connection was closed, so session state is lost",
-                deadline.fingerprint
-            ),
-            hint: Some(
-                "Reconnect. If this repeats, the upstream ignores cancels (e.g. a blocked backend).",
-            ),
-        }
-    } else {
-        Raised {
-            severity: Severity::Error,
-            code: sqlstate::QUERY_CANCELED.into(),
-            message: format!(
-                "canceling statement: pgward time budget of {budget} exceeded ({who})"
-            ),
-            detail: format!("fingerprint {}", deadline.fingerprint),
-            hint: Some("Raise the budget in rules.toml, or make the query faster."),
-        }
     }
 }
 
