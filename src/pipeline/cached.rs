@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use super::budget::{self, Budget};
 use super::expect::Fill;
+use super::phases::Ctx;
 use super::state::Held;
 use super::{Admitted, Fingerprinted, Gate, Matched, Pipeline, replies};
 use crate::cache::session::{EXTENDED, SIMPLE};
@@ -269,13 +270,14 @@ impl Pipeline {
 
     /// Follows what the statements of a simple Query do to the session (SET, BEGIN/COMMIT,
     /// temporary tables, writes to invalidate at commit).
-    pub(super) fn follow_statements(&mut self, sql: &[u8], statements: &[Fingerprinted]) {
+    pub(super) fn follow_statements(&mut self, sql: &[u8], statements: &[Ctx]) {
         let Some(session) = &mut self.cache else {
             return;
         };
         let text = String::from_utf8_lossy(sql);
         let mut ranges = None;
-        for (i, statement) in statements.iter().enumerate() {
+        for (i, ctx) in statements.iter().enumerate() {
+            let statement = &ctx.statement;
             let plan = self.shared.cache.plan(statement.id, &statement.text);
             let original = if plan.session == SessionEffect::Set && statements.len() > 1 {
                 let ranges = ranges

@@ -19,13 +19,16 @@
 //! replies pgward makes itself (rejects, sheds) wait in the same queue, so they reach the client
 //! in the order the client asked.
 
+mod admit;
 mod budget;
 mod cached;
-mod decide;
 mod expect;
 mod expire;
 mod fingerprints;
+mod parse;
+mod phases;
 mod replies;
+mod rewrite;
 mod state;
 
 use std::collections::HashMap;

@@ -1,0 +1,61 @@
+//! A Parse: the prepared statement is fingerprinted once, recorded under its name (with its
+//! text and parameter types when the cache may need them for keys), and decided by the rules:
+//! rejected (the rest of the batch is then skipped, as PostgreSQL does after an error) or
+//! rewritten. Each Execute of it later runs the statement phases (`phases.rs`).
+
+use std::sync::Arc;
+
+use super::{ClientAction, Matched, Pipeline, Statement, replies};
+use crate::protocol::frontend;
+use crate::rules::{Action, Mode};
+use crate::stats::Counter;
+
+impl Pipeline {
+    pub(super) fn on_parse(&mut self, body: &[u8]) -> ClientAction {
+        let Some(parse) = frontend::parse(body) else {
+            return ClientAction::Forward;
+        };
+        if !self.recording() {
+            return ClientAction::Forward;
+        }
+        let Some(statement) = self.shared.fingerprints.statement(parse.sql, self.strings) else {
+            return ClientAction::Forward;
+        };
+        let rules = self.shared.rules.snapshot();
+        let matched = self.matched(&rules, &statement);
+        let keeps = self.keeps_text(&statement, rules.set.caches());
+        let recorded = Statement {
+            sql: keeps.then(|| Arc::from(parse.sql)),
+            types: keeps.then(|| Arc::from(parse.param_types)),
+            tracked: self.batch.tracked(),
+            fingerprint: statement.clone(),
+            bind: None,
+        };
+        let Some(rule) = matched.as_ref().and_then(Matched::rule) else {
+            self.record_statement(parse.statement, recorded);
+            return ClientAction::Forward;
+        };
+        let handle = self.shared.stats.fingerprint(statement.id, &statement.text);
+        handle.set_rule(&rule.name);
+        let observe = rule.mode == Mode::Observe;
+        if let Action::Reject { message, sqlstate } = &rule.action {
+            if observe {
+                handle.bump(Counter::WouldReject);
+            } else {
+                handle.bump(Counter::Rejected);
+                self.expected.push_reply(
+                    replies::rejected(&rule.name, sqlstate, message, statement.id),
+                    false,
+                );
+                self.batch.fail();
+                return ClientAction::Drop;
+            }
+        }
+        let replaced = self.rewrite_parse(&parse, rule, &handle);
+        self.record_statement(parse.statement, recorded);
+        match replaced {
+            Some(frame) => ClientAction::Replace(frame),
+            None => ClientAction::Forward,
+        }
+    }
+}
