@@ -9,9 +9,12 @@ use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::answer::Span;
 use super::budget::{self, Budget};
-use super::expect::{Fill, Running};
+use super::complete::Served;
+use super::fill::Fill;
 use super::phases::{Ctx, Flow, Frame};
+use super::queue::{Client, Running};
 use super::{Admitted, ClientAction, Fingerprinted, Gate, Matched, Pipeline, replies};
 use crate::rules::{Fallback, Mode};
 use crate::stats::{Counter, FingerprintStats};
@@ -85,8 +88,7 @@ impl Pipeline {
         });
         let mut running = Running::new(handle.clone(), now, budget, permit);
         running.fill = Some(fill);
-        running.detached = true;
-        running.counts_call = false;
+        running.client = Client::Answered;
         self.expected.push_running(running);
         self.expected.push_detached_ready();
         ClientAction::Forward
@@ -133,9 +135,8 @@ impl Pipeline {
             &fill.rule,
             fill.fingerprint,
         );
-        handle.bump(Counter::StaleServed);
-        self.shared.cache.count_stale_hit();
-        self.answer_from_cache(entry, notice, fill.shape, handle, now, now);
+        let span = Span { received: now, now };
+        self.answer_from_cache(entry, notice, Served::Fallback, fill.shape, handle, span);
         true
     }
 

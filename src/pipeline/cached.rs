@@ -8,16 +8,27 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::watch;
+
+use super::answer::Span;
 use super::budget::{self, Budget};
-use super::expect::Fill;
+use super::complete::Served;
+use super::fill::{Fill, Sent};
 use super::phases::Ctx;
 use super::state::Held;
 use super::{Admitted, Fingerprinted, Gate, Matched, Pipeline, replies};
 use crate::cache::session::{EXTENDED, SIMPLE};
-use crate::cache::{Capture, Entry, Flight, Lookup, MissReason, Shape, plan::SessionEffect};
+use crate::cache::{
+    Capture, Entry, FillTicket, Flight, Lookup, MissReason, Shape, plan::SessionEffect,
+};
 use crate::fingerprint;
-use crate::rules::{Fallback, Refresh};
-use crate::stats::{Counter, Execution, FingerprintStats};
+use crate::rules::{CachePolicy, Fallback, Refresh, Rule};
+use crate::stats::{Counter, FingerprintStats};
+
+/// Resolves when the fill a follower waits for ends (stored or not).
+type FillDone = watch::Receiver<()>;
+/// A cache key, as the session builds it.
+type Key = Vec<u8>;
 
 /// What the cache decided for a statement.
 pub(super) enum CachePhase {
@@ -53,6 +64,50 @@ impl Request<'_> {
     }
 }
 
+/// A statement the cache keys, with what its fill would need.
+struct Keyed<'a> {
+    request: Request<'a>,
+    statement: &'a Fingerprinted,
+    handle: &'a Arc<FingerprintStats>,
+    matched: &'a Matched,
+    rule: &'a Rule,
+    policy: CachePolicy,
+    tables: Arc<[Box<str>]>,
+    key: Key,
+    /// Set when the frame comes back from waiting for another session's fill: since when.
+    waited_since: Option<Instant>,
+}
+
+impl Keyed<'_> {
+    fn received(&self, now: Instant) -> Instant {
+        self.waited_since.unwrap_or(now)
+    }
+
+    fn span(&self, now: Instant) -> Span {
+        Span {
+            received: self.received(now),
+            now,
+        }
+    }
+
+    fn fill(&self, ticket: FillTicket, stale: Option<Arc<Entry>>) -> Box<Fill> {
+        Box::new(Fill {
+            ticket,
+            capture: Capture::new(self.policy.max_entry_size),
+            shape: self.request.shape,
+            fingerprint: self.statement.id,
+            policy: self.policy,
+            tables: self.tables.clone(),
+            rule: self.rule.name.clone(),
+            stale,
+            on_budget: self.rule.on_budget_exceeded,
+            on_error: self.rule.on_upstream_error,
+            serving_stale: None,
+            sent: Sent::Nothing,
+        })
+    }
+}
+
 impl Pipeline {
     /// The cache phase of one statement whose rule has a `cache` table. `pending` is the fill
     /// this statement already leads when its frame comes back from waiting for a slot.
@@ -60,8 +115,7 @@ impl Pipeline {
         &mut self,
         pending: Option<Box<Fill>>,
         request: Request<'_>,
-        statement: &Fingerprinted,
-        handle: &Arc<FingerprintStats>,
+        ctx: &Ctx,
         matched: &Matched,
         now: Instant,
     ) -> CachePhase {
@@ -75,115 +129,147 @@ impl Pipeline {
             return CachePhase::Pass;
         };
         let cache = self.shared.cache.clone();
-        let plan = cache.plan(statement.id, &statement.text);
+        let plan = cache.plan(ctx.statement.id, &ctx.statement.text);
         if let Some(reason) = session.refusal(&plan) {
             self.held.end_fill_wait();
             // Counted once: not again when the frame comes back from waiting for a slot.
             if !self.held.readmitted() {
-                handle.record_miss(reason);
+                ctx.handle.record_miss(reason);
             }
             return CachePhase::Pass;
         }
         let key = session.key(request.protocol(), request.sql, request.types, request.bind);
-        let waited_since = self.held.end_fill_wait();
-        let received = waited_since.unwrap_or(now);
-        let fill = |ticket, stale: Option<Arc<Entry>>| {
-            Box::new(Fill {
-                ticket,
-                capture: Capture::new(policy.max_entry_size),
-                shape: request.shape,
-                fingerprint: statement.id,
-                policy,
-                tables: plan.reads.clone(),
-                rule: rule.name.clone(),
-                stale,
-                on_budget: rule.on_budget_exceeded,
-                on_error: rule.on_upstream_error,
-                serving_stale: None,
-                rows_started: false,
-                row_description_sent: false,
-            })
+        let keyed = Keyed {
+            request,
+            statement: &ctx.statement,
+            handle: &ctx.handle,
+            matched,
+            rule,
+            policy,
+            tables: plan.reads.clone(),
+            key,
+            waited_since: self.held.end_fill_wait(),
         };
-        let (stale, reason) = match cache.lookup(&key, now) {
+        match cache.lookup(&keyed.key, now) {
             Lookup::Fresh(entry) => {
-                self.answer_from_cache(entry, Vec::new(), request.shape, handle, received, now);
-                return CachePhase::Answered;
+                let shape = keyed.request.shape;
+                self.answer_from_cache(
+                    entry,
+                    Vec::new(),
+                    Served::Fresh,
+                    shape,
+                    keyed.handle,
+                    keyed.span(now),
+                );
+                CachePhase::Answered
             }
             Lookup::Stale(entry) if policy.refresh == Refresh::Background => {
-                // Stale-while-revalidate (simple protocol): the request that leads the refresh
-                // gets the entry too, and its query refreshes it in the background. In the
-                // extended protocol the batch's ReadyForQuery comes after the Execute, so the
-                // leader waits for its refresh (up to its budget).
-                let detachable =
-                    request.shape == Shape::WithRowDescription && rule.rewrite.is_none();
-                let refresh = match cache.begin_fill(&key) {
-                    Flight::Leader(ticket) if !detachable => {
-                        handle.bump(Counter::CacheRefresh);
-                        return CachePhase::Fill(fill(ticket, Some(entry)));
-                    }
-                    Flight::Leader(ticket) => Some(fill(ticket, None)),
-                    // Another request refreshes it: this one gets the entry as it is.
-                    Flight::Follower(_) => None,
-                };
-                cache.count_stale_hit();
-                self.answer_from_cache(entry, Vec::new(), request.shape, handle, received, now);
-                return refresh.map_or(CachePhase::Answered, CachePhase::Refresh);
+                self.revalidate(&keyed, entry, now)
             }
-            Lookup::Stale(entry) => (Some(entry), MissReason::Expired),
-            Lookup::Miss(reason) => (None, reason),
+            Lookup::Stale(entry) => {
+                self.lead_or_follow(&keyed, Some(entry), MissReason::Expired, now)
+            }
+            Lookup::Miss(reason) => self.lead_or_follow(&keyed, None, reason, now),
+        }
+    }
+
+    /// Stale-while-revalidate (simple protocol): the request that leads the refresh gets the
+    /// entry too, and its query refreshes it in the background. In the extended protocol the
+    /// batch's ReadyForQuery comes after the Execute, so the leader waits for its refresh (up
+    /// to its budget).
+    fn revalidate(&mut self, keyed: &Keyed<'_>, entry: Arc<Entry>, now: Instant) -> CachePhase {
+        let shape = keyed.request.shape;
+        let detachable = shape == Shape::WithRowDescription && keyed.rule.rewrite.is_none();
+        let refresh = match self.shared.cache.begin_fill(&keyed.key) {
+            Flight::Leader(ticket) if !detachable => {
+                keyed.handle.bump(Counter::CacheRefresh);
+                return CachePhase::Fill(keyed.fill(ticket, Some(entry)));
+            }
+            Flight::Leader(ticket) => Some(keyed.fill(ticket, None)),
+            // Another request refreshes it: this one gets the entry as it is.
+            Flight::Follower(_) => None,
         };
-        match cache.begin_fill(&key) {
+        self.answer_from_cache(
+            entry,
+            Vec::new(),
+            Served::Revalidating,
+            shape,
+            keyed.handle,
+            keyed.span(now),
+        );
+        refresh.map_or(CachePhase::Answered, CachePhase::Refresh)
+    }
+
+    /// A miss (or an expired entry, `stale`): the first request runs the query and fills the
+    /// cache; identical requests meanwhile wait for it (single flight).
+    fn lead_or_follow(
+        &mut self,
+        keyed: &Keyed<'_>,
+        stale: Option<Arc<Entry>>,
+        reason: MissReason,
+        now: Instant,
+    ) -> CachePhase {
+        match self.shared.cache.begin_fill(&keyed.key) {
             Flight::Leader(ticket) => {
-                if waited_since.is_none() {
-                    handle.record_miss(reason);
+                if keyed.waited_since.is_none() {
+                    keyed.handle.record_miss(reason);
                 } else {
                     // The request it waited for failed or was not stored: this one runs it.
-                    tracing::debug!(fingerprint = %statement.id, "cache fill it waited for ended without an entry");
+                    tracing::debug!(fingerprint = %keyed.statement.id, "cache fill it waited for ended without an entry");
                 }
-                CachePhase::Fill(fill(ticket, stale))
+                CachePhase::Fill(keyed.fill(ticket, stale))
             }
-            Flight::Follower(mut done) => {
-                let budget =
-                    Budget::for_statement(&matched.rules, Some(rule), statement.id, received);
-                let until = received + budget::fill_wait(budget.as_ref().map(Budget::limit));
-                if waited_since.is_some() && now >= until {
-                    match budget {
-                        Some(budget) if !budget.observe() => {
-                            handle.bump(Counter::BudgetExceeded);
-                            let serve_stale = rule.on_budget_exceeded == Fallback::ServeStale;
-                            let stale = stale.filter(|_| serve_stale);
-                            self.follower_out_of_time(
-                                &budget,
-                                stale,
-                                request.shape,
-                                handle,
-                                received,
-                                now,
-                            );
-                            return CachePhase::Answered;
-                        }
-                        // Observe mode counts, and the request runs upstream itself.
-                        Some(_) => handle.bump(Counter::WouldTimeout),
-                        None => {}
-                    }
-                    // Without a budget the wait is bounded too: the leader's client may have
-                    // stopped reading, and then its fill never ends. Past the bound this
-                    // request runs upstream itself, uncached.
-                    handle.record_miss(MissReason::FillWait);
-                    return CachePhase::Pass;
-                }
-                if waited_since.is_none() {
-                    handle.record_miss(reason);
-                    handle.bump(Counter::CacheCoalesced);
-                }
-                self.held = Held::ForFill { since: received };
-                let wait = until.saturating_duration_since(now);
-                CachePhase::Wait(Gate(Box::pin(async move {
-                    let _ = tokio::time::timeout(wait, done.changed()).await;
-                    Admitted::CacheFill
-                })))
-            }
+            Flight::Follower(done) => self.follow(keyed, done, stale, reason, now),
         }
+    }
+
+    /// Waits for the identical query another session runs, up to this statement's budget (or
+    /// a bound without one); past it, the stale entry or the 57014, or it runs uncached.
+    fn follow(
+        &mut self,
+        keyed: &Keyed<'_>,
+        mut done: FillDone,
+        stale: Option<Arc<Entry>>,
+        reason: MissReason,
+        now: Instant,
+    ) -> CachePhase {
+        let (handle, received) = (keyed.handle, keyed.received(now));
+        let budget = Budget::for_statement(
+            &keyed.matched.rules,
+            Some(keyed.rule),
+            keyed.statement.id,
+            received,
+        );
+        let until = received + budget::fill_wait(budget.as_ref().map(Budget::limit));
+        if keyed.waited_since.is_some() && now >= until {
+            match budget {
+                Some(budget) if !budget.observe() => {
+                    handle.bump(Counter::BudgetExceeded);
+                    let serve_stale = keyed.rule.on_budget_exceeded == Fallback::ServeStale;
+                    let stale = stale.filter(|_| serve_stale);
+                    self.follower_out_of_time(&budget, stale, keyed, now);
+                    return CachePhase::Answered;
+                }
+                // Observe mode counts, and the request runs upstream itself.
+                Some(_) => handle.bump(Counter::WouldTimeout),
+                None => {}
+            }
+            // Without a budget the wait is bounded too: the leader's client may have stopped
+            // reading, and then its fill never ends. Past the bound this request runs
+            // upstream itself, uncached.
+            handle.record_miss(MissReason::FillWait);
+            return CachePhase::Pass;
+        }
+        if keyed.waited_since.is_none() {
+            handle.record_miss(reason);
+            handle.bump(Counter::CacheCoalesced);
+        }
+        self.held = Held::ForFill { since: received };
+        let wait = until.saturating_duration_since(now);
+        CachePhase::Wait(Gate(Box::pin(async move {
+            let _ = tokio::time::timeout(wait, done.changed()).await;
+            Admitted::CacheFill
+        })))
     }
 
     /// A request waited for another session's identical query until its budget passed: the
@@ -192,11 +278,10 @@ impl Pipeline {
         &mut self,
         budget: &Budget,
         stale: Option<Arc<Entry>>,
-        shape: Shape,
-        handle: &FingerprintStats,
-        received: Instant,
+        keyed: &Keyed<'_>,
         now: Instant,
     ) {
+        let (shape, handle, span) = (keyed.request.shape, keyed.handle, keyed.span(now));
         match stale.filter(|e| e.is_usable(now)) {
             Some(entry) => {
                 let why = format!(
@@ -206,66 +291,13 @@ impl Pipeline {
                 let rule = budget.rule().map_or("", |r| &**r);
                 let notice =
                     replies::stale_served(entry.age(now), &why, rule, budget.fingerprint());
-                handle.bump(Counter::StaleServed);
-                self.shared.cache.count_stale_hit();
-                self.answer_from_cache(entry, notice, shape, handle, received, now);
+                self.answer_from_cache(entry, notice, Served::Fallback, shape, handle, span);
             }
             None => {
                 let error = budget.exceeded().into_bytes();
-                self.answer_error(error, shape, handle, received, now);
+                self.answer_canceled(error, shape, handle, span);
             }
         }
-    }
-
-    /// Queues a cached result (after `head`, e.g. a notice) as the statement's answer.
-    pub(super) fn answer_from_cache(
-        &mut self,
-        entry: Arc<Entry>,
-        head: Vec<u8>,
-        shape: Shape,
-        handle: &FingerprintStats,
-        received: Instant,
-        now: Instant,
-    ) {
-        let body_len = entry.answer(shape).len();
-        entry.count_hit();
-        handle.bump(Counter::CacheHit);
-        handle.add(Counter::CacheBytesServed, body_len as u64);
-        handle.record(&Execution {
-            elapsed: now.saturating_duration_since(received),
-            rows: entry.rows,
-            bytes_sent: (head.len() + body_len) as u64,
-            error_sqlstate: None,
-        });
-        self.count_queries(1);
-        // A slot taken for this statement is not needed.
-        self.held = Held::Nothing;
-        let simple = shape == Shape::WithRowDescription;
-        self.expected.push_cached(head, entry, shape, simple);
-    }
-
-    /// Queues an error pgward raises as the statement's answer.
-    fn answer_error(
-        &mut self,
-        error: Vec<u8>,
-        shape: Shape,
-        handle: &FingerprintStats,
-        received: Instant,
-        now: Instant,
-    ) {
-        handle.record(&Execution {
-            elapsed: now.saturating_duration_since(received),
-            rows: 0,
-            bytes_sent: error.len() as u64,
-            error_sqlstate: Some(crate::protocol::sqlstate::QUERY_CANCELED_BYTES),
-        });
-        self.count_queries(1);
-        self.held = Held::Nothing;
-        let simple = shape == Shape::WithRowDescription;
-        if !simple {
-            self.batch.fail();
-        }
-        self.expected.push_reply(error, simple);
     }
 
     /// Follows what the statements of a simple Query do to the session (SET, BEGIN/COMMIT,

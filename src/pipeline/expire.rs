@@ -5,15 +5,19 @@
 //! if the grace passes too), nothing (observe mode), or send the answer pgward made from the
 //! cache while the statement goes on, detached, to refresh it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::budget::{self, Budget, State, Step};
-use super::expect::{Fill, Running};
+use super::complete::{FromCache, Outcome, Served};
+use super::fill::{Fill, Sent};
+use super::queue::{Client, Running};
 use super::{Pipeline, replies};
+use crate::cache::Entry;
 use crate::protocol::backend::TransactionStatus;
 use crate::protocol::{build, sqlstate};
 use crate::rules::Fallback;
-use crate::stats::{Counter, Execution};
+use crate::stats::{Counter, FingerprintStats};
 
 /// What the session must do when a deadline passes.
 pub enum Expiry {
@@ -31,8 +35,57 @@ pub enum Expiry {
 /// for its cancel.
 struct Fallen {
     out: Vec<u8>,
-    /// The client got a stale result of this many bytes (else its 57014).
-    stale: Option<usize>,
+    /// The client got this stale entry, of which `body` bytes (else its 57014).
+    stale: Option<(Arc<Entry>, usize)>,
+}
+
+impl Fallen {
+    /// The client's answer, as its statement's outcome (`span`: received, answered).
+    fn outcome(&self, (received, now): (Instant, Instant)) -> Outcome<'_> {
+        Outcome {
+            elapsed: now.saturating_duration_since(received),
+            rows: self.stale.as_ref().map_or(0, |(entry, _)| entry.rows),
+            bytes_sent: self.out.len() as u64,
+            error: match self.stale {
+                Some(_) => None,
+                None => Some(sqlstate::QUERY_CANCELED_BYTES),
+            },
+            cache: self.stale.as_ref().map(|(entry, body)| FromCache {
+                entry,
+                served: Served::Fallback,
+                body: *body,
+            }),
+        }
+    }
+}
+
+/// Counts (and logs) what the budget's transition means: a budget observe mode only counts, one
+/// pgward enforces, or a detached refresh that ran too long.
+fn count_transition(was: State, budget: &Budget, stats: Option<&FingerprintStats>) {
+    let fingerprint = stats.map(FingerprintStats::id);
+    let rule = budget.rule().map_or("(default)", |r| &**r);
+    let limit = budget.limit();
+    let counter = match (was, budget.state()) {
+        (State::Armed { .. }, State::Observed { .. }) => {
+            tracing::info!(?fingerprint, rule, budget = ?limit, observe = true, "time budget exceeded");
+            Counter::WouldTimeout
+        }
+        (State::Armed { .. }, State::Cancelling { .. }) => {
+            tracing::info!(?fingerprint, rule, budget = ?limit, observe = false, "time budget exceeded");
+            Counter::BudgetExceeded
+        }
+        (State::Detached { .. }, State::Cancelling { .. }) => {
+            tracing::info!(
+                ?fingerprint,
+                "detached cache refresh ran too long: cancelled"
+            );
+            return;
+        }
+        _ => return,
+    };
+    if let Some(stats) = stats {
+        stats.bump(counter);
+    }
 }
 
 impl Pipeline {
@@ -51,8 +104,7 @@ impl Pipeline {
             fill,
             stats,
             received,
-            detached,
-            counts_call,
+            client,
             ..
         }) = self.expected.front_running()
         else {
@@ -68,59 +120,25 @@ impl Pipeline {
             fallen = Some(answer);
             Some(limit)
         });
-        let fingerprint = stats.as_ref().map(|s| s.id());
-        let rule = budget.rule().map_or("(default)", |r| &**r).to_owned();
-        let limit = budget.limit();
-        match (was, budget.state()) {
-            (State::Armed { .. }, State::Observed { .. }) => {
-                if let Some(stats) = &stats {
-                    stats.bump(Counter::WouldTimeout);
-                }
-                tracing::info!(?fingerprint, rule, budget = ?limit, observe = true, "time budget exceeded");
-            }
-            (State::Armed { .. }, State::Cancelling { .. }) => {
-                if let Some(stats) = &stats {
-                    stats.bump(Counter::BudgetExceeded);
-                }
-                tracing::info!(?fingerprint, rule, budget = ?limit, observe = false, "time budget exceeded");
-            }
-            (State::Detached { .. }, State::Cancelling { .. }) => {
-                tracing::info!(
-                    ?fingerprint,
-                    "detached cache refresh ran too long: cancelled"
-                );
-            }
-            _ => {}
+        count_transition(was, budget, stats.as_deref());
+        let Some(fallen) = fallen else {
+            return match step {
+                Step::Cancel { grace_until } => Expiry::Cancel { grace_until },
+                Step::RunOn => Expiry::Nothing,
+            };
+        };
+        // The client is answered now; the statement runs on only to refresh the cache.
+        *client = Client::Answered;
+        let span = (*received, now);
+        let (stats, fingerprint) = (stats.clone(), stats.as_ref().map(|s| s.id()));
+        let (rule, limit) = (budget.rule().cloned(), budget.limit());
+        if let Some(stats) = &stats {
+            stats.bump(Counter::BudgetExceeded);
+            self.record(stats, &fallen.outcome(span));
         }
-        if let Some(Fallen { out, stale }) = fallen {
-            *detached = true;
-            if let Some(stats) = &stats {
-                stats.bump(Counter::BudgetExceeded);
-                if let Some(bytes) = stale {
-                    stats.bump(Counter::StaleServed);
-                    stats.add(Counter::CacheBytesServed, bytes as u64);
-                } else {
-                    // Its client's answer, recorded now; the refresh records nothing more.
-                    stats.record(&Execution {
-                        elapsed: now.saturating_duration_since(*received),
-                        rows: 0,
-                        bytes_sent: out.len() as u64,
-                        error_sqlstate: Some(sqlstate::QUERY_CANCELED_BYTES),
-                    });
-                }
-            }
-            match stale {
-                Some(_) => self.shared.cache.count_stale_hit(),
-                None => *counts_call = false,
-            }
-            self.expected.detach_front_ready();
-            tracing::info!(?fingerprint, rule, budget = ?limit, stale = stale.is_some(), "time budget exceeded: client answered, query detached to fill the cache");
-            return Expiry::Answered(out);
-        }
-        match step {
-            Step::Cancel { grace_until } => Expiry::Cancel { grace_until },
-            Step::RunOn => Expiry::Nothing,
-        }
+        self.expected.detach_front_ready();
+        tracing::info!(?fingerprint, rule = rule.as_deref().unwrap_or("(default)"), budget = ?limit, stale = fallen.stale.is_some(), "time budget exceeded: client answered, query detached to fill the cache");
+        Expiry::Answered(fallen.out)
     }
 
     /// The FATAL error for a statement that ignored its budget cancel.
@@ -147,12 +165,12 @@ fn fall_back(
     now: Instant,
     status: TransactionStatus,
 ) -> Option<Fallen> {
-    if fill.on_budget != Fallback::ServeStale || fill.rows_started {
+    if fill.on_budget != Fallback::ServeStale || fill.sent == Sent::Rows {
         return None;
     }
     let limit = replies::format_duration(budget.limit());
     let Some(entry) = fill.usable_stale(fill.on_budget, now).cloned() else {
-        if fill.row_description_sent {
+        if fill.sent == Sent::RowDescription {
             return None;
         }
         let mut out = Vec::new();
@@ -160,7 +178,7 @@ fn fall_back(
         build::ready_for_query(&mut out, status);
         return Some(Fallen { out, stale: None });
     };
-    if fill.row_description_sent {
+    if fill.sent == Sent::RowDescription {
         fill.serving_stale = Some(format!(
             "the time budget of {limit} passed; the query was cancelled"
         ));
@@ -173,9 +191,9 @@ fn fall_back(
     let body = entry.answer(fill.shape);
     out.extend_from_slice(body);
     build::ready_for_query(&mut out, status);
-    entry.count_hit();
+    let body = body.len();
     Some(Fallen {
         out,
-        stale: Some(body.len()),
+        stale: Some((entry, body)),
     })
 }

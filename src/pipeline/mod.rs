@@ -20,13 +20,17 @@
 //! in the order the client asked.
 
 mod admit;
+mod answer;
 mod budget;
 mod cached;
+mod complete;
 mod expect;
 mod expire;
+mod fill;
 mod fingerprints;
 mod parse;
 mod phases;
+mod queue;
 mod replies;
 mod rewrite;
 mod state;
@@ -45,8 +49,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::cache::{ResultCache, SessionCache};
 use crate::fingerprint::Strings;
 use crate::protocol::backend::TransactionStatus;
-use crate::protocol::frontend::{self, Target};
-use crate::protocol::tag::frontend as msg;
+use crate::protocol::frontend::{Bind, Frontend, Target};
 use crate::reload::{ActiveRules, Rules};
 use crate::rules::Rule;
 use crate::stats::Stats;
@@ -137,7 +140,7 @@ struct Undo {
 pub struct Pipeline {
     shared: Arc<Shared>,
     identity: Identity,
-    expected: expect::Queue,
+    expected: queue::Queue,
     prepared: HashMap<Box<[u8]>, Statement>,
     portals: HashMap<Box<[u8]>, Statement>,
     /// The frame held back while it waits for a slot or another session's fill.
@@ -172,7 +175,7 @@ impl Pipeline {
         Pipeline {
             shared,
             identity,
-            expected: expect::Queue::new(),
+            expected: queue::Queue::new(),
             prepared: HashMap::new(),
             portals: HashMap::new(),
             held: state::Held::Nothing,
@@ -234,17 +237,17 @@ impl Pipeline {
 
     /// Sees a complete client frame (`body` excludes tag and length) before it is forwarded.
     pub fn on_client_frame(&mut self, tag: u8, body: &[u8], now: Instant) -> ClientAction {
-        if self.batch.failed() && tag != msg::SYNC {
+        let message = Frontend::decode(tag, body);
+        if self.batch.failed() && message != Frontend::Sync {
             return ClientAction::Drop;
         }
-        let tracked = matches!(
-            tag,
-            msg::PARSE | msg::BIND | msg::DESCRIBE | msg::CLOSE | msg::EXECUTE
-        ) && self.batch_tracked();
-        let action = self.route_client_frame(tag, body, now);
+        let answered_alone = message.is_answered_alone();
+        let tracked =
+            (answered_alone || matches!(message, Frontend::Execute(_))) && self.batch_tracked();
+        let action = self.route_client_frame(message, now);
         let undo = self.undo.take();
         if tracked
-            && matches!(tag, msg::PARSE | msg::BIND | msg::DESCRIBE | msg::CLOSE)
+            && answered_alone
             && matches!(action, ClientAction::Forward | ClientAction::Replace(_))
         {
             self.expected.push_response(undo);
@@ -252,52 +255,49 @@ impl Pipeline {
         action
     }
 
-    fn route_client_frame(&mut self, tag: u8, body: &[u8], now: Instant) -> ClientAction {
-        match tag {
-            msg::QUERY => match frontend::query(body) {
-                Some(sql) => self.on_query(sql, now),
-                None => {
-                    self.expected.push_ready();
-                    ClientAction::Forward
-                }
-            },
-            msg::PARSE => self.on_parse(body),
-            msg::BIND => {
-                if let Some(bind) = frontend::bind(body) {
-                    match self.prepared.get(bind.statement) {
-                        Some(statement) => {
-                            let mut portal = statement.clone();
-                            if portal.sql.is_some() {
-                                portal.bind = Some(Arc::from(bind.rest));
-                            }
-                            self.portals.insert(bind.portal.into(), portal)
-                        }
-                        None => self.portals.remove(bind.portal),
-                    };
-                }
+    fn route_client_frame(&mut self, message: Frontend<'_>, now: Instant) -> ClientAction {
+        match message {
+            Frontend::Query(Some(sql)) => self.on_query(sql, now),
+            Frontend::Query(None) => {
+                self.expected.push_ready();
                 ClientAction::Forward
             }
-            msg::EXECUTE => self.on_execute(body, now),
-            msg::CLOSE => {
-                match frontend::describe_or_close(body) {
-                    Some(Target::Statement(name)) => {
-                        let previous = self.prepared.remove(name);
-                        self.note_undo(name, previous);
-                    }
-                    Some(Target::Portal(name)) => {
-                        self.portals.remove(name);
-                    }
-                    None => {}
-                }
+            Frontend::Parse(Some(parse)) => self.on_parse(&parse),
+            Frontend::Bind(Some(bind)) => {
+                self.on_bind(&bind);
                 ClientAction::Forward
             }
-            msg::SYNC | msg::FUNCTION_CALL => {
+            Frontend::Execute(execute) => self.on_execute(execute, now),
+            Frontend::Close(Some(Target::Statement(name))) => {
+                let previous = self.prepared.remove(name);
+                self.note_undo(name, previous);
+                ClientAction::Forward
+            }
+            Frontend::Close(Some(Target::Portal(name))) => {
+                self.portals.remove(name);
+                ClientAction::Forward
+            }
+            Frontend::Sync | Frontend::FunctionCall => {
                 self.batch = state::Batch::Idle;
                 self.expected.push_ready();
                 ClientAction::Forward
             }
             _ => ClientAction::Forward,
         }
+    }
+
+    /// A Bind names a portal after a statement (its parameters kept when the cache keys it).
+    fn on_bind(&mut self, bind: &Bind<'_>) {
+        match self.prepared.get(bind.statement) {
+            Some(statement) => {
+                let mut portal = statement.clone();
+                if portal.sql.is_some() {
+                    portal.bind = Some(Arc::from(bind.rest));
+                }
+                self.portals.insert(bind.portal.into(), portal)
+            }
+            None => self.portals.remove(bind.portal),
+        };
     }
 
     /// Records a statement under its name, keeping what the name meant for [`Undo`].

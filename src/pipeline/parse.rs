@@ -6,15 +6,12 @@
 use std::sync::Arc;
 
 use super::{ClientAction, Matched, Pipeline, Statement, replies};
-use crate::protocol::frontend;
+use crate::protocol::frontend::Parse;
 use crate::rules::{Action, Mode};
 use crate::stats::Counter;
 
 impl Pipeline {
-    pub(super) fn on_parse(&mut self, body: &[u8]) -> ClientAction {
-        let Some(parse) = frontend::parse(body) else {
-            return ClientAction::Forward;
-        };
+    pub(super) fn on_parse(&mut self, parse: &Parse<'_>) -> ClientAction {
         if !self.recording() {
             return ClientAction::Forward;
         }
@@ -51,7 +48,7 @@ impl Pipeline {
                 return ClientAction::Drop;
             }
         }
-        let replaced = self.rewrite_parse(&parse, rule, &handle);
+        let replaced = self.rewrite_parse(parse, rule, &handle);
         self.record_statement(parse.statement, recorded);
         match replaced {
             Some(frame) => ClientAction::Replace(frame),

@@ -24,10 +24,11 @@ use std::time::Instant;
 use super::admit::Admission;
 use super::budget::Budget;
 use super::cached::{CachePhase, Request};
-use super::expect::{Fill, Running};
+use super::fill::Fill;
+use super::queue::Running;
 use super::{ClientAction, Fingerprinted, Matched, Pipeline, Statement, replies};
 use crate::cache::{MissReason, Shape};
-use crate::protocol::frontend;
+use crate::protocol::frontend::Execute;
 use crate::reload::ActiveRules;
 use crate::rules::{Action, Mode, Rule, SessionInfo};
 use crate::stats::{Counter, FingerprintStats};
@@ -128,8 +129,11 @@ impl Pipeline {
         self.run_phases(frame, now)
     }
 
-    pub(super) fn on_execute(&mut self, body: &[u8], now: Instant) -> ClientAction {
-        let execute = frontend::execute(body);
+    pub(super) fn on_execute(
+        &mut self,
+        execute: Option<Execute<'_>>,
+        now: Instant,
+    ) -> ClientAction {
         let max_rows = execute.as_ref().map_or(0, |e| e.max_rows);
         let Some(portal) = execute.and_then(|e| self.portals.get(e.portal)).cloned() else {
             self.count_queries(1);
@@ -252,7 +256,7 @@ impl Pipeline {
                 }
             }
         };
-        match self.cache_phase(pending, request, &ctx.statement, &ctx.handle, matched, now) {
+        match self.cache_phase(pending, request, ctx, matched, now) {
             CachePhase::Pass => Flow::Next(None),
             CachePhase::Fill(fill) => Flow::Next(Some(fill)),
             CachePhase::Answered => Flow::Done(ClientAction::Drop),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::expect::Fill;
+use super::fill::Fill;
 
 /// The client frame the session holds back (it stops reading meanwhile), if any.
 #[derive(Default)]

@@ -3,7 +3,73 @@
 //! client pgward's own cancel key), CommandComplete (row counts), ErrorResponse (SQLSTATE and
 //! severity) and ReadyForQuery (transaction status).
 
+use super::tag::backend as tag;
 use super::{take_cstr, take_i32};
+
+/// A server message that can end a statement or answer a client message, decoded once from its
+/// tag and body. Only frames a session hands over whole are decoded; rows and everything else
+/// stream past as [`Backend::Other`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend<'a> {
+    /// `CommandComplete`: the rows its command tag counts.
+    CommandComplete {
+        rows: u64,
+    },
+    ErrorResponse(ErrorFields<'a>),
+    EmptyQueryResponse,
+    PortalSuspended,
+    /// `ReadyForQuery`, with its transaction status (None if the byte is not one).
+    ReadyForQuery(Option<TransactionStatus>),
+    ParseComplete,
+    BindComplete,
+    CloseComplete,
+    RowDescription,
+    NoData,
+    Other,
+}
+
+impl<'a> Backend<'a> {
+    pub fn decode(kind: u8, body: &'a [u8]) -> Self {
+        match kind {
+            tag::COMMAND_COMPLETE => Backend::CommandComplete {
+                rows: command_rows(body),
+            },
+            tag::ERROR_RESPONSE => Backend::ErrorResponse(error_fields(body)),
+            tag::EMPTY_QUERY_RESPONSE => Backend::EmptyQueryResponse,
+            tag::PORTAL_SUSPENDED => Backend::PortalSuspended,
+            tag::READY_FOR_QUERY => Backend::ReadyForQuery(ready_status(body)),
+            tag::PARSE_COMPLETE => Backend::ParseComplete,
+            tag::BIND_COMPLETE => Backend::BindComplete,
+            tag::CLOSE_COMPLETE => Backend::CloseComplete,
+            tag::ROW_DESCRIPTION => Backend::RowDescription,
+            tag::NO_DATA => Backend::NoData,
+            _ => Backend::Other,
+        }
+    }
+
+    /// The message ends the running Execute or statement of a Query.
+    pub fn ends_statement(&self) -> bool {
+        matches!(
+            self,
+            Backend::CommandComplete { .. }
+                | Backend::ErrorResponse(_)
+                | Backend::EmptyQueryResponse
+                | Backend::PortalSuspended
+        )
+    }
+
+    /// The message answers a Parse, Bind, Describe or Close.
+    pub fn answers_alone(&self) -> bool {
+        matches!(
+            self,
+            Backend::ParseComplete
+                | Backend::BindComplete
+                | Backend::CloseComplete
+                | Backend::RowDescription
+                | Backend::NoData
+        )
+    }
+}
 
 /// Authentication request codes in an 'R' message.
 pub mod auth {
@@ -142,6 +208,25 @@ mod tests {
             vec![&b"SCRAM-SHA-256-PLUS"[..], &b"SCRAM-SHA-256"[..]]
         );
         assert_eq!(auth_code(body), Some(auth::SASL));
+    }
+
+    #[test]
+    fn decode_reads_each_body_once() {
+        assert_eq!(
+            Backend::decode(tag::COMMAND_COMPLETE, b"SELECT 5\0"),
+            Backend::CommandComplete { rows: 5 }
+        );
+        let Backend::ErrorResponse(e) = Backend::decode(tag::ERROR_RESPONSE, b"C57014\0\0") else {
+            panic!("not an error")
+        };
+        assert_eq!(e.code, Some(*b"57014"));
+        assert_eq!(
+            Backend::decode(tag::READY_FOR_QUERY, b"E"),
+            Backend::ReadyForQuery(Some(TransactionStatus::Failed))
+        );
+        assert!(Backend::decode(tag::PORTAL_SUSPENDED, b"").ends_statement());
+        assert!(Backend::decode(tag::NO_DATA, b"").answers_alone());
+        assert_eq!(Backend::decode(tag::DATA_ROW, b""), Backend::Other);
     }
 
     #[test]

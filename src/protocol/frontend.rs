@@ -2,7 +2,52 @@
 //! Close). Each view borrows the frame body, so inspecting a frame allocates nothing and the
 //! original bytes stay available for forwarding.
 
+use super::tag::frontend as tag;
 use super::{take_cstr, take_i32, take_u16};
+
+/// A client message, decoded once from its tag and body. The kinds pgward reads carry their
+/// borrowed view, or `None` when the body does not parse: such a frame is still forwarded as it
+/// came, and PostgreSQL answers it with its own protocol error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frontend<'a> {
+    /// Simple `Query`: its SQL text.
+    Query(Option<&'a [u8]>),
+    Parse(Option<Parse<'a>>),
+    Bind(Option<Bind<'a>>),
+    Execute(Option<Execute<'a>>),
+    Describe(Option<Target<'a>>),
+    Close(Option<Target<'a>>),
+    Sync,
+    FunctionCall,
+    /// Everything pgward passes through unread (Flush, Copy*, Terminate, ...).
+    Other,
+}
+
+impl<'a> Frontend<'a> {
+    pub fn decode(kind: u8, body: &'a [u8]) -> Self {
+        match kind {
+            tag::QUERY => Frontend::Query(query(body)),
+            tag::PARSE => Frontend::Parse(parse(body)),
+            tag::BIND => Frontend::Bind(bind(body)),
+            tag::EXECUTE => Frontend::Execute(execute(body)),
+            tag::DESCRIBE => Frontend::Describe(describe_or_close(body)),
+            tag::CLOSE => Frontend::Close(describe_or_close(body)),
+            tag::SYNC => Frontend::Sync,
+            tag::FUNCTION_CALL => Frontend::FunctionCall,
+            _ => Frontend::Other,
+        }
+    }
+
+    /// Parse, Bind, Describe and Close get one answer of their own from the server
+    /// (ParseComplete, BindComplete, ParameterDescription + RowDescription / NoData,
+    /// CloseComplete), or are skipped after an error in their batch.
+    pub fn is_answered_alone(&self) -> bool {
+        matches!(
+            self,
+            Frontend::Parse(_) | Frontend::Bind(_) | Frontend::Describe(_) | Frontend::Close(_)
+        )
+    }
+}
 
 /// Body of a simple `Query` ('Q'): the SQL text without its terminating NUL.
 pub fn query(body: &[u8]) -> Option<&[u8]> {
@@ -159,6 +204,27 @@ mod tests {
         ] {
             assert_eq!(p.param_type(i), 0, "{i}");
         }
+    }
+
+    #[test]
+    fn decode_names_each_kind_and_keeps_malformed_bodies_as_none() {
+        assert_eq!(
+            Frontend::decode(tag::QUERY, b"select 1\0"),
+            Frontend::Query(Some(b"select 1"))
+        );
+        assert_eq!(Frontend::decode(tag::QUERY, b"x"), Frontend::Query(None));
+        assert_eq!(
+            Frontend::decode(tag::EXECUTE, b"\0"),
+            Frontend::Execute(None)
+        );
+        assert_eq!(
+            Frontend::decode(tag::CLOSE, b"Sname\0"),
+            Frontend::Close(Some(Target::Statement(b"name")))
+        );
+        assert_eq!(Frontend::decode(tag::SYNC, b""), Frontend::Sync);
+        assert_eq!(Frontend::decode(tag::FLUSH, b""), Frontend::Other);
+        assert!(Frontend::decode(tag::DESCRIBE, b"").is_answered_alone());
+        assert!(!Frontend::decode(tag::EXECUTE, b"").is_answered_alone());
     }
 
     #[test]

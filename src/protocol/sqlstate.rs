@@ -26,3 +26,22 @@ pub const fn bytes(code: &str) -> [u8; 5] {
 pub const QUERY_CANCELED_BYTES: [u8; 5] = bytes(QUERY_CANCELED);
 /// `INTERNAL_ERROR` as bytes: the code recorded for an ErrorResponse that carries none.
 pub const INTERNAL_ERROR_BYTES: [u8; 5] = bytes(INTERNAL_ERROR);
+
+/// The failure is the server's, not the statement's: connection exception (class 08),
+/// insufficient resources (53) or operator intervention (57) — a cached result may stand in.
+pub fn is_server_failure(code: &[u8; 5]) -> bool {
+    matches!(code, [b'0', b'8', ..] | [b'5', b'3', ..] | [b'5', b'7', ..])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_failures_are_classes_08_53_57() {
+        for code in [b"08006", b"53300", b"57014", b"57P01"] {
+            assert!(super::is_server_failure(code), "{code:?}");
+        }
+        for code in [b"42P01", b"22012", b"XX000", b"23505"] {
+            assert!(!super::is_server_failure(code), "{code:?}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! What the backend owes the client, in order: one completion per running statement
+//! ([`Running`]), a ReadyForQuery per Sync / Query / FunctionCall, the answers to Parse / Bind
+//! / Describe / Close while a batch may hold a cache hit, and the replies pgward queued itself,
+//! so that a hit or an error pgward makes reaches the client exactly where PostgreSQL would
+//! have put it. The queue only orders; what each backend message does to it is `expect.rs`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Undo;
+use super::budget::Budget;
+use super::fill::Fill;
+use crate::cache::{Entry, Shape};
+use crate::protocol::backend::TransactionStatus;
+use crate::stats::FingerprintStats;
+
+/// Who gets what PostgreSQL sends for a running statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Client {
+    /// The client waits for it; its completion is recorded when it comes.
+    Waiting,
+    /// The client was answered (and its answer recorded) by pgward — from a stale cached
+    /// result, or with its 57014 — and the statement runs on only to refresh the cache:
+    /// everything PostgreSQL sends for it but notifications and parameter changes is swallowed.
+    Answered,
+}
+
+/// A statement waiting for its completion message.
+pub(super) struct Running {
+    /// Where its execution is recorded (None: unknown statement, or stats off).
+    pub stats: Option<Arc<FingerprintStats>>,
+    pub received: Instant,
+    pub bytes_sent: u64,
+    /// Its time budget, if it has one (`budget.rs`).
+    pub budget: Option<Budget>,
+    /// The concurrency slot it holds until it completes.
+    pub _slot: Option<OwnedSemaphorePermit>,
+    /// Set when its result is being captured for the cache.
+    pub fill: Option<Box<Fill>>,
+    pub client: Client,
+}
+
+impl Running {
+    pub fn new(
+        stats: Arc<FingerprintStats>,
+        received: Instant,
+        budget: Option<Budget>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        Running {
+            stats: Some(stats),
+            received,
+            bytes_sent: 0,
+            budget,
+            _slot: slot,
+            fill: None,
+            client: Client::Waiting,
+        }
+    }
+
+    /// A statement pgward does not fingerprint (stats off, or an unknown portal).
+    pub fn untracked(received: Instant) -> Self {
+        Running {
+            stats: None,
+            received,
+            bytes_sent: 0,
+            budget: None,
+            _slot: None,
+            fill: None,
+            client: Client::Waiting,
+        }
+    }
+
+    pub fn detached(&self) -> bool {
+        self.client == Client::Answered
+    }
+}
+
+pub(super) enum Expected {
+    Completion(Running),
+    Ready,
+    /// The ReadyForQuery of a detached statement: pgward already sent the client its own.
+    DetachedReady,
+    /// The answer to a Parse, Bind, Describe or Close (tracked while a batch may hold a hit),
+    /// with what to put back if PostgreSQL refuses or skips a Parse / Close.
+    Response(Option<Box<Undo>>),
+    /// An answer pgward made itself.
+    Reply(Reply),
+}
+
+/// An answer pgward made itself: `bytes`, then a cached result, then (simple Query)
+/// ReadyForQuery.
+pub(super) struct Reply {
+    pub bytes: Vec<u8>,
+    pub cached: Option<(Arc<Entry>, Shape)>,
+    pub ready: bool,
+}
+
+/// The ordered expectations of one session.
+pub(super) struct Queue {
+    entries: VecDeque<Expected>,
+    /// `Expected::Response` entries in `entries`.
+    responses: usize,
+    /// When the previous statement completed: a pipelined statement's latency starts there.
+    pub last_completion: Instant,
+    pub transaction: TransactionStatus,
+}
+
+impl Queue {
+    pub fn new() -> Self {
+        Queue {
+            entries: VecDeque::new(),
+            responses: 0,
+            last_completion: Instant::now(),
+            transaction: TransactionStatus::Idle,
+        }
+    }
+
+    pub fn busy(&self) -> bool {
+        !self.entries.is_empty()
+    }
+
+    /// Expectations queued: statements and replies owed to the client, in order.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn push_ready(&mut self) {
+        self.entries.push_back(Expected::Ready);
+    }
+
+    pub fn push_running(&mut self, running: Running) {
+        self.entries.push_back(Expected::Completion(running));
+    }
+
+    pub fn push_reply(&mut self, bytes: Vec<u8>, ready: bool) {
+        self.entries.push_back(Expected::Reply(Reply {
+            bytes,
+            cached: None,
+            ready,
+        }));
+    }
+
+    /// A cached result (after `head`, e.g. a notice) as the answer to a statement.
+    pub fn push_cached(&mut self, head: Vec<u8>, entry: Arc<Entry>, shape: Shape, ready: bool) {
+        self.entries.push_back(Expected::Reply(Reply {
+            bytes: head,
+            cached: Some((entry, shape)),
+            ready,
+        }));
+    }
+
+    pub fn push_detached_ready(&mut self) {
+        self.entries.push_back(Expected::DetachedReady);
+    }
+
+    pub fn push_response(&mut self, undo: Option<Box<Undo>>) {
+        self.responses += 1;
+        self.entries.push_back(Expected::Response(undo));
+    }
+
+    /// True while an answer to Parse / Bind / Describe / Close is tracked.
+    pub fn tracks_responses(&self) -> bool {
+        self.responses > 0
+    }
+
+    pub fn front(&self) -> Option<&Expected> {
+        self.entries.front()
+    }
+
+    pub fn pop(&mut self) -> Option<Expected> {
+        let popped = self.entries.pop_front();
+        if matches!(popped, Some(Expected::Response(_))) {
+            self.responses = self.responses.saturating_sub(1);
+        }
+        popped
+    }
+
+    /// Removes the running statement at the front, if that is what the front is.
+    pub fn pop_completion(&mut self) -> Option<Running> {
+        if !matches!(self.entries.front(), Some(Expected::Completion(_))) {
+            return None;
+        }
+        match self.pop() {
+            Some(Expected::Completion(running)) => Some(running),
+            _ => None,
+        }
+    }
+
+    /// True when the front statement is the last one before its ReadyForQuery.
+    pub fn front_is_last(&self) -> bool {
+        matches!(self.entries.get(1), Some(Expected::Ready))
+    }
+
+    /// Where the client's next due answer is: past the detached work at the front.
+    fn first_attached(&self) -> usize {
+        self.entries
+            .iter()
+            .position(|e| match e {
+                Expected::DetachedReady => false,
+                Expected::Completion(running) => !running.detached(),
+                _ => true,
+            })
+            .unwrap_or(self.entries.len())
+    }
+
+    /// Takes the reply pgward made itself that is due now (nothing owed before it), if any.
+    pub fn take_due_reply(&mut self) -> Option<Reply> {
+        let at = self.first_attached();
+        if !matches!(self.entries.get(at), Some(Expected::Reply(_))) {
+            return None;
+        }
+        match self.entries.remove(at) {
+            Some(Expected::Reply(reply)) => Some(reply),
+            _ => None,
+        }
+    }
+
+    /// The budget of the statement running now, if any.
+    pub fn front_budget(&self) -> Option<&Budget> {
+        match self.entries.front() {
+            Some(Expected::Completion(running)) => running.budget.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The client got the front statement's answer from pgward: the ReadyForQuery PostgreSQL
+    /// sends after it is swallowed (pgward sent the client its own).
+    pub fn detach_front_ready(&mut self) {
+        if let Some(ready) = self.entries.get_mut(1) {
+            *ready = Expected::DetachedReady;
+        }
+    }
+
+    pub fn front_running(&mut self) -> Option<&mut Running> {
+        match self.entries.front_mut() {
+            Some(Expected::Completion(running)) => Some(running),
+            _ => None,
+        }
+    }
+}
