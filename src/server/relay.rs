@@ -20,6 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::buffer::{RecvBuf, SendBuf};
@@ -88,6 +89,9 @@ pub enum Phase {
     Authenticating,
     /// Statements flow.
     Ready,
+    /// pgward is shutting down: statements still flow, and the session ends (Shutdown) the
+    /// moment it is idle.
+    Draining,
     /// The client sent Terminate and it went upstream. As with PostgreSQL itself, what is
     /// running finishes and its answers still reach the client; the session ends when the
     /// upstream closes.
@@ -102,8 +106,10 @@ pub enum Phase {
 pub trait SessionHooks {
     /// The upstream's BackendKeyData arrived; returns the key to give the client instead.
     fn backend_key(&mut self, upstream: CancelKey) -> CancelKey;
-    /// A statement's time budget passed: cancel what the upstream is running.
-    fn cancel_upstream(&mut self);
+    /// A statement's time budget passed: cancel what the upstream is running. The returned
+    /// receiver resolves (a value or a dropped sender) once PostgreSQL has closed the cancel
+    /// connection, i.e. has signalled its backend.
+    fn cancel_upstream(&mut self) -> Option<oneshot::Receiver<()>>;
 }
 
 /// One side of the relay.
@@ -194,12 +200,15 @@ pub struct Relay {
     phase: Phase,
     /// A FATAL error already reached the client.
     pub sent_fatal: bool,
-    draining: bool,
     /// Complete client frames wait in the receive buffer because the client is not reading
     /// what it already asked for; they are taken up once it does.
     client_backlog: bool,
     /// While set, client frames wait: the one at the front needs a concurrency slot.
     gate: Option<Gate>,
+    /// pgward's own CancelRequest has not been handled by PostgreSQL yet. Nothing more goes
+    /// upstream until it has: a cancel that lands after its statement ended would cancel the
+    /// next one (PostgreSQL signals whatever the backend runs when the request arrives).
+    cancel_in_flight: Option<oneshot::Receiver<()>>,
     /// Fires at the pipeline's next deadline (budget or cancel grace).
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
@@ -216,9 +225,9 @@ impl Relay {
             max_message,
             phase: Phase::Authenticating,
             sent_fatal: false,
-            draining: false,
             client_backlog: false,
             gate: None,
+            cancel_in_flight: None,
             timer: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
             timer_at: None,
         }
@@ -245,9 +254,16 @@ impl Relay {
         self.to_client.writer()
     }
 
-    /// Asks the relay to end at the next moment the session is idle.
-    pub fn drain(&mut self) {
-        self.draining = true;
+    /// Asks the relay to end at the next moment the session is idle. A session still logging
+    /// in has nothing to finish: it ends now (the returned ending).
+    pub fn drain(&mut self) -> Option<Ending> {
+        match self.phase {
+            Phase::Authenticating => return Some(Ending::Shutdown),
+            Phase::Ready => self.phase = Phase::Draining,
+            // Already ending as soon as what runs is answered.
+            Phase::Draining | Phase::Terminating | Phase::ClientClosed { .. } => {}
+        }
+        None
     }
 
     pub fn phase(&self) -> Phase {
@@ -305,7 +321,7 @@ impl Relay {
 
     /// Whether statements the client already sent still owe it answers (at its EOF).
     fn owes_client(&self) -> bool {
-        self.phase == Phase::Ready
+        matches!(self.phase, Phase::Ready | Phase::Draining)
             && (self.pipeline.busy() || self.client_backlog || !self.to_client.is_empty())
     }
 
@@ -324,15 +340,23 @@ impl Relay {
         hooks: &mut (dyn SessionHooks + Send),
     ) -> Poll<Ending> {
         loop {
-            let mut progressed = match self.upstream.poll_send(&mut self.to_upstream, cx) {
-                Ok(p) => p,
-                Err(e) => return Poll::Ready(Ending::UpstreamGone(Some(e))),
+            if let Some(done) = &mut self.cancel_in_flight
+                && Pin::new(done).poll(cx).is_ready()
+            {
+                self.cancel_in_flight = None;
+            }
+            let mut progressed = match self.cancel_in_flight {
+                Some(_) => false,
+                None => match self.upstream.poll_send(&mut self.to_upstream, cx) {
+                    Ok(p) => p,
+                    Err(e) => return Poll::Ready(Ending::UpstreamGone(Some(e))),
+                },
             };
             match self.client.poll_send(&mut self.to_client, cx) {
                 Ok(p) => progressed |= p,
                 Err(_) => return Poll::Ready(Ending::ClientGone),
             }
-            if self.draining && (self.idle() || self.phase == Phase::Authenticating) {
+            if self.phase == Phase::Draining && self.idle() {
                 return Poll::Ready(Ending::Shutdown);
             }
             if matches!(self.phase, Phase::ClientClosed { .. }) && self.idle() {
@@ -443,7 +467,7 @@ impl Relay {
                 Poll::Ready(Some(Ending::CancelIgnored))
             }
             Expiry::Cancel { .. } => {
-                hooks.cancel_upstream();
+                self.cancel_in_flight = hooks.cancel_upstream();
                 Poll::Ready(None)
             }
             Expiry::Nothing => Poll::Ready(None),
@@ -459,7 +483,9 @@ impl Relay {
         let now = Instant::now();
         let max_message = match self.phase {
             Phase::Authenticating => PRE_AUTH_MAX_MESSAGE.min(self.max_message),
-            Phase::Ready | Phase::Terminating | Phase::ClientClosed { .. } => self.max_message,
+            Phase::Ready | Phase::Draining | Phase::Terminating | Phase::ClientClosed { .. } => {
+                self.max_message
+            }
         };
         loop {
             let avail = self.client.recv.filled();

@@ -77,7 +77,9 @@ impl SessionHooks for NoHooks {
     fn backend_key(&mut self, upstream: CancelKey) -> CancelKey {
         upstream
     }
-    fn cancel_upstream(&mut self) {}
+    fn cancel_upstream(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        None
+    }
 }
 
 fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
@@ -153,7 +155,9 @@ async fn a_panic_ends_the_session_not_the_process() {
         fn backend_key(&mut self, _: CancelKey) -> CancelKey {
             panic!("injected fault");
         }
-        fn cancel_upstream(&mut self) {}
+        fn cancel_upstream(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+            None
+        }
     }
     let mut rig = rig(1 << 20, None).await;
     rig.server
@@ -292,4 +296,30 @@ async fn cached_answers_wait_while_the_client_does_not_read() {
         "the rest of the client's queries wait unread"
     );
     write.abort();
+}
+
+#[tokio::test]
+async fn nothing_goes_upstream_while_pgwards_own_cancel_is_unanswered() {
+    let mut rig = rig(1 << 20, None).await;
+    rig.server.write_all(&ready()).await.unwrap();
+    let got = run_until(&mut rig.relay, read_n(&mut rig.client, 6)).await;
+    assert_eq!(got.ok(), Some(ready()));
+    // As after a budget passed: PostgreSQL has not yet closed pgward's cancel connection.
+    let (handled, pending) = tokio::sync::oneshot::channel::<()>();
+    rig.relay.cancel_in_flight = Some(pending);
+    let query = frame(fe::QUERY, b"select 2\0");
+    rig.client.write_all(&query).await.unwrap();
+    // Waits on the event: the pipeline saw the Query (it now expects its answer).
+    while !rig.relay.pipeline.busy() {
+        let turn = run_until(&mut rig.relay, tokio::task::yield_now()).await;
+        assert!(turn.is_ok(), "the relay ended: {:?}", turn.err());
+    }
+    assert_eq!(
+        rig.relay.to_upstream.len(),
+        query.len(),
+        "a statement went to PostgreSQL before the cancel was handled"
+    );
+    handled.send(()).unwrap();
+    let got = run_until(&mut rig.relay, read_n(&mut rig.server, query.len())).await;
+    assert_eq!(got.ok(), Some(query));
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
 use super::ClientTlsMode;
@@ -94,16 +94,19 @@ impl SessionHooks for SessionKeys {
         key
     }
 
-    fn cancel_upstream(&mut self) {
-        let Some(target) = self.upstream_key.clone() else {
-            return;
-        };
+    fn cancel_upstream(&mut self) -> Option<oneshot::Receiver<()>> {
+        let target = self.upstream_key.clone()?;
         let app = self.app.clone();
+        let (done, handled) = oneshot::channel();
         tokio::spawn(async move {
             if let Err(e) = target.cancel(&app.upstream).await {
                 tracing::warn!(error = %e, "could not send budget cancel upstream");
             }
+            // Sent or not, the relay may go on (a failed cancel dropped it within the
+            // upstream's connect_timeout).
+            let _ = done.send(());
         });
+        Some(handled)
     }
 }
 
@@ -174,13 +177,17 @@ async fn run_session(
     };
 
     let ending = loop {
-        if *shutdown.borrow() {
-            relay.drain();
+        if *shutdown.borrow()
+            && let Some(ending) = relay.drain()
+        {
+            break ending;
         }
         let authenticating = relay.phase() == Phase::Authenticating;
         tokio::select! {
             ending = relay.run(&mut keys) => break ending,
-            changed = shutdown.changed() => if changed.is_err() { relay.drain() },
+            changed = shutdown.changed() => if changed.is_err() && let Some(ending) = relay.drain() {
+                break ending;
+            },
             // The phase may have moved on while this select ran: looked at again above.
             _ = tokio::time::sleep_until(auth_deadline), if authenticating => {
                 if relay.phase() == Phase::Authenticating {

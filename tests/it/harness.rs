@@ -309,7 +309,12 @@ impl Drop for Cluster {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // PGWARD_KEEP_CLUSTERS=1 keeps the data directory and postgres.log for a post-mortem.
+        if std::env::var_os("PGWARD_KEEP_CLUSTERS").is_some() {
+            eprintln!("kept cluster directory {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
