@@ -289,6 +289,25 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// `state: query` of backend `pid` in pg_stat_activity ("" when there is no such backend):
+    /// the query is the running one when active, the last one when idle.
+    pub fn activity(&self, pid: i32) -> String {
+        self.psql(&format!(
+            "SELECT state || ': ' || query FROM pg_stat_activity WHERE pid = {pid}"
+        ))
+    }
+
+    /// Waits until backend `pid` is running `sql` upstream.
+    pub async fn await_running(&self, pid: i32, sql: &str) {
+        self.await_activity(pid, &format!("active: {sql}")).await;
+    }
+
+    /// Waits until pg_stat_activity shows `want` (`state: query`) for backend `pid`.
+    pub async fn await_activity(&self, pid: i32, want: &str) {
+        let what = format!("backend {pid} in pg_stat_activity to be {want:?}");
+        eventually(&what, async || self.activity(pid), |now| now == want).await;
+    }
+
     /// Kills one backend process with SIGKILL (the postmaster then resets all sessions).
     pub fn kill_backend(&self, pid: i32) {
         run(Command::new("kill").args(["-9", &pid.to_string()]));
@@ -385,15 +404,10 @@ pub async fn connect(
     Ok(client)
 }
 
-/// Connects to a pgward started as a subprocess, retrying for up to 5 s while it starts.
+/// Connects to a pgward started as a subprocess, retrying while it starts.
 pub async fn connect_when_up(addr: SocketAddr) -> Client {
-    for _ in 0..100 {
-        if let Ok(client) = connect(addr, TRUST_USER, None).await {
-            return client;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("pgward subprocess on {addr} does not accept connections");
+    let what = format!("the pgward subprocess on {addr} to accept connections");
+    eventually_ok(&what, async || connect(addr, TRUST_USER, None).await).await
 }
 
 /// A raw protocol client for tests that need exact bytes.
@@ -439,6 +453,18 @@ impl Raw {
         let mut body = vec![0u8; len.saturating_sub(4)];
         self.stream.read_exact(&mut body).await.ok()?;
         Some((head[0], body))
+    }
+
+    /// The upstream backend's pid, asked with `SELECT pg_backend_pid()`.
+    pub async fn backend_pid(&mut self) -> i32 {
+        self.send(&query_message("SELECT pg_backend_pid()")).await;
+        let messages = self.read_until_ready().await;
+        let row = messages
+            .iter()
+            .find(|m| m.0 == b'D')
+            .map(|(_, body)| String::from_utf8_lossy(body.get(6..).unwrap_or_default()));
+        row.and_then(|text| text.parse().ok())
+            .unwrap_or_else(|| panic!("no backend pid in {messages:?}"))
     }
 
     /// Reads messages up to and including ReadyForQuery (or EOF).
@@ -525,16 +551,50 @@ pub fn db_message(err: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| err.to_string())
 }
 
-/// Polls `check` until it returns true or `timeout` passes.
-pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// How long `eventually` waits before it fails: generous, because the suite runs its tests in
+/// parallel on a small shared machine; a passing wait ends at its first good poll.
+pub const EVENTUALLY_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Pause between two polls of `eventually`: short, so a wait ends soon after its event.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A bound that only keeps a broken build from hanging until the 20 s `Raw` read timeout (or
+/// forever): it fails with a message saying what never ended. Not a performance claim.
+pub const HANG_BOUND: Duration = Duration::from_secs(10);
+
+/// Polls `observe` until `done` accepts what it returned, and returns that value. Fails after
+/// `EVENTUALLY_DEADLINE`, naming `what` was awaited and the last value observed.
+pub async fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    mut observe: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    eventually_ok(what, async || {
+        let value = observe().await;
+        if done(&value) { Ok(value) } else { Err(value) }
+    })
+    .await
+}
+
+/// Polls `attempt` until it returns `Ok`, and returns its value. Fails after
+/// `EVENTUALLY_DEADLINE`, naming `what` was awaited and the last `Err` observed.
+pub async fn eventually_ok<T, E: std::fmt::Debug>(
+    what: &str,
+    mut attempt: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let started = tokio::time::Instant::now();
+    loop {
+        let last = match attempt().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        let waited = started.elapsed();
+        assert!(
+            waited < EVENTUALLY_DEADLINE,
+            "timed out after {waited:?} waiting for {what}; last observed: {last:?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
-    check()
 }
 
 /// An HTTP/1.1 response's status code (0 when there is none) and body.
