@@ -410,6 +410,15 @@ pub async fn connect_when_up(addr: SocketAddr) -> Client {
     eventually_ok(&what, async || connect(addr, TRUST_USER, None).await).await
 }
 
+/// The upstream backend's pid of a tokio-postgres session through pgward.
+pub async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// A raw protocol client for tests that need exact bytes.
 pub struct Raw {
     pub stream: TcpStream,
