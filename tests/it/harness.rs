@@ -1,7 +1,7 @@
 //! Test harness: a throwaway PostgreSQL cluster (initdb + postgres on a free port in a temp dir,
 //! run as the `postgres` OS user when the tests run as root) with trust, md5 and scram users and
 //! TLS certificates, plus helpers to start pgward in-process against it and to talk to it with
-//! tokio-postgres or raw protocol bytes.
+//! tokio-postgres or raw protocol bytes. Waiting on events (`eventually`) lives in `wait`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,9 @@ use pgward::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_postgres::{Client, NoTls};
+
+mod wait;
+pub use wait::*;
 
 pub const SCRAM_USER: &str = "scram_user";
 pub const SCRAM_PASSWORD: &str = "scram-secret";
@@ -289,25 +292,6 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    /// `state: query` of backend `pid` in pg_stat_activity ("" when there is no such backend):
-    /// the query is the running one when active, the last one when idle.
-    pub fn activity(&self, pid: i32) -> String {
-        self.psql(&format!(
-            "SELECT state || ': ' || query FROM pg_stat_activity WHERE pid = {pid}"
-        ))
-    }
-
-    /// Waits until backend `pid` is running `sql` upstream.
-    pub async fn await_running(&self, pid: i32, sql: &str) {
-        self.await_activity(pid, &format!("active: {sql}")).await;
-    }
-
-    /// Waits until pg_stat_activity shows `want` (`state: query`) for backend `pid`.
-    pub async fn await_activity(&self, pid: i32, want: &str) {
-        let what = format!("backend {pid} in pg_stat_activity to be {want:?}");
-        eventually(&what, async || self.activity(pid), |now| now == want).await;
-    }
-
     /// Kills one backend process with SIGKILL (the postmaster then resets all sessions).
     pub fn kill_backend(&self, pid: i32) {
         run(Command::new("kill").args(["-9", &pid.to_string()]));
@@ -402,21 +386,6 @@ pub async fn connect(
         let _ = connection.await;
     });
     Ok(client)
-}
-
-/// Connects to a pgward started as a subprocess, retrying while it starts.
-pub async fn connect_when_up(addr: SocketAddr) -> Client {
-    let what = format!("the pgward subprocess on {addr} to accept connections");
-    eventually_ok(&what, async || connect(addr, TRUST_USER, None).await).await
-}
-
-/// The upstream backend's pid of a tokio-postgres session through pgward.
-pub async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
-    client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// A raw protocol client for tests that need exact bytes.
@@ -558,52 +527,6 @@ pub fn db_message(err: &tokio_postgres::Error) -> String {
     err.as_db_error()
         .map(|e| e.message().to_owned())
         .unwrap_or_else(|| err.to_string())
-}
-
-/// How long `eventually` waits before it fails: generous, because the suite runs its tests in
-/// parallel on a small shared machine; a passing wait ends at its first good poll.
-pub const EVENTUALLY_DEADLINE: Duration = Duration::from_secs(15);
-
-/// Pause between two polls of `eventually`: short, so a wait ends soon after its event.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
-
-/// A bound that only keeps a broken build from hanging until the 20 s `Raw` read timeout (or
-/// forever): it fails with a message saying what never ended. Not a performance claim.
-pub const HANG_BOUND: Duration = Duration::from_secs(10);
-
-/// Polls `observe` until `done` accepts what it returned, and returns that value. Fails after
-/// `EVENTUALLY_DEADLINE`, naming `what` was awaited and the last value observed.
-pub async fn eventually<T: std::fmt::Debug>(
-    what: &str,
-    mut observe: impl AsyncFnMut() -> T,
-    done: impl Fn(&T) -> bool,
-) -> T {
-    eventually_ok(what, async || {
-        let value = observe().await;
-        if done(&value) { Ok(value) } else { Err(value) }
-    })
-    .await
-}
-
-/// Polls `attempt` until it returns `Ok`, and returns its value. Fails after
-/// `EVENTUALLY_DEADLINE`, naming `what` was awaited and the last `Err` observed.
-pub async fn eventually_ok<T, E: std::fmt::Debug>(
-    what: &str,
-    mut attempt: impl AsyncFnMut() -> Result<T, E>,
-) -> T {
-    let started = tokio::time::Instant::now();
-    loop {
-        let last = match attempt().await {
-            Ok(value) => return value,
-            Err(last) => last,
-        };
-        let waited = started.elapsed();
-        assert!(
-            waited < EVENTUALLY_DEADLINE,
-            "timed out after {waited:?} waiting for {what}; last observed: {last:?}"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
 }
 
 /// An HTTP/1.1 response's status code (0 when there is none) and body.
