@@ -1,8 +1,6 @@
 //! Authentication is Postgres's own (trust, md5, SCRAM relayed), startup errors arrive exactly as
 //! Postgres sent them, TLS works on both legs, and cancel keys are pgward's own.
 
-use std::time::{Duration, Instant};
-
 use pgward::upstream::UpstreamTlsMode;
 
 use crate::harness::*;
@@ -173,25 +171,41 @@ async fn cancel_requests_reach_the_right_backend_only() {
     let cluster = shared();
     let proxy = start_proxy(config_for(cluster)).await;
     let client = connect(proxy.proxy_addr, TRUST_USER, None).await.unwrap();
+    let pid = backend_pid(&client).await;
     let token = client.cancel_token();
-    let started = Instant::now();
-    let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sleeper = tokio::spawn(async move {
+        let result = client.simple_query("SELECT pg_sleep(30)").await;
+        (result, client)
+    });
+    cluster.await_running(pid, "SELECT pg_sleep(30)").await;
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let err = sleeper.await.unwrap().unwrap_err();
-    assert_eq!(code(&err), "57014");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // Only so that a cancel that never arrives fails here instead of after the 30 s sleep.
+    let (result, _session) = tokio::time::timeout(HANG_BOUND, sleeper)
+        .await
+        .expect("the cancelled statement never ended")
+        .unwrap();
+    assert_eq!(code(&result.unwrap_err()), "57014");
+    // The cancel reached PostgreSQL: the session's backend is idle again, its statement ended.
+    cluster
+        .await_activity(pid, "idle: SELECT pg_sleep(30)")
+        .await;
 
     // A CancelRequest with a made-up key cancels nothing.
     let client = connect(proxy.proxy_addr, TRUST_USER, None).await.unwrap();
+    let pid = backend_pid(&client).await;
     let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(1.5)").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.await_running(pid, "SELECT pg_sleep(1.5)").await;
     for pid in 0..64u32 {
         let mut raw = Raw::connect(proxy.proxy_addr).await;
         let mut packet = vec![0, 0, 0, 16, 4, 210, 22, 46];
         packet.extend_from_slice(&pid.to_be_bytes());
         packet.extend_from_slice(&[1, 2, 3, 4]);
         raw.send(&packet).await;
+        // pgward closes a cancel connection once it has handled the request.
+        assert!(
+            raw.read_to_close().await.is_empty(),
+            "a cancel got an answer"
+        );
     }
     assert!(
         sleeper.await.unwrap().is_ok(),

@@ -102,15 +102,9 @@ async fn case_07_a_single_flight_waiter_is_answered_when_the_filling_client_stop
     let hello = stalled.read_until_ready().await;
     assert_eq!(hello.last().map(|(t, _)| *t), Some(READY_FOR_QUERY));
     stalled.send(&query_message(&sql)).await;
-    let mut leading = false;
-    for _ in 0..200 {
-        if cache_state(admin).await["fills_in_flight"] == 1 {
-            leading = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(leading, "the stalled client's query never started its fill");
+    let leading = "the stalled client's query to start its fill (fills_in_flight 1)";
+    let one_fill = |cache: &Value| cache["fills_in_flight"] == 1;
+    eventually(leading, async || cache_state(admin).await, one_fill).await;
 
     // Same user, database and startup parameters: the same key.
     let mut waiter = Raw::startup(proxy.proxy_addr, &[("user", TRUST_USER)]).await;

@@ -33,11 +33,13 @@ async fn upstream_dying_mid_query_is_a_fatal_08006() {
         let result = client.simple_query("SELECT pg_sleep(30)").await;
         (result, client)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.await_running(pid, "SELECT pg_sleep(30)").await;
     cluster.kill_backend(pid);
-    let (result, client) = tokio::time::timeout(Duration::from_secs(10), query)
+    // Only so that a pgward that never notices the dead backend fails instead of waiting
+    // out the 30 s sleep.
+    let (result, client) = tokio::time::timeout(HANG_BOUND, query)
         .await
-        .expect("no hang")
+        .expect("no answer after the backend died")
         .unwrap();
     let err = result.unwrap_err();
     let message = err.to_string();
@@ -53,12 +55,9 @@ async fn raw_08006_when_upstream_closes_without_a_word() {
     let cluster = Cluster::start(&["restart_after_crash = off"]);
     let proxy = start_proxy(config_for(&cluster)).await;
     let mut raw = Raw::startup(proxy.proxy_addr, &[("user", TRUST_USER)]).await;
-    raw.send(&query_message("SELECT pg_backend_pid()")).await;
-    let messages = raw.read_until_ready().await;
-    let (_, row) = messages.iter().find(|m| m.0 == b'D').unwrap();
-    let pid: i32 = String::from_utf8_lossy(&row[6..]).parse().unwrap();
+    let pid = raw.backend_pid().await;
     raw.send(&query_message("SELECT pg_sleep(30)")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.await_running(pid, "SELECT pg_sleep(30)").await;
     cluster.kill_backend(pid);
     let messages = raw.read_to_close().await;
     let (_, error) = messages
@@ -88,17 +87,13 @@ async fn a_vanished_client_has_its_query_cancelled() {
     let active = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app_name}' AND state = 'active'"
     );
-    assert!(
-        eventually(Duration::from_secs(5), || cluster.psql(&active) == "1").await,
-        "query never started"
-    );
+    let running = format!("the pg_sleep(60) of {app_name} to run upstream");
+    eventually(&running, async || cluster.psql(&active), |n| n == "1").await;
     drop(raw);
     let gone =
         format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app_name}'");
-    assert!(
-        eventually(Duration::from_secs(5), || cluster.psql(&gone) == "0").await,
-        "upstream query still running"
-    );
+    let ended = format!("the backend of vanished client {app_name} to end");
+    eventually(&ended, async || cluster.psql(&gone), |n| n == "0").await;
 }
 
 async fn expect_protocol_violation(proxy: &pgward::Running, bytes: &[u8]) {
@@ -163,17 +158,9 @@ async fn client_limit_gives_53300_and_replication_is_refused() {
         .unwrap_err();
     assert_eq!(code(&err), "53300");
     drop(a);
-    assert!(
-        eventually(Duration::from_secs(5), || proxy
-            .app
-            .stats
-            .proxy()
-            .client_connections
-            .get()
-            < 2)
-        .await,
-        "slot not released"
-    );
+    let connections = async || proxy.app.stats.proxy().client_connections.get();
+    let what = "the departed client's slot to be released (client_connections below 2)";
+    eventually(what, connections, |n| *n < 2).await;
     connect(proxy.proxy_addr, TRUST_USER, None)
         .await
         .expect("a slot frees up when a client leaves");
@@ -197,8 +184,9 @@ async fn shutdown_closes_idle_sessions_with_57p01_and_stops_accepting() {
     let addr = proxy.proxy_addr;
     let mut idle = Raw::startup(addr, &[("user", TRUST_USER)]).await;
     let mut busy = Raw::startup(addr, &[("user", TRUST_USER)]).await;
+    let busy_pid = busy.backend_pid().await;
     busy.send(&query_message("SELECT pg_sleep(1)")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.await_running(busy_pid, "SELECT pg_sleep(1)").await;
     proxy.shutdown();
     let messages = idle.read_to_close().await;
     let (_, error) = messages.iter().find(|m| m.0 == b'E').expect("57P01");
@@ -211,9 +199,10 @@ async fn shutdown_closes_idle_sessions_with_57p01_and_stops_accepting() {
         "busy session cut short: {:?}",
         String::from_utf8_lossy(&tags)
     );
-    tokio::time::timeout(Duration::from_secs(10), proxy.wait())
+    // Only so that a shutdown that never completes fails instead of hanging the suite.
+    tokio::time::timeout(HANG_BOUND, proxy.wait())
         .await
-        .expect("stops");
+        .expect("pgward did not stop after its sessions closed");
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still accepting"

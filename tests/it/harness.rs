@@ -1,7 +1,7 @@
 //! Test harness: a throwaway PostgreSQL cluster (initdb + postgres on a free port in a temp dir,
 //! run as the `postgres` OS user when the tests run as root) with trust, md5 and scram users and
 //! TLS certificates, plus helpers to start pgward in-process against it and to talk to it with
-//! tokio-postgres or raw protocol bytes.
+//! tokio-postgres or raw protocol bytes. Waiting on events (`eventually`) lives in `wait`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,9 @@ use pgward::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_postgres::{Client, NoTls};
+
+mod wait;
+pub use wait::*;
 
 pub const SCRAM_USER: &str = "scram_user";
 pub const SCRAM_PASSWORD: &str = "scram-secret";
@@ -390,17 +393,6 @@ pub async fn connect(
     Ok(client)
 }
 
-/// Connects to a pgward started as a subprocess, retrying for up to 5 s while it starts.
-pub async fn connect_when_up(addr: SocketAddr) -> Client {
-    for _ in 0..100 {
-        if let Ok(client) = connect(addr, TRUST_USER, None).await {
-            return client;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("pgward subprocess on {addr} does not accept connections");
-}
-
 /// A raw protocol client for tests that need exact bytes.
 pub struct Raw {
     pub stream: TcpStream,
@@ -444,6 +436,18 @@ impl Raw {
         let mut body = vec![0u8; len.saturating_sub(4)];
         self.stream.read_exact(&mut body).await.ok()?;
         Some((head[0], body))
+    }
+
+    /// The upstream backend's pid, asked with `SELECT pg_backend_pid()`.
+    pub async fn backend_pid(&mut self) -> i32 {
+        self.send(&query_message("SELECT pg_backend_pid()")).await;
+        let messages = self.read_until_ready().await;
+        let row = messages
+            .iter()
+            .find(|m| m.0 == b'D')
+            .map(|(_, body)| String::from_utf8_lossy(body.get(6..).unwrap_or_default()));
+        row.and_then(|text| text.parse().ok())
+            .unwrap_or_else(|| panic!("no backend pid in {messages:?}"))
     }
 
     /// Reads messages up to and including ReadyForQuery (or EOF).
@@ -528,18 +532,6 @@ pub fn db_message(err: &tokio_postgres::Error) -> String {
     err.as_db_error()
         .map(|e| e.message().to_owned())
         .unwrap_or_else(|| err.to_string())
-}
-
-/// Polls `check` until it returns true or `timeout` passes.
-pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    check()
 }
 
 /// An HTTP/1.1 response's status code (0 when there is none) and body.

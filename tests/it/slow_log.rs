@@ -3,7 +3,6 @@
 //! duration, rule and outcome, and never its literals.
 
 use std::io::Read;
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -45,16 +44,25 @@ async fn slow_statements_are_logged_once_as_json_without_literals() {
         .unwrap();
     client.simple_query("SELECT 'fast-literal'").await.unwrap();
     drop(client);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = child.kill();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
+    // SIGTERM: pgward ends its sessions and exits, and only then does its stderr end, so what
+    // is read to EOF is every line it will ever write: "once" needs no guess at log latency.
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut stderr = String::new();
+        pipe.read_to_string(&mut stderr).map(|_| stderr)
+    });
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
         .unwrap();
+    // Only so that a pgward that does not stop on SIGTERM fails instead of hanging.
+    let read = tokio::time::timeout(HANG_BOUND, reader).await;
+    let _ = child.kill();
     let _ = child.wait();
+    let stderr = read
+        .expect("pgward did not exit on SIGTERM")
+        .unwrap()
+        .unwrap();
 
     let slow: Vec<Value> = stderr
         .lines()

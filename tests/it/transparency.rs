@@ -90,15 +90,9 @@ async fn a_cancel_never_reaches_the_next_statement() {
         let running = format!(
             "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%{tag} */'"
         );
-        while watcher
-            .query_one(&running, &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            != 1
-        {
-            tokio::task::yield_now().await;
-        }
+        let count = async || watcher.query_one(&running, &[]).await.unwrap().get(0);
+        let what = format!("the {tag} statement to run upstream");
+        eventually(&what, count, |n: &i64| *n == 1).await;
         send_cancel(proxy.proxy_addr, &key).await;
         let sleeper = session.read_until_ready().await;
         let error = sleeper.iter().find(|(tag, _)| *tag == b'E');
