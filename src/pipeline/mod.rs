@@ -30,6 +30,8 @@ mod phases;
 mod replies;
 mod rewrite;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,0 +1,146 @@
+//! Extended-protocol batches: after an error the rest of a batch is skipped up to its Sync (as
+//! PostgreSQL does), also the answers pgward queued in it, and pipelined batches with a cache
+//! hit among them reach the client in the order the client asked.
+
+use super::*;
+
+const REJECT_DELETE: &str = r#"
+[[rule]]
+name = "no-audit-delete"
+match.pattern = '^delete from audit'
+action = "reject"
+message = "the audit log is append-only"
+"#;
+
+#[test]
+fn after_pgwards_own_error_the_batch_is_skipped_up_to_its_sync() {
+    let shared = shared(REJECT_DELETE);
+    let mut s = Session::new(&shared);
+    let t0 = Instant::now();
+    let sql = "delete from audit where id = $1";
+    s.send(&batch(sql, &["1"]), t0);
+    assert_eq!(s.take_upstream(), sync(), "only the Sync goes upstream");
+    let id = fp(&shared, sql);
+    let rejected = error(
+        Severity::Error,
+        "42501",
+        "the audit log is append-only",
+        &format!("rejected by pgward rule \"no-audit-delete\" (fingerprint {id})"),
+        None,
+    );
+    assert_eq!(
+        s.take_client(),
+        rejected,
+        "the error at once, its ReadyForQuery from PostgreSQL"
+    );
+    s.backend(&[ready()], t0 + ms(1));
+    assert_eq!(s.take_client(), ready());
+    assert!(!s.pipeline.busy());
+    // The next batch runs in full.
+    let next = batch("select * from audit where id = $1", &["1"]);
+    s.send(&next, t0 + ms(2));
+    assert_eq!(s.take_upstream(), next.concat());
+}
+
+const ITEMS_CACHED: &str = r#"
+[[rule]]
+name = "items"
+match.pattern = '^select\*from items'
+cache.ttl = "10m"
+"#;
+
+const ITEMS: &str = "select * from items where id = $1";
+
+/// Fills the cache with the extended-protocol result of `ITEMS` for id 1; returns that result
+/// (rows and completion: what a hit answers an Execute with).
+fn fill_extended(s: &mut Session, t0: Instant) -> Vec<u8> {
+    s.send(&batch(ITEMS, &["1"]), t0);
+    assert_eq!(s.take_upstream(), batch(ITEMS, &["1"]).concat());
+    let rows = [data_row(&["1", "lamp"]), complete("SELECT 1")].concat();
+    let answer = [parse_complete(), bind_complete(), rows.clone(), ready()].concat();
+    s.backend(&frames(&answer), t0 + ms(5));
+    assert_eq!(s.take_client(), answer);
+    rows
+}
+
+#[test]
+fn pipelined_batches_with_a_cache_hit_in_the_middle_answer_in_order() {
+    let shared = shared(ITEMS_CACHED);
+    let mut s = Session::new(&shared);
+    let t0 = Instant::now();
+    let cached_rows = fill_extended(&mut s, t0);
+    // Three batches at once; the middle one's Execute is a hit.
+    let first = batch("select * from alpha where id = $1", &["1"]);
+    let hit = batch(ITEMS, &["1"]);
+    let last = batch("select * from gamma where id = $1", &["1"]);
+    s.send(
+        &[first.clone(), hit.clone(), last.clone()].concat(),
+        t0 + ms(10),
+    );
+    let hit_upstream = [hit[0].clone(), hit[1].clone(), hit[3].clone()].concat();
+    assert_eq!(
+        s.take_upstream(),
+        [first.concat(), hit_upstream, last.concat()].concat(),
+        "everything but the hit's Execute goes upstream, in order"
+    );
+    assert!(
+        s.take_client().is_empty(),
+        "the hit waits for the answers before it"
+    );
+    let a = [
+        parse_complete(),
+        bind_complete(),
+        data_row(&["a"]),
+        complete("SELECT 1"),
+        ready(),
+    ];
+    let b = [parse_complete(), bind_complete(), ready()];
+    let c = [
+        parse_complete(),
+        bind_complete(),
+        data_row(&["c"]),
+        complete("SELECT 1"),
+        ready(),
+    ];
+    s.backend(&[&a[..], &b[..], &c[..]].concat(), t0 + ms(20));
+    let expected = [
+        a.concat(),
+        parse_complete(),
+        bind_complete(),
+        cached_rows,
+        ready(),
+        c.concat(),
+    ]
+    .concat();
+    assert_eq!(tags(&s.client), tags(&expected));
+    assert_eq!(s.take_client(), expected);
+    assert!(!s.pipeline.busy());
+}
+
+#[test]
+fn a_postgres_error_in_a_batch_drops_the_cache_hit_queued_after_it() {
+    let shared = shared(ITEMS_CACHED);
+    let mut s = Session::new(&shared);
+    let t0 = Instant::now();
+    fill_extended(&mut s, t0);
+    // One batch: a statement PostgreSQL fails, then a hit, then the Sync.
+    let broken = "select * from missing where id = $1";
+    let mut frames_sent = batch(broken, &["1"]);
+    frames_sent.pop();
+    frames_sent.extend(batch(ITEMS, &["1"]));
+    s.send(&frames_sent, t0 + ms(10));
+    assert!(s.take_client().is_empty());
+    let answer = [
+        parse_complete(),
+        bind_complete(),
+        pg_error("42P01", "relation \"missing\" does not exist"),
+        ready(),
+    ];
+    s.backend(&answer, t0 + ms(20));
+    assert_eq!(
+        s.take_client(),
+        answer.concat(),
+        "PostgreSQL skipped the rest of the batch, so the hit is not answered either"
+    );
+    assert!(!s.pipeline.busy());
+}
