@@ -10,6 +10,21 @@
 //! `Instant::now()` (`ResultCache::store`), not an injected instant, so cache tests keep
 //! second-scale margins between an entry's ttl and the instants they inject.
 
+/// Compares wire bytes; shows both escaped (`E\0\0\0\xe9SERROR...`) when they differ.
+macro_rules! assert_wire {
+    ($got:expr, $want:expr $(, $($message:tt)+)?) => {{
+        let (got, want): (&[u8], &[u8]) = (&$got, &$want);
+        let note: Vec<String> = vec![$(format!($($message)+))?];
+        let note = note.concat();
+        assert!(
+            got == want,
+            "wire bytes differ: {note}\n  got: {}\n want: {}",
+            got.escape_ascii(),
+            want.escape_ascii()
+        );
+    }};
+}
+
 mod admit;
 mod batches;
 mod budget;

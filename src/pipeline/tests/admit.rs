@@ -21,7 +21,7 @@ async fn a_statement_without_a_slot_in_queue_timeout_is_shed_with_53000() {
     let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
     let t0 = Instant::now();
     a.send(&[query(REPORT)], t0);
-    assert_eq!(
+    assert_wire!(
         a.take_upstream(),
         query(REPORT),
         "the first takes the only slot"
@@ -53,12 +53,12 @@ async fn a_statement_without_a_slot_in_queue_timeout_is_shed_with_53000() {
         ready(),
     ]
     .concat();
-    assert_eq!(b.take_client(), expected);
+    assert_wire!(b.take_client(), expected);
     assert!(!b.pipeline.busy());
     assert_eq!(counter(&shared, REPORT, Counter::Shed), 1);
     // The running statement is not disturbed.
     a.backend(&[complete("SELECT 0"), ready()], t0 + ms(60));
-    assert_eq!(a.take_client(), [complete("SELECT 0"), ready()].concat());
+    assert_wire!(a.take_client(), [complete("SELECT 0"), ready()].concat());
 }
 
 const QUEUED: &str = r#"
@@ -75,7 +75,7 @@ async fn a_waiting_statement_gets_the_slot_when_the_running_one_completes() {
     let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
     let t0 = Instant::now();
     a.send(&[query(REPORT)], t0);
-    assert_eq!(a.take_upstream(), query(REPORT));
+    assert_wire!(a.take_upstream(), query(REPORT));
     b.send(&[query(REPORT)], t0 + ms(10));
     assert!(b.still_waiting());
     // A's result arrives, but the slot is freed only by its completion.
@@ -96,10 +96,10 @@ async fn a_waiting_statement_gets_the_slot_when_the_running_one_completes() {
         clock,
         "no queue_timeout passed"
     );
-    assert_eq!(b.take_upstream(), query(REPORT), "and runs upstream");
+    assert_wire!(b.take_upstream(), query(REPORT), "and runs upstream");
     assert!(b.take_client().is_empty());
     b.backend(&[complete("SELECT 0"), ready()], t0 + ms(40));
-    assert_eq!(b.take_client(), [complete("SELECT 0"), ready()].concat());
+    assert_wire!(b.take_client(), [complete("SELECT 0"), ready()].concat());
     assert_eq!(counter(&shared, REPORT, Counter::Shed), 0);
 }
 
@@ -128,7 +128,7 @@ async fn a_shed_statement_gets_the_stale_entry_when_its_rule_serves_stale() {
     ];
     b.send(&[query(one)], t0);
     b.backend(&[&result[..], &[ready()]].concat(), t0 + ms(5));
-    assert_eq!(b.take_client(), [&result[..], &[ready()]].concat().concat());
+    assert_wire!(b.take_client(), [&result[..], &[ready()]].concat().concat());
     b.take_upstream();
     // 20s later (past the ttl) A holds the slot with another statement of the rule...
     let t1 = t0 + Duration::from_secs(20);
@@ -147,11 +147,53 @@ async fn a_shed_statement_gets_the_stale_entry_when_its_rule_serves_stale() {
             && notice.contains("because no concurrency slot was free in time"),
         "{notice}"
     );
-    assert_eq!(
+    assert_wire!(
         got[1..].concat(),
         [&result[..], &[ready()]].concat().concat()
     );
     assert!(!b.pipeline.busy());
     assert_eq!(counter(&shared, one, Counter::StaleServed), 1);
     assert_eq!(counter(&shared, one, Counter::Shed), 1);
+}
+
+const CAPPED_WITH_BUDGET: &str = r#"
+[[rule]]
+name = "report"
+match.pattern = '^select\*from report'
+budget = "100ms"
+max_concurrency = 1
+queue_timeout = "1s"
+"#;
+
+/// docs/rules.md, `queue_timeout`: "The wait counts against the budget: if the budget runs out
+/// first, the budget error wins."
+#[tokio::test(start_paused = true)]
+#[ignore = "bug: a slot wait cut short by the budget answers 53000 (shed), not the budget's 57014 as docs/rules.md says"]
+async fn a_slot_wait_that_outlasts_the_budget_answers_the_budget_error() {
+    let shared = shared(CAPPED_WITH_BUDGET);
+    let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
+    let t0 = Instant::now();
+    a.send(&[query(REPORT)], t0);
+    b.send(&[query(REPORT)], t0);
+    assert!(b.still_waiting());
+    let clock = tokio::time::Instant::now();
+    assert!(!b.pass_gate(t0 + ms(100)).await);
+    assert_eq!(
+        tokio::time::Instant::now() - clock,
+        ms(100),
+        "the wait ends at the budget"
+    );
+    let id = fp(&shared, REPORT);
+    let expected = [
+        error(
+            Severity::Error,
+            "57014",
+            "canceling statement: pgward time budget of 100ms exceeded (rule \"report\")",
+            &format!("fingerprint {id}"),
+            Some("Raise the budget in rules.toml, or make the query faster."),
+        ),
+        ready(),
+    ]
+    .concat();
+    assert_wire!(b.take_client(), expected);
 }

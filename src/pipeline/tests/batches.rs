@@ -19,7 +19,7 @@ fn after_pgwards_own_error_the_batch_is_skipped_up_to_its_sync() {
     let t0 = Instant::now();
     let sql = "delete from audit where id = $1";
     s.send(&batch(sql, &["1"]), t0);
-    assert_eq!(s.take_upstream(), sync(), "only the Sync goes upstream");
+    assert_wire!(s.take_upstream(), sync(), "only the Sync goes upstream");
     let id = fp(&shared, sql);
     let rejected = error(
         Severity::Error,
@@ -28,18 +28,18 @@ fn after_pgwards_own_error_the_batch_is_skipped_up_to_its_sync() {
         &format!("rejected by pgward rule \"no-audit-delete\" (fingerprint {id})"),
         None,
     );
-    assert_eq!(
+    assert_wire!(
         s.take_client(),
         rejected,
         "the error at once, its ReadyForQuery from PostgreSQL"
     );
     s.backend(&[ready()], t0 + ms(1));
-    assert_eq!(s.take_client(), ready());
+    assert_wire!(s.take_client(), ready());
     assert!(!s.pipeline.busy());
     // The next batch runs in full.
     let next = batch("select * from audit where id = $1", &["1"]);
     s.send(&next, t0 + ms(2));
-    assert_eq!(s.take_upstream(), next.concat());
+    assert_wire!(s.take_upstream(), next.concat());
 }
 
 const ITEMS_CACHED: &str = r#"
@@ -55,11 +55,11 @@ const ITEMS: &str = "select * from items where id = $1";
 /// (rows and completion: what a hit answers an Execute with).
 fn fill_extended(s: &mut Session, t0: Instant) -> Vec<u8> {
     s.send(&batch(ITEMS, &["1"]), t0);
-    assert_eq!(s.take_upstream(), batch(ITEMS, &["1"]).concat());
+    assert_wire!(s.take_upstream(), batch(ITEMS, &["1"]).concat());
     let rows = [data_row(&["1", "lamp"]), complete("SELECT 1")].concat();
     let answer = [parse_complete(), bind_complete(), rows.clone(), ready()].concat();
     s.backend(&frames(&answer), t0 + ms(5));
-    assert_eq!(s.take_client(), answer);
+    assert_wire!(s.take_client(), answer);
     rows
 }
 
@@ -78,7 +78,7 @@ fn pipelined_batches_with_a_cache_hit_in_the_middle_answer_in_order() {
         t0 + ms(10),
     );
     let hit_upstream = [hit[0].clone(), hit[1].clone(), hit[3].clone()].concat();
-    assert_eq!(
+    assert_wire!(
         s.take_upstream(),
         [first.concat(), hit_upstream, last.concat()].concat(),
         "everything but the hit's Execute goes upstream, in order"
@@ -113,7 +113,7 @@ fn pipelined_batches_with_a_cache_hit_in_the_middle_answer_in_order() {
     ]
     .concat();
     assert_eq!(tags(&s.client), tags(&expected));
-    assert_eq!(s.take_client(), expected);
+    assert_wire!(s.take_client(), expected);
     assert!(!s.pipeline.busy());
 }
 
@@ -137,7 +137,7 @@ fn a_postgres_error_in_a_batch_drops_the_cache_hit_queued_after_it() {
         ready(),
     ];
     s.backend(&answer, t0 + ms(20));
-    assert_eq!(
+    assert_wire!(
         s.take_client(),
         answer.concat(),
         "PostgreSQL skipped the rest of the batch, so the hit is not answered either"

@@ -21,7 +21,7 @@ fn running(rules: &str, t0: Instant) -> (Arc<Shared>, Session) {
     let shared = shared(rules);
     let mut s = Session::new(&shared);
     s.send(&[query(SLEEP)], t0);
-    assert_eq!(s.take_upstream(), query(SLEEP));
+    assert_wire!(s.take_upstream(), query(SLEEP));
     (shared, s)
 }
 
@@ -58,7 +58,7 @@ fn a_passed_budget_cancels_and_the_57014_names_the_rule() {
         ready(),
     ]
     .concat();
-    assert_eq!(s.take_client(), expected);
+    assert_wire!(s.take_client(), expected);
     assert!(!s.pipeline.busy());
     assert_eq!(s.pipeline.next_timer(), None);
 }
@@ -118,6 +118,6 @@ fn observe_mode_only_counts_a_passed_budget_and_leaves_a_foreign_57014_alone() {
         ready(),
     ];
     s.backend(&answer, t0 + ms(5000));
-    assert_eq!(s.take_client(), answer.concat());
+    assert_wire!(s.take_client(), answer.concat());
     assert!(!s.pipeline.busy());
 }

@@ -29,18 +29,18 @@ fn filled(rules: &str, t0: Instant) -> (Arc<Shared>, Session) {
     let shared = shared(rules);
     let mut s = Session::new(&shared);
     s.send(&[query(ITEMS)], t0);
-    assert_eq!(
+    assert_wire!(
         s.take_upstream(),
         query(ITEMS),
         "a cold cache runs it upstream"
     );
     let answer = [old_result(), vec![ready()]].concat();
     s.backend(&answer, t0 + ms(5));
-    assert_eq!(s.take_client(), answer.concat());
+    assert_wire!(s.take_client(), answer.concat());
     // A fresh hit never goes upstream.
     s.send(&[query(ITEMS)], t0 + ms(10));
     assert!(s.take_upstream().is_empty());
-    assert_eq!(s.take_client(), answer.concat());
+    assert_wire!(s.take_client(), answer.concat());
     (shared, s)
 }
 
@@ -60,7 +60,7 @@ fn assert_stale_answer(bytes: &[u8], because: &str, rest: &[u8]) {
         notice.contains("pgward: served a cached result") && notice.contains(because),
         "{notice}"
     );
-    assert_eq!(got[1..].concat(), rest);
+    assert_wire!(got[1..].concat(), rest);
 }
 
 const STALE_ON_BUDGET: &str = r#"
@@ -80,7 +80,7 @@ fn a_passed_budget_serves_the_stale_rows_and_the_query_refreshes_detached() {
     let (shared, mut s) = filled(STALE_ON_BUDGET, t0);
     let t1 = t0 + Duration::from_secs(20);
     s.send(&[query(ITEMS)], t1);
-    assert_eq!(
+    assert_wire!(
         s.take_upstream(),
         query(ITEMS),
         "past its ttl the entry is refreshed"
@@ -121,15 +121,15 @@ fn a_stale_entry_is_answered_at_once_and_refreshed_detached() {
     let (shared, mut s) = filled(BACKGROUND, t0);
     let t1 = t0 + Duration::from_secs(20);
     s.send(&[query(ITEMS)], t1);
-    assert_eq!(s.take_upstream(), query(ITEMS), "the refresh goes upstream");
-    assert_eq!(
+    assert_wire!(s.take_upstream(), query(ITEMS), "the refresh goes upstream");
+    assert_wire!(
         s.take_client(),
         [old_result(), vec![ready()]].concat().concat(),
         "the client has the stale entry at once"
     );
     // The client goes on while the refresh runs; its next statement is answered in order.
     s.send(&[query("select 1")], t1 + ms(1));
-    assert_eq!(s.take_upstream(), query("select 1"));
+    assert_wire!(s.take_upstream(), query("select 1"));
     // A detached refresh is bounded (its ttl here, as the rule has no budget).
     assert_eq!(s.pipeline.next_timer(), Some(t1 + Duration::from_secs(10)));
     s.backend(&[new_result(), vec![ready()]].concat(), t1 + ms(50));
@@ -145,7 +145,7 @@ fn a_stale_entry_is_answered_at_once_and_refreshed_detached() {
         ready(),
     ];
     s.backend(&one, t1 + ms(60));
-    assert_eq!(s.take_client(), one.concat());
+    assert_wire!(s.take_client(), one.concat());
     assert!(!s.pipeline.busy());
     assert_eq!(counter(&shared, ITEMS, Counter::CacheRefresh), 1);
 }
@@ -193,7 +193,7 @@ fn an_upstream_error_of_class_53_serves_the_stale_rows() {
     let (shared, mut s) = filled(STALE_ON_ERROR, t0);
     let t1 = t0 + Duration::from_secs(20);
     s.send(&[query(ITEMS)], t1);
-    assert_eq!(s.take_upstream(), query(ITEMS));
+    assert_wire!(s.take_upstream(), query(ITEMS));
     s.backend(
         &[
             pg_error("53300", "sorry, too many clients already"),
@@ -214,5 +214,37 @@ fn an_upstream_error_of_class_53_serves_the_stale_rows() {
         ready(),
     ];
     s.backend(&syntax, t1 + ms(15));
-    assert_eq!(s.take_client(), syntax.concat());
+    assert_wire!(s.take_client(), syntax.concat());
+}
+
+const BACKGROUND_AND_BUDGET: &str = r#"
+[defaults]
+budget = "200ms"
+
+[[rule]]
+name = "items"
+match.pattern = '^select\*from items'
+budget = "off"
+cache.ttl = "10s"
+cache.stale_for = "10m"
+"#;
+
+/// The client's next statement waits upstream behind a refresh it never asked for; its budget
+/// must still be enforced at its deadline, not only once the refresh ends (up to 10s here).
+#[test]
+#[ignore = "bug: a statement queued behind a detached refresh has no timer until the refresh ends (next_timer looks only at the front)"]
+fn a_statement_behind_a_detached_refresh_keeps_its_budget() {
+    let t0 = Instant::now();
+    let (_shared, mut s) = filled(BACKGROUND_AND_BUDGET, t0);
+    let t1 = t0 + Duration::from_secs(20);
+    s.send(&[query(ITEMS)], t1);
+    s.take_client();
+    s.send(&[query("select pg_sleep(1)")], t1 + ms(1));
+    let deadline = t1 + ms(201);
+    assert!(
+        s.pipeline.next_timer().is_some_and(|at| at <= deadline),
+        "the timer is set for {:?} after the deadline",
+        s.pipeline.next_timer().map(|at| at - deadline)
+    );
+    assert!(matches!(s.tick(deadline), Tick::Cancel { .. }));
 }

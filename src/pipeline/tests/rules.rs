@@ -34,7 +34,7 @@ fn a_reject_rule_answers_the_query_itself_and_sends_nothing_upstream() {
         ready(),
     ]
     .concat();
-    assert_eq!(s.take_client(), expected);
+    assert_wire!(s.take_client(), expected);
     assert!(!s.pipeline.busy(), "nothing is owed by PostgreSQL");
     assert_eq!(
         counter(&shared, "SELECT * FROM orders", Counter::Rejected),
@@ -43,7 +43,7 @@ fn a_reject_rule_answers_the_query_itself_and_sends_nothing_upstream() {
     // Other statements of the session are untouched.
     let other = query("SELECT * FROM orders WHERE id = 1");
     s.send(std::slice::from_ref(&other), t0);
-    assert_eq!(s.take_upstream(), other);
+    assert_wire!(s.take_upstream(), other);
     assert!(s.take_client().is_empty());
 }
 
@@ -60,7 +60,7 @@ fn a_rewrite_rule_changes_the_sql_sent_upstream() {
     let mut s = Session::new(&shared);
     let t0 = Instant::now();
     s.send(&[query("select name from products where id = 7")], t0);
-    assert_eq!(
+    assert_wire!(
         s.take_upstream(),
         query("SELECT name FROM products_cache WHERE id = 7"),
         "the rule's text, with the client's value in place of $1"
@@ -73,7 +73,7 @@ fn a_rewrite_rule_changes_the_sql_sent_upstream() {
         ready(),
     ];
     s.backend(&answer, t0 + ms(5));
-    assert_eq!(s.take_client(), answer.concat());
+    assert_wire!(s.take_client(), answer.concat());
     assert!(!s.pipeline.busy());
 }
 
@@ -97,5 +97,5 @@ fn a_rewrite_rule_changes_a_parse_and_keeps_the_clients_parameters() {
     )
     .unwrap();
     let expected = [rewritten, bind("", "", &["7"]), execute(""), sync()].concat();
-    assert_eq!(s.take_upstream(), expected);
+    assert_wire!(s.take_upstream(), expected);
 }
