@@ -217,3 +217,33 @@ fn a_rejected_parse_is_answered_after_the_parse_before_it() {
         [parse_complete(), rejected, ready()].concat()
     );
 }
+
+#[test]
+fn pipelined_simple_queries_with_a_cache_hit_in_the_middle_answer_in_order() {
+    let shared = shared(ITEMS_CACHED);
+    let mut s = Session::new(&shared);
+    let t0 = Instant::now();
+    let items = "select * from items where id = 1";
+    let result = [
+        row_description(&["id"]),
+        data_row(&["1"]),
+        complete("SELECT 1"),
+    ]
+    .concat();
+    s.send(&[query(items)], t0);
+    s.backend(&frames(&[result.clone(), ready()].concat()), t0 + ms(5));
+    s.take_upstream();
+    s.take_client();
+    let (first, last) = (query("select * from alpha"), query("select * from gamma"));
+    s.send(&[first.clone(), query(items), last.clone()], t0 + ms(10));
+    assert_wire!(s.take_upstream(), [first, last].concat());
+    assert!(
+        s.take_client().is_empty(),
+        "the hit waits for the answer before it"
+    );
+    let a = [row_description(&["a"]), complete("SELECT 0"), ready()].concat();
+    let c = [row_description(&["c"]), complete("SELECT 0"), ready()].concat();
+    s.backend(&frames(&[a.clone(), c.clone()].concat()), t0 + ms(20));
+    assert_wire!(s.take_client(), [a, result, ready(), c].concat());
+    assert!(!s.pipeline.busy());
+}

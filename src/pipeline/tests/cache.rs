@@ -248,3 +248,66 @@ fn a_statement_behind_a_detached_refresh_keeps_its_budget() {
     );
     assert!(matches!(s.tick(deadline), Tick::Cancel { .. }));
 }
+
+#[test]
+fn after_a_row_description_the_stale_rows_replace_the_cancelled_result() {
+    let t0 = Instant::now();
+    let (shared, mut s) = filled(STALE_ON_BUDGET, t0);
+    let t1 = t0 + Duration::from_secs(20);
+    s.send(&[query(ITEMS)], t1);
+    // PostgreSQL already sent its RowDescription when the budget passes: too late to answer
+    // in its place, so pgward cancels, and the stale rows follow that RowDescription.
+    s.backend(&[row_description(&["id"])], t1 + ms(100));
+    assert_wire!(s.take_client(), row_description(&["id"]));
+    assert_eq!(
+        s.tick(t1 + ms(200)),
+        Tick::Cancel {
+            grace_until: t1 + ms(1200)
+        }
+    );
+    s.backend(
+        &[
+            data_row(&["late"]),
+            pg_error("57014", "canceling statement due to user request"),
+            ready(),
+        ],
+        t1 + ms(250),
+    );
+    let old = old_result();
+    assert_stale_answer(
+        &s.take_client(),
+        "because the time budget of 200ms passed; the query was cancelled",
+        &[&old[1..], &[ready()]].concat().concat(),
+    );
+    assert!(!s.pipeline.busy());
+    assert_eq!(counter(&shared, ITEMS, Counter::StaleServed), 1);
+}
+
+#[test]
+fn without_a_stale_entry_a_passed_budget_answers_57014_and_the_query_fills_the_cache() {
+    let shared = shared(STALE_ON_BUDGET);
+    let mut s = Session::new(&shared);
+    let t0 = Instant::now();
+    s.send(&[query(ITEMS)], t0);
+    assert_wire!(s.take_upstream(), query(ITEMS));
+    assert_eq!(s.tick(t0 + ms(200)), Tick::Answered);
+    let id = fp(&shared, ITEMS);
+    let exceeded = error(
+        Severity::Error,
+        "57014",
+        "canceling statement: pgward time budget of 200ms exceeded (rule \"items\")",
+        &format!("fingerprint {id}"),
+        Some("Raise the budget in rules.toml, or make the query faster."),
+    );
+    assert_wire!(s.take_client(), [exceeded, ready()].concat());
+    // The query goes on detached; its result fills the cache for the next request.
+    s.backend(&[old_result(), vec![ready()]].concat(), t0 + ms(900));
+    assert!(s.take_client().is_empty());
+    assert!(!s.pipeline.busy());
+    s.send(&[query(ITEMS)], t0 + ms(1000));
+    assert!(s.take_upstream().is_empty(), "a hit");
+    assert_wire!(
+        s.take_client(),
+        [old_result(), vec![ready()]].concat().concat()
+    );
+}
