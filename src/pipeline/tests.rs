@@ -29,6 +29,7 @@ mod admit;
 mod batches;
 mod budget;
 mod cache;
+mod frames;
 mod rules;
 
 use std::collections::VecDeque;
@@ -36,11 +37,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use frames::*;
+
 use super::{Admitted, ClientAction, Expiry, FingerprintCache, Gate, Identity, Pipeline, Shared};
 use crate::cache::{CacheSettings, ResultCache};
 use crate::fingerprint::{FingerprintId, Strings};
-use crate::protocol::backend::TransactionStatus;
-use crate::protocol::build::{self, Report, Severity};
+use crate::protocol::build::{self, Severity};
 use crate::protocol::frame::HEADER_LEN;
 use crate::protocol::tag::{backend as be, frontend as fe};
 use crate::reload::Rules;
@@ -252,155 +254,4 @@ impl Session {
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-// ---- frames ----
-
-/// A whole frame: tag, length, body.
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-fn cstr(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(s.as_bytes());
-    out.push(0);
-}
-
-fn query(sql: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    build::query(&mut out, sql).unwrap();
-    out
-}
-
-fn parse(statement: &str, sql: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    build::parse(&mut out, statement.as_bytes(), sql, &[]).unwrap();
-    out
-}
-
-/// A Bind of `statement` into `portal` with text parameters and text results.
-fn bind(portal: &str, statement: &str, params: &[&str]) -> Vec<u8> {
-    let mut body = Vec::new();
-    cstr(&mut body, portal);
-    cstr(&mut body, statement);
-    body.extend_from_slice(&0u16.to_be_bytes());
-    body.extend_from_slice(&u16::try_from(params.len()).unwrap().to_be_bytes());
-    for p in params {
-        body.extend_from_slice(&u32::try_from(p.len()).unwrap().to_be_bytes());
-        body.extend_from_slice(p.as_bytes());
-    }
-    body.extend_from_slice(&0u16.to_be_bytes());
-    msg(fe::BIND, &body)
-}
-
-fn execute(portal: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    cstr(&mut body, portal);
-    body.extend_from_slice(&0i32.to_be_bytes());
-    msg(fe::EXECUTE, &body)
-}
-
-fn sync() -> Vec<u8> {
-    msg(fe::SYNC, b"")
-}
-
-/// Parse, Bind, Execute of the unnamed statement and portal, and Sync: one batch.
-fn batch(sql: &str, params: &[&str]) -> Vec<Vec<u8>> {
-    vec![parse("", sql), bind("", "", params), execute(""), sync()]
-}
-
-/// A RowDescription of text columns.
-fn row_description(columns: &[&str]) -> Vec<u8> {
-    let mut body = u16::try_from(columns.len()).unwrap().to_be_bytes().to_vec();
-    for name in columns {
-        cstr(&mut body, name);
-        body.extend_from_slice(&0u32.to_be_bytes()); // table oid
-        body.extend_from_slice(&0u16.to_be_bytes()); // column number
-        body.extend_from_slice(&25u32.to_be_bytes()); // text
-        body.extend_from_slice(&(-1i16).to_be_bytes());
-        body.extend_from_slice(&(-1i32).to_be_bytes());
-        body.extend_from_slice(&0u16.to_be_bytes());
-    }
-    msg(be::ROW_DESCRIPTION, &body)
-}
-
-fn data_row(values: &[&str]) -> Vec<u8> {
-    let mut body = u16::try_from(values.len()).unwrap().to_be_bytes().to_vec();
-    for v in values {
-        body.extend_from_slice(&u32::try_from(v.len()).unwrap().to_be_bytes());
-        body.extend_from_slice(v.as_bytes());
-    }
-    msg(be::DATA_ROW, &body)
-}
-
-fn complete(tag: &str) -> Vec<u8> {
-    let mut body = Vec::new();
-    cstr(&mut body, tag);
-    msg(be::COMMAND_COMPLETE, &body)
-}
-
-fn ready() -> Vec<u8> {
-    let mut out = Vec::new();
-    build::ready_for_query(&mut out, TransactionStatus::Idle);
-    out
-}
-
-fn parse_complete() -> Vec<u8> {
-    msg(be::PARSE_COMPLETE, b"")
-}
-
-fn bind_complete() -> Vec<u8> {
-    msg(be::BIND_COMPLETE, b"")
-}
-
-/// An ErrorResponse as PostgreSQL sends it.
-fn pg_error(code: &str, message: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    Report::error(code, message).write_error(&mut out);
-    out
-}
-
-/// An ErrorResponse with every field pgward sets.
-fn error(
-    severity: Severity,
-    code: &str,
-    message: &str,
-    detail: &str,
-    hint: Option<&str>,
-) -> Vec<u8> {
-    let mut out = Vec::new();
-    Report {
-        severity,
-        code,
-        message,
-        detail: Some(detail),
-        hint,
-    }
-    .write_error(&mut out);
-    out
-}
-
-/// The bytes split into whole frames (the test's own check of what pgward sent).
-fn frames(mut bytes: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
-        let (frame, rest) = bytes.split_at(len + 1);
-        out.push(frame.to_vec());
-        bytes = rest;
-    }
-    out
-}
-
-/// The frames' tags, for a readable first assertion before the exact bytes.
-fn tags(bytes: &[u8]) -> Vec<u8> {
-    frames(bytes).iter().map(|f| f[0]).collect()
-}
-
-/// A frame as text, for `contains` checks on messages that carry an age.
-fn text(frame: &[u8]) -> String {
-    String::from_utf8_lossy(frame).into_owned()
 }
