@@ -197,3 +197,51 @@ async fn a_slot_wait_that_outlasts_the_budget_answers_the_budget_error() {
     .concat();
     assert_wire!(b.take_client(), expected);
 }
+
+const NEVER_WAIT: &str = r#"
+[[rule]]
+name = "report"
+match.pattern = '^select\*from report'
+max_concurrency = 1
+queue_timeout = "0s"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_queue_timeout_sheds_without_waiting() {
+    let shared = shared(NEVER_WAIT);
+    let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
+    let t0 = Instant::now();
+    a.send(&[query(REPORT)], t0);
+    b.send(&[query(REPORT)], t0);
+    let clock = tokio::time::Instant::now();
+    assert!(!b.pass_gate(t0).await, "no slot");
+    assert_eq!(tokio::time::Instant::now(), clock, "and no wait for one");
+    assert!(b.take_upstream().is_empty());
+    assert_eq!(
+        tags(&b.take_client()),
+        [be::ERROR_RESPONSE, be::READY_FOR_QUERY]
+    );
+    assert_eq!(counter(&shared, REPORT, Counter::Shed), 1);
+}
+
+const OBSERVED_CAP: &str = r#"
+[[rule]]
+name = "report"
+match.pattern = '^select\*from report'
+max_concurrency = 1
+mode = "observe"
+"#;
+
+#[test]
+fn an_observed_cap_counts_what_it_would_shed_and_runs_it() {
+    let shared = shared(OBSERVED_CAP);
+    let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
+    let t0 = Instant::now();
+    a.send(&[query(REPORT)], t0);
+    b.send(&[query(REPORT)], t0);
+    assert!(!b.still_waiting(), "no wait in observe mode");
+    assert_wire!(b.take_upstream(), query(REPORT));
+    assert!(b.take_client().is_empty());
+    assert_eq!(counter(&shared, REPORT, Counter::WouldShed), 1);
+    assert_eq!(counter(&shared, REPORT, Counter::Shed), 0);
+}

@@ -99,3 +99,38 @@ fn a_rewrite_rule_changes_a_parse_and_keeps_the_clients_parameters() {
     let expected = [rewritten, bind("", "", &["7"]), execute(""), sync()].concat();
     assert_wire!(s.take_upstream(), expected);
 }
+
+const OBSERVED: &str = r#"
+[[rule]]
+name = "no-export"
+match.pattern = '^select\*from orders$'
+action = "reject"
+mode = "observe"
+
+[[rule]]
+name = "products-from-cache"
+match.query = "SELECT name FROM products WHERE id = 42"
+rewrite = "SELECT name FROM products_cache WHERE id = $1"
+mode = "observe"
+"#;
+
+#[test]
+fn observed_reject_and_rewrite_rules_only_count() {
+    let shared = shared(OBSERVED);
+    let mut s = Session::new(&shared);
+    let t0 = Instant::now();
+    let (export, product) = (
+        "SELECT * FROM orders",
+        "select name from products where id = 7",
+    );
+    s.send(&[query(export), query(product)], t0);
+    assert_wire!(
+        s.take_upstream(),
+        [query(export), query(product)].concat(),
+        "both go upstream as the client sent them"
+    );
+    assert!(s.take_client().is_empty());
+    assert_eq!(counter(&shared, export, Counter::WouldReject), 1);
+    assert_eq!(counter(&shared, export, Counter::Rejected), 0);
+    assert_eq!(counter(&shared, product, Counter::WouldRewrite), 1);
+}
