@@ -1,7 +1,9 @@
-//! The result cache's fallbacks, with a stale entry to fall back on: the budget passes and the
-//! client gets the stale rows while the query goes on detached to refresh the entry; a stale
-//! entry is answered at once and refreshed in the background; PostgreSQL fails the refresh
-//! with a class 53 error and the client gets the stale rows instead.
+//! The result cache's fallbacks. A passed budget with a stale entry: the client gets the stale
+//! rows while the query goes on detached to refresh the entry (or, once PostgreSQL's
+//! RowDescription went out, the stale rows follow it when the cancel lands); without one, its
+//! 57014 at once while the query fills the cache. A stale entry under `refresh = "background"`
+//! is answered at once and refreshed detached, within a limit. A class 53 error from
+//! PostgreSQL is answered with the stale rows.
 
 use super::*;
 
