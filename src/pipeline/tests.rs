@@ -1,10 +1,10 @@
 //! Deterministic tests of the whole pipeline, driven only through the entry points the relay
 //! uses (`on_client_frame`, `drain_replies`, `inspects` / `suppresses` / `on_backend_bytes` /
-//! `on_backend_frame`, `next_timer` / `on_timer`, and `admit` with what a returned gate yields), so they
-//! hold across refactors of the pipeline's internals. A [`Session`] plays the relay: it feeds
-//! client frames, synthetic PostgreSQL replies and timer ticks at injected instants, and keeps
-//! the exact bytes that would go upstream and to the client. Nothing sleeps; the only waits are
-//! on gates, under tokio's paused clock.
+//! `on_backend_frame`, `next_timer` / `on_timer`, and `admit` with what a returned gate
+//! yields), so they hold across refactors of the pipeline's internals. A [`Session`] plays the
+//! relay: it feeds client frames, synthetic PostgreSQL replies and timer ticks at injected
+//! instants, and keeps the exact bytes that would go upstream and to the client. Nothing
+//! sleeps; the only waits are on gates, under tokio's paused clock.
 //!
 //! One caveat the tests live with: the result cache stamps a stored entry with the real
 //! `Instant::now()` (`ResultCache::store`), not an injected instant, so cache tests keep
