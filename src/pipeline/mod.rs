@@ -34,6 +34,8 @@ mod queue;
 mod replies;
 mod rewrite;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,0 +1,247 @@
+//! The concurrency cap across sessions: a statement that finds every slot taken waits at a
+//! gate (tokio's clock is paused, so a queue_timeout passes without waiting for it), gets the
+//! slot when the running statement completes, or is shed with 53000 — or, when its rule serves
+//! stale, answered with the stale cached result.
+
+use super::*;
+
+const CAPPED: &str = r#"
+[[rule]]
+name = "report"
+match.pattern = '^select\*from report'
+max_concurrency = 1
+queue_timeout = "50ms"
+"#;
+
+const REPORT: &str = "select * from report";
+
+#[tokio::test(start_paused = true)]
+async fn a_statement_without_a_slot_in_queue_timeout_is_shed_with_53000() {
+    let shared = shared(CAPPED);
+    let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
+    let t0 = Instant::now();
+    a.send(&[query(REPORT)], t0);
+    assert_wire!(
+        a.take_upstream(),
+        query(REPORT),
+        "the first takes the only slot"
+    );
+    b.send(&[query(REPORT)], t0);
+    assert!(b.still_waiting(), "the second waits for the slot");
+    assert!(b.take_upstream().is_empty() && b.take_client().is_empty());
+    let clock = tokio::time::Instant::now();
+    assert!(!b.pass_gate(t0 + ms(50)).await, "no slot came");
+    assert_eq!(
+        tokio::time::Instant::now() - clock,
+        ms(50),
+        "it waited queue_timeout"
+    );
+    assert!(
+        b.take_upstream().is_empty(),
+        "a shed statement never reaches PostgreSQL"
+    );
+    let id = fp(&shared, REPORT);
+    let expected = [
+        error(
+            Severity::Error,
+            "53000",
+            "pgward: too many concurrent statements for rule \"report\": no slot of 1 free \
+             within 50ms",
+            &format!("fingerprint {id}"),
+            Some("Retry later; the rule's max_concurrency protects the database from this query family."),
+        ),
+        ready(),
+    ]
+    .concat();
+    assert_wire!(b.take_client(), expected);
+    assert!(!b.pipeline.busy());
+    assert_eq!(counter(&shared, REPORT, Counter::Shed), 1);
+    // The running statement is not disturbed.
+    a.backend(&[complete("SELECT 0"), ready()], t0 + ms(60));
+    assert_wire!(a.take_client(), [complete("SELECT 0"), ready()].concat());
+}
+
+const QUEUED: &str = r#"
+[[rule]]
+name = "report"
+match.pattern = '^select\*from report'
+max_concurrency = 1
+queue_timeout = "5s"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_statement_gets_the_slot_when_the_running_one_completes() {
+    let shared = shared(QUEUED);
+    let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
+    let t0 = Instant::now();
+    a.send(&[query(REPORT)], t0);
+    assert_wire!(a.take_upstream(), query(REPORT));
+    b.send(&[query(REPORT)], t0 + ms(10));
+    assert!(b.still_waiting());
+    // A's result arrives, but the slot is freed only by its completion.
+    a.backend(&[row_description(&["n"]), data_row(&["1"])], t0 + ms(20));
+    assert!(
+        b.still_waiting(),
+        "a slot is held until its statement completes"
+    );
+    a.backend(&[complete("SELECT 1"), ready()], t0 + ms(30));
+    assert!(!b.still_waiting(), "the completion freed the slot");
+    let clock = tokio::time::Instant::now();
+    assert!(
+        b.pass_gate(t0 + ms(30)).await,
+        "it got the slot, not a timeout"
+    );
+    assert_eq!(
+        tokio::time::Instant::now(),
+        clock,
+        "no queue_timeout passed"
+    );
+    assert_wire!(b.take_upstream(), query(REPORT), "and runs upstream");
+    assert!(b.take_client().is_empty());
+    b.backend(&[complete("SELECT 0"), ready()], t0 + ms(40));
+    assert_wire!(b.take_client(), [complete("SELECT 0"), ready()].concat());
+    assert_eq!(counter(&shared, REPORT, Counter::Shed), 0);
+}
+
+const CAPPED_STALE: &str = r#"
+[[rule]]
+name = "items"
+match.pattern = '^select\*from items'
+max_concurrency = 1
+queue_timeout = "50ms"
+cache.ttl = "10s"
+cache.stale_for = "10m"
+cache.refresh = "blocking"
+on_budget_exceeded = "serve_stale"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_shed_statement_gets_the_stale_entry_when_its_rule_serves_stale() {
+    let shared = shared(CAPPED_STALE);
+    let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
+    let t0 = Instant::now();
+    let one = "select * from items where id = 1";
+    let result = [
+        row_description(&["id"]),
+        data_row(&["1"]),
+        complete("SELECT 1"),
+    ];
+    b.send(&[query(one)], t0);
+    b.backend(&[&result[..], &[ready()]].concat(), t0 + ms(5));
+    assert_wire!(b.take_client(), [&result[..], &[ready()]].concat().concat());
+    b.take_upstream();
+    // 20s later (past the ttl) A holds the slot with another statement of the rule...
+    let t1 = t0 + Duration::from_secs(20);
+    a.send(&[query("select * from items where id = 2")], t1);
+    assert!(!a.take_upstream().is_empty());
+    // ... so B's refresh of the stale entry finds no slot, and gets the entry instead.
+    b.send(&[query(one)], t1);
+    assert!(b.still_waiting());
+    assert!(!b.pass_gate(t1 + ms(50)).await);
+    assert!(b.take_upstream().is_empty(), "nothing goes upstream");
+    let got = frames(&b.take_client());
+    assert_eq!(got[0][0], be::NOTICE_RESPONSE, "{got:?}");
+    let notice = text(&got[0]);
+    assert!(
+        notice.contains("pgward: served a cached result")
+            && notice.contains("because no concurrency slot was free in time"),
+        "{notice}"
+    );
+    assert_wire!(
+        got[1..].concat(),
+        [&result[..], &[ready()]].concat().concat()
+    );
+    assert!(!b.pipeline.busy());
+    assert_eq!(counter(&shared, one, Counter::StaleServed), 1);
+    assert_eq!(counter(&shared, one, Counter::Shed), 1);
+}
+
+const CAPPED_WITH_BUDGET: &str = r#"
+[[rule]]
+name = "report"
+match.pattern = '^select\*from report'
+budget = "100ms"
+max_concurrency = 1
+queue_timeout = "1s"
+"#;
+
+/// docs/rules.md, `queue_timeout`: "The wait counts against the budget: if the budget runs out
+/// first, the budget error wins."
+#[tokio::test(start_paused = true)]
+#[ignore = "bug: a slot wait cut short by the budget answers 53000 (shed), not the budget's 57014 as docs/rules.md says"]
+async fn a_slot_wait_that_outlasts_the_budget_answers_the_budget_error() {
+    let shared = shared(CAPPED_WITH_BUDGET);
+    let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
+    let t0 = Instant::now();
+    a.send(&[query(REPORT)], t0);
+    b.send(&[query(REPORT)], t0);
+    assert!(b.still_waiting());
+    let clock = tokio::time::Instant::now();
+    assert!(!b.pass_gate(t0 + ms(100)).await);
+    assert_eq!(
+        tokio::time::Instant::now() - clock,
+        ms(100),
+        "the wait ends at the budget"
+    );
+    let id = fp(&shared, REPORT);
+    let expected = [
+        error(
+            Severity::Error,
+            "57014",
+            "canceling statement: pgward time budget of 100ms exceeded (rule \"report\")",
+            &format!("fingerprint {id}"),
+            Some("Raise the budget in rules.toml, or make the query faster."),
+        ),
+        ready(),
+    ]
+    .concat();
+    assert_wire!(b.take_client(), expected);
+}
+
+const NEVER_WAIT: &str = r#"
+[[rule]]
+name = "report"
+match.pattern = '^select\*from report'
+max_concurrency = 1
+queue_timeout = "0s"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_queue_timeout_sheds_without_waiting() {
+    let shared = shared(NEVER_WAIT);
+    let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
+    let t0 = Instant::now();
+    a.send(&[query(REPORT)], t0);
+    b.send(&[query(REPORT)], t0);
+    let clock = tokio::time::Instant::now();
+    assert!(!b.pass_gate(t0).await, "no slot");
+    assert_eq!(tokio::time::Instant::now(), clock, "and no wait for one");
+    assert!(b.take_upstream().is_empty());
+    assert_eq!(
+        tags(&b.take_client()),
+        [be::ERROR_RESPONSE, be::READY_FOR_QUERY]
+    );
+    assert_eq!(counter(&shared, REPORT, Counter::Shed), 1);
+}
+
+const OBSERVED_CAP: &str = r#"
+[[rule]]
+name = "report"
+match.pattern = '^select\*from report'
+max_concurrency = 1
+mode = "observe"
+"#;
+
+#[test]
+fn an_observed_cap_counts_what_it_would_shed_and_runs_it() {
+    let shared = shared(OBSERVED_CAP);
+    let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
+    let t0 = Instant::now();
+    a.send(&[query(REPORT)], t0);
+    b.send(&[query(REPORT)], t0);
+    assert!(!b.still_waiting(), "no wait in observe mode");
+    assert_wire!(b.take_upstream(), query(REPORT));
+    assert!(b.take_client().is_empty());
+    assert_eq!(counter(&shared, REPORT, Counter::WouldShed), 1);
+    assert_eq!(counter(&shared, REPORT, Counter::Shed), 0);
+}
