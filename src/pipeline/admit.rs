@@ -158,6 +158,15 @@ impl Pipeline {
             return match permit {
                 Some(permit) => Slot::Granted(Some(permit), since),
                 None => {
+                    // The wait counts against the budget: when that ran out first, the
+                    // budget's 57014 is the answer, not a shed.
+                    let budget =
+                        Budget::for_statement(&matched.rules, Some(rule), statement.id, since)
+                            .filter(|b| !b.observe() && b.limit() <= rule.queue_timeout);
+                    if let Some(budget) = budget {
+                        handle.bump(Counter::BudgetExceeded);
+                        return Slot::Shed(budget.exceeded().into_bytes());
+                    }
                     handle.bump(Counter::Shed);
                     tracing::info!(fingerprint = %statement.id, rule = &*rule.name, "statement shed: no concurrency slot");
                     let slots = rule.max_concurrency.unwrap_or(0);

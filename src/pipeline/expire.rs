@@ -92,29 +92,33 @@ impl Pipeline {
     /// The next instant the session must act at: the running statement's deadline, the end
     /// of its cancel grace, or the end of its detached refresh.
     pub fn next_timer(&self) -> Option<Instant> {
-        self.expected.front_budget()?.next_timer()
+        self.expected.running_budget()?.next_timer()
     }
 
     /// Called when [`Pipeline::next_timer`] has passed.
     pub fn on_timer(&mut self, now: Instant) -> Expiry {
-        let last = self.expected.front_is_last();
         let status = self.expected.transaction;
-        let Some(Running {
-            budget: Some(budget),
-            fill,
-            stats,
-            received,
-            client,
-            ..
-        }) = self.expected.front_running()
+        let Some((
+            Running {
+                budget: Some(budget),
+                fill,
+                stats,
+                received,
+                client,
+                ..
+            },
+            at,
+        )) = self.expected.running_for_timer()
         else {
             return Expiry::Nothing;
         };
+        // Only the last statement before its ReadyForQuery can be answered early, and only
+        // when nothing is owed to the client before it.
+        let early = at.last && !at.answers_owed;
         let was = budget.state();
         let mut fallen = None;
         let step = budget.pass(now, |budget| {
-            // Only the last statement before its ReadyForQuery can be answered early.
-            let fill = fill.as_deref_mut().filter(|_| last)?;
+            let fill = fill.as_deref_mut().filter(|_| early)?;
             let answer = fall_back(fill, budget, now, status)?;
             let limit = budget::detached_limit(Some(budget.limit()), fill.policy.ttl);
             fallen = Some(answer);
@@ -143,7 +147,7 @@ impl Pipeline {
 
     /// The FATAL error for a statement that ignored its budget cancel.
     pub fn cancel_ignored_error(&self, out: &mut Vec<u8>) {
-        match self.expected.front_budget() {
+        match self.expected.running_budget() {
             Some(budget) => budget.cancel_ignored().write_error_to(out),
             None => build::Report::fatal(
                 sqlstate::QUERY_CANCELED,

@@ -224,10 +224,12 @@ impl Pipeline {
     }
 
     /// Whether the current batch tracks the answers to Parse/Bind/Describe/Close (decided at
-    /// its first message, so that it stays consistent until its Sync).
+    /// its first message, so that it stays consistent until its Sync). Any rule may make
+    /// pgward answer a message of the batch itself (a cache hit, a reject, a shed), and that
+    /// answer must wait behind the ones PostgreSQL owes for the messages before it.
     fn batch_tracked(&mut self) -> bool {
         if self.batch == state::Batch::Idle {
-            let tracked = self.cache.is_some() && self.shared.rules.snapshot().set.caches();
+            let tracked = !self.shared.rules.snapshot().set.rules.is_empty();
             self.batch = state::Batch::Open { tracked };
         }
         self.batch.tracked()

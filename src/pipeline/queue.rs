@@ -99,6 +99,15 @@ pub(super) struct Reply {
     pub ready: bool,
 }
 
+/// Where the running statement stands in the queue.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RunningAt {
+    /// Answers to earlier Parse / Bind / Describe messages are still owed to the client.
+    pub answers_owed: bool,
+    /// It is the last statement before its ReadyForQuery.
+    pub last: bool,
+}
+
 /// The ordered expectations of one session.
 pub(super) struct Queue {
     entries: VecDeque<Expected>,
@@ -219,9 +228,34 @@ impl Queue {
         }
     }
 
+    /// Where the statement running upstream now is: the first completion, past the answers
+    /// to the Parse / Bind / Describe before it. PostgreSQL sends those only when it flushes
+    /// (at the batch's Sync, after the Execute ran), so they are still owed while it runs.
+    fn running_at(&self) -> Option<usize> {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| !matches!(e, Expected::Response(_)))?;
+        matches!(self.entries.get(at), Some(Expected::Completion(_))).then_some(at)
+    }
+
+    /// The statement running upstream now, for its timers: see [`Queue::running_at`].
+    /// `answers_owed` says whether answers to earlier messages must reach the client first.
+    pub fn running_for_timer(&mut self) -> Option<(&mut Running, RunningAt)> {
+        let at = self.running_at()?;
+        let place = RunningAt {
+            answers_owed: at > 0,
+            last: matches!(self.entries.get(at + 1), Some(Expected::Ready)),
+        };
+        match self.entries.get_mut(at) {
+            Some(Expected::Completion(running)) => Some((running, place)),
+            _ => None,
+        }
+    }
+
     /// The budget of the statement running now, if any.
-    pub fn front_budget(&self) -> Option<&Budget> {
-        match self.entries.front() {
+    pub fn running_budget(&self) -> Option<&Budget> {
+        match self.entries.get(self.running_at()?) {
             Some(Expected::Completion(running)) => running.budget.as_ref(),
             _ => None,
         }

@@ -153,6 +153,8 @@ async fn a_shed_statement_gets_the_stale_entry_when_its_rule_serves_stale() {
     );
     assert!(!b.pipeline.busy());
     assert_eq!(counter(&shared, one, Counter::StaleServed), 1);
+    // Stale answers are counted one way: a fallback is stale_served, not also a cache hit.
+    assert_eq!(counter(&shared, one, Counter::CacheHit), 0);
     assert_eq!(counter(&shared, one, Counter::Shed), 1);
 }
 
@@ -168,7 +170,6 @@ queue_timeout = "1s"
 /// docs/rules.md, `queue_timeout`: "The wait counts against the budget: if the budget runs out
 /// first, the budget error wins."
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: a slot wait cut short by the budget answers 53000 (shed), not the budget's 57014 as docs/rules.md says"]
 async fn a_slot_wait_that_outlasts_the_budget_answers_the_budget_error() {
     let shared = shared(CAPPED_WITH_BUDGET);
     let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));

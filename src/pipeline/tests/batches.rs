@@ -156,7 +156,6 @@ queue_timeout = "50ms"
 /// Without a caching rule pgward does not follow the answers to Parse and Bind; its own
 /// error for an Execute must still come after them, where PostgreSQL would have put it.
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: in a batch whose Parse/Bind answers are untracked (no caching rule), pgward's 53000 for a shed Execute reaches the client before PostgreSQL's ParseComplete and BindComplete"]
 async fn a_shed_execute_is_answered_after_its_parse_and_bind() {
     let shared = shared(CAPPED);
     let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
@@ -190,7 +189,6 @@ async fn a_shed_execute_is_answered_after_its_parse_and_bind() {
 
 /// The same for a Parse pgward rejects after another Parse of the same batch.
 #[test]
-#[ignore = "bug: in a batch whose Parse answers are untracked (no caching rule), a rejected Parse's error reaches the client before the ParseComplete of the Parse before it"]
 fn a_rejected_parse_is_answered_after_the_parse_before_it() {
     let shared = shared(REJECT_DELETE);
     let mut s = Session::new(&shared);
@@ -284,7 +282,6 @@ fn an_execute_budget_runs_while_parse_and_bind_are_unanswered() {
 }
 
 #[test]
-#[ignore = "bug: once any rule caches, an extended-protocol Execute has no budget timer until PostgreSQL answers the Parse and Bind before it, which it does only when the batch ends (next_timer looks only at the front, a tracked Parse/Bind answer)"]
 fn an_execute_budget_runs_while_parse_and_bind_are_unanswered_when_some_rule_caches() {
     let tick = budget_of_an_unanswered_batch(&default_budget(SOME_RULE_CACHES));
     assert!(matches!(tick, Tick::Cancel { .. }), "{tick:?}");
