@@ -27,6 +27,9 @@
 #   PGWARD_ARGS    extra words appended to the pgward command line
 #                  (e.g. "--config bench/stats-off.toml")
 #   PGWARD_BIN     use this binary instead of target/release/pgward (no build)
+#   BASELINE_BIN   a second pgward binary (e.g. a build of an earlier commit); add
+#                  "baseline" to TARGETS for a same-run A/B: it runs with the same
+#                  arguments, interleaved, and the table gains pgward/baseline columns
 #   PGWARD_ADMIN_LISTEN  pgward admin HTTP address; default: a free port on
 #                  127.0.0.1; set it to empty to pass --admin-listen ''
 #   KEEP_WORKDIR=1 keep the temp dir (cluster, logs, pgbench output)
@@ -96,7 +99,7 @@ read -r -a clients_list <<<"$CLIENTS"
 read -r -a pgward_extra <<<"$PGWARD_ARGS"
 ((${#targets[@]} > 0)) || die "TARGETS is empty"
 for t in "${targets[@]}"; do
-    case "$t" in direct | pgward | pgbouncer) ;; *) die "unknown target '$t' in TARGETS" ;; esac
+    case "$t" in direct | pgward | pgbouncer | baseline) ;; *) die "unknown target '$t' in TARGETS" ;; esac
 done
 for m in "${modes[@]}"; do
     case "$m" in simple | extended | prepared) ;; *) die "unknown pgbench mode '$m' in MODES" ;; esac
@@ -153,6 +156,10 @@ if has_target pgward; then
             cargo build --release >&2 || die "cargo build --release failed"
         fi
     fi
+fi
+
+if has_target baseline; then
+    [[ -x "${BASELINE_BIN:-}" ]] || die "TARGETS has baseline: set BASELINE_BIN to an executable pgward"
 fi
 
 # ---------------------------------------------------------------- work dir
@@ -241,21 +248,25 @@ EOF
         || { tail -n 20 "$PB_DIR/stdout.log" "$PB_DIR/pgbouncer.log" >&2 || true; die "pgbouncer failed to start"; }
 fi
 
-if has_target pgward; then
-    PORT[pgward]="$(free_port)"
-    if [[ -v PGWARD_ADMIN_LISTEN ]]; then
+# start_pgward TARGET BINARY — one pgward instance on a free port
+start_pgward() {
+    local t="$1" bin="$2" admin
+    PORT[$t]="$(free_port)"
+    if [[ -v PGWARD_ADMIN_LISTEN && "$t" == pgward ]]; then
         admin="$PGWARD_ADMIN_LISTEN"
     else
         admin="127.0.0.1:$(free_port)"
     fi
-    pgward_cmd=("$PGWARD" --listen "127.0.0.1:${PORT[pgward]}" --upstream "127.0.0.1:$PG_PORT"
+    local cmd=("$bin" --listen "127.0.0.1:${PORT[$t]}" --upstream "127.0.0.1:$PG_PORT"
         --admin-listen "$admin" "${pgward_extra[@]}")
-    log "pgward: ${pgward_cmd[*]}"
-    bg_start "$WORK/pgward.log" "${pgward_cmd[@]}"
-    PID[pgward]="$BG_PID"
-    wait_sql pgward "${PORT[pgward]}" "${PID[pgward]}" \
-        || { tail -n 30 "$WORK/pgward.log" >&2 || true; die "pgward failed to start"; }
-fi
+    log "$t: ${cmd[*]}"
+    bg_start "$WORK/$t.log" "${cmd[@]}"
+    PID[$t]="$BG_PID"
+    wait_sql "$t" "${PORT[$t]}" "${PID[$t]}" \
+        || { tail -n 30 "$WORK/$t.log" >&2 || true; die "$t failed to start"; }
+}
+has_target pgward && start_pgward pgward "$PGWARD"
+has_target baseline && start_pgward baseline "$BASELINE_BIN"
 
 # ---------------------------------------------------------------- memory per client
 # On the freshly started proxies: RSS before, then with MEM_CLIENTS clients that
@@ -431,6 +442,22 @@ fi
                 "$(fmt_num "${CPUTX[$mode,$c,pgward]:-}" 1)" "$(fmt_num "${CPUTX[$mode,$c,pgbouncer]:-}" 1)"
         done
     done
+    if has_target baseline; then
+        echo
+        echo "Same-run A/B: pgward ÷ baseline ($BASELINE_BIN), same arguments, interleaved."
+        echo
+        echo "| mode | clients | TPS pgward | TPS baseline | TPS pgward/baseline | CPU µs/tx pgward | CPU µs/tx baseline | CPU/tx pgward/baseline |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+        for mode in "${modes[@]}"; do
+            for c in "${clients_list[@]}"; do
+                tw="${TPS[$mode,$c,pgward]:-}" tz="${TPS[$mode,$c,baseline]:-}"
+                cw="${CPUTX[$mode,$c,pgward]:-}" cz="${CPUTX[$mode,$c,baseline]:-}"
+                printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$mode" "$c" \
+                    "$(fmt_num "$tw" 0)" "$(fmt_num "$tz" 0)" "$(ratio "$tw" "$tz")" \
+                    "$(fmt_num "$cw" 1)" "$(fmt_num "$cz" 1)" "$(ratio "$cw" "$cz")"
+            done
+        done
+    fi
     if ((MEM_CLIENTS > 0)) && ((${#MEMPC[@]} > 0)); then
         echo
         echo "Memory per client: RSS of the freshly started proxy with $MEM_CLIENTS idle clients connected"

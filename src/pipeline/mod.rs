@@ -4,15 +4,11 @@
 //! (CommandComplete, EmptyQueryResponse, PortalSuspended, ErrorResponse, ReadyForQuery) to
 //! [`Pipeline::on_backend_frame`].
 //!
-//! Phases of one statement:
-//! 1. fingerprint: cached per text; prepared statements once at Parse        (`fingerprints`)
-//! 2. rules, one snapshot per statement: reject, rewrite (at Query / Parse)   (`decide`)
-//! 3. result cache at Query / Execute: answer a hit, wait for an identical query another
-//!    session is running, or run it and capture the result                    (`cached`)
-//! 4. concurrency cap at Query / Execute: wait for a slot in FIFO order, or shed
-//! 5. forward upstream with a deadline; on expiry the session cancels upstream, or answers
-//!    with a stale cached result                                               (`expect`)
-//! 6. record latency, rows, bytes and outcome for the fingerprint             (`expect`)
+//! Phases of one statement, in one function (`phases`: `Pipeline::run_phases`): reject ->
+//! cache (`cached`) -> admit (`admit`) -> rewrite (`rewrite`) -> run, with its time budget
+//! (`budget`; enforced by `expire`) -> complete (`complete`: the outcome recorded once).
+//! Fingerprints are cached per text, and a prepared statement is fingerprinted (and rejected or
+//! rewritten) once at Parse (`parse`). docs/architecture.md charts the phases.
 //!
 //! The tracker mirrors the protocol's ordering: every Execute (and every statement of a simple
 //! Query) expects exactly one completion, a ReadyForQuery closes everything up to its Sync, and
