@@ -56,11 +56,18 @@ pub(super) enum Last {
     Op,
     Close,
     Punct,
+    /// A stray `$` (not `$n`, not a dollar quote). Spaced like a word: flush against a word it
+    /// would join it (`a$`), against another `$` or a value it would open a dollar quote or
+    /// a parameter (`$$`, `$$1`), and the normalized text would lex differently.
+    Dollar,
 }
 
 impl Last {
     pub(super) fn wordlike(self) -> bool {
-        matches!(self, Last::Word(_) | Last::Ident | Last::Value)
+        matches!(
+            self,
+            Last::Word(_) | Last::Ident | Last::Value | Last::Dollar
+        )
     }
     pub(super) fn operand(self) -> bool {
         matches!(
@@ -385,6 +392,7 @@ impl Norm<'_> {
                 }
             }
             Tok::Punct(b';') if self.out.is_empty() => {}
+            Tok::Other if text == "$" => self.emit(text, true, Last::Dollar),
             Tok::Punct(_) | Tok::Other => self.emit(text, false, Last::Punct),
         }
     }

@@ -788,3 +788,24 @@ fn backslash_strings_follow_the_session_setting() {
         2
     );
 }
+
+/// Found by the `normalize` fuzz target: a stray `$` (not a parameter, not a dollar quote) was
+/// written flush against its neighbours, so the normalized text lexed differently: `$ $`
+/// became `$$` (a dollar quote), `a $b` became the one word `a$b`, `$ 1` became `$$1`.
+#[test]
+fn a_stray_dollar_keeps_its_spacing_so_normalizing_is_stable() {
+    for sql in [
+        "$\u{c}$",
+        "$ $",
+        "tag$t $axtg",
+        "select $ 1",
+        "select $ abc$ x",
+        "x $ \"y\"",
+    ] {
+        for strings in [Strings::Standard, Strings::Backslash] {
+            let once = normalize_with(sql, strings).text;
+            assert_eq!(normalize_with(&once, strings).text, once, "for {sql:?}");
+        }
+    }
+    assert_eq!(normalize("select $ 1").text, "select $ $1");
+}
