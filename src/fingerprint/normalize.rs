@@ -60,6 +60,8 @@ pub(super) enum Last {
     /// would join it (`a$`), against another `$` or a value it would open a dollar quote or
     /// a parameter (`$$`, `$$1`), and the normalized text would lex differently.
     Dollar,
+    /// A lone `:`. An operator starting with `=` right after it would read as `:=`.
+    Colon,
 }
 
 impl Last {
@@ -175,7 +177,10 @@ impl Norm<'_> {
     }
 
     pub(super) fn emit(&mut self, s: &str, wordlike: bool, last: Last) {
-        if (wordlike && self.last.wordlike()) || (last == Last::Op && self.last == Last::Op) {
+        if (wordlike && self.last.wordlike())
+            || (last == Last::Op && self.last == Last::Op)
+            || (self.last == Last::Colon && s.starts_with('='))
+        {
             self.out.push(' ');
         }
         self.out.push_str(s);
@@ -393,6 +398,7 @@ impl Norm<'_> {
             }
             Tok::Punct(b';') if self.out.is_empty() => {}
             Tok::Other if text == "$" => self.emit(text, true, Last::Dollar),
+            Tok::Punct(b':') => self.emit(text, false, Last::Colon),
             Tok::Punct(_) | Tok::Other => self.emit(text, false, Last::Punct),
         }
     }
