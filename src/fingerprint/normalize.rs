@@ -60,7 +60,8 @@ pub(super) enum Last {
     /// would join it (`a$`), against another `$` or a value it would open a dollar quote or
     /// a parameter (`$$`, `$$1`), and the normalized text would lex differently.
     Dollar,
-    /// A lone `:`. An operator starting with `=` right after it would read as `:=`.
+    /// A lone `:`. An operator starting with `=` or another `:` right after it would read as
+    /// `:=` or `::`.
     Colon,
 }
 
@@ -179,7 +180,7 @@ impl Norm<'_> {
     pub(super) fn emit(&mut self, s: &str, wordlike: bool, last: Last) {
         if (wordlike && self.last.wordlike())
             || (last == Last::Op && self.last == Last::Op)
-            || (self.last == Last::Colon && s.starts_with('='))
+            || (self.last == Last::Colon && s.starts_with(['=', ':']))
         {
             self.out.push(' ');
         }

@@ -811,10 +811,19 @@ fn a_stray_dollar_keeps_its_spacing_so_normalizing_is_stable() {
 }
 
 /// Found by the `normalize` fuzz target: a lone `:` written flush against a following `=`
-/// made `:=` (one operator) in the normalized text, which then normalized differently.
+/// or `:` made `:=` (one operator) or `::` (a cast) in the normalized text, which then
+/// normalized differently.
 #[test]
 fn a_lone_colon_before_equals_stays_apart() {
-    for sql in ["@: =", "a : = b", "a : => b", "a[1 : 2]", "x : : int"] {
+    for sql in [
+        "@: =",
+        ": : =",
+        ": :: =",
+        "a : = b",
+        "a : => b",
+        "a[1 : 2]",
+        "x : : int",
+    ] {
         let once = normalize(sql).text;
         assert_eq!(normalize(&once).text, once, "for {sql:?}");
     }
