@@ -327,6 +327,11 @@ impl Norm<'_> {
                     w.make_ascii_lowercase();
                 }
                 if class == WordClass::Values {
+                    // Like brackets, a VALUES list inside an element stops its list from
+                    // collapsing: the `,...` would read as a VALUES separator next time.
+                    if let Some(f) = self.top(false) {
+                        f.ok = false;
+                    }
                     let _ = self.push_frame(true);
                 }
             }

@@ -829,3 +829,23 @@ fn a_lone_colon_before_equals_stays_apart() {
     }
     assert_eq!(normalize("a : = b").text, "a: =b");
 }
+
+/// Found by the `normalize` fuzz target (as `in(0values)`): an IN list whose element held a
+/// VALUES list collapsed, and its `,...` then read as a VALUES separator, so every pass added
+/// another `,...`. An element holding a VALUES list now never collapses, as one holding
+/// brackets never did.
+#[test]
+fn an_in_list_holding_values_does_not_collapse() {
+    for sql in [
+        "in(0values)",
+        "select 1 where 1 in (values (1))",
+        "select 1 where 1 in (values (1), (2))",
+    ] {
+        let once = normalize(sql).text;
+        assert_eq!(normalize(&once).text, once, "for {sql:?}");
+    }
+    assert_eq!(
+        normalize("select 1 where 1 in (values (1), (2))").text,
+        "select $1 where $2 in(values($3))"
+    );
+}
