@@ -849,3 +849,19 @@ fn an_in_list_holding_values_does_not_collapse() {
         "select $1 where $2 in(values($3))"
     );
 }
+
+/// Found by the `analyze` fuzz target (as `;with xy$ `): a leading `;` made the kind Utility,
+/// but normalizing drops it, so the raw and the normalized text of one statement had
+/// different kinds. `analyze` accepts either, so both must agree.
+#[test]
+fn a_leading_semicolon_does_not_change_the_kind() {
+    for (sql, kind) in [
+        (";with x as (select 1) select * from x", StatementKind::Read),
+        ("; ;insert into t values (1)", StatementKind::Write),
+        (";(select 1)", StatementKind::Read),
+    ] {
+        assert_eq!(analyze(sql).kind, kind, "for {sql:?}");
+        assert_eq!(analyze(&normalize(sql).text).kind, kind, "for {sql:?}");
+    }
+    assert_eq!(analyze(";").kind, StatementKind::Utility);
+}
