@@ -109,6 +109,7 @@ def backend():
         frame(b"d", b"copy data"),
         frame(b"E", b"garbage"),
         frame(b"Z", b"TT"),
+        frame(b"Z", b"\x05"),  # a status byte PostgreSQL never sends (found by the fuzzer)
     ]
 
 
@@ -154,7 +155,8 @@ SQL_WORDS = r"(?i)^\s*(select|insert|update|delete|with|values|table|create|drop
 def sql():
     found = []
     for path in ["src/fingerprint/tests.rs", "src/cache/tests.rs", "src/cache/plan.rs",
-                 "src/rules/rewrite.rs", "src/pipeline/decide.rs", "tests/it/cache.rs"]:
+                 "src/rules/rewrite.rs", "src/pipeline/phases.rs", "src/pipeline/admit.rs",
+                 "src/pipeline/rewrite.rs", "src/pipeline/parse.rs", "tests/it/cache.rs"]:
         found += rust_strings(path, SQL_WORDS)
     found += [
         r"select 'x\' leaked' from t where b = 'y'",

@@ -40,6 +40,9 @@ fi
 # cargo-fuzz passes nightly-only flags (-Zsanitizer etc.) only for sanitizers; with `-s none`
 # stable works, and RUSTC_BOOTSTRAP lets the same command work on toolchains where it does not.
 export RUSTC_BOOTSTRAP=1
+# The binaries are run from fuzz/target below, so build them there even when the caller's
+# environment points CARGO_TARGET_DIR elsewhere (it did once, and a stale fuzzer ran).
+export CARGO_TARGET_DIR="$PWD/fuzz/target"
 if [[ $build -eq 1 ]]; then
     (cd fuzz && cargo fuzz build -s none -a)
 fi

@@ -42,8 +42,13 @@ fn inspect(t: u8, body: &[u8]) {
             }
         }
         tag::READY_FOR_QUERY => {
-            let status = backend::ready_status(body);
-            assert_eq!(status.is_some(), body.len() == 1);
+            // Only a one-byte body has a status. Not every one-byte body does: a byte other
+            // than I, T or E (which PostgreSQL never sends) is None, and the session keeps the
+            // status it last knew (pipeline::expect). The first version of this target asserted
+            // "one byte => Some", which the fuzzer disproved with `Z 00000005 05`.
+            if backend::ready_status(body).is_some() {
+                assert_eq!(body.len(), 1);
+            }
         }
         tag::COMMAND_COMPLETE => {
             let rows = backend::command_rows(body);

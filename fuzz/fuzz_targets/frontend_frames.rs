@@ -64,7 +64,10 @@ fn inspect(t: u8, body: &[u8]) {
         }
         tag::BIND => {
             if let Some(b) = frontend::bind(body) {
-                assert_eq!(b.portal.len() + b.statement.len() + 2 + b.rest.len(), body.len());
+                assert_eq!(
+                    b.portal.len() + b.statement.len() + 2 + b.rest.len(),
+                    body.len()
+                );
             }
         }
         tag::EXECUTE => {

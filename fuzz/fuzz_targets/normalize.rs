@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
 fn ordered_ranges_in(s: &str, ranges: &[Range<usize>]) {
     let mut prev_end = 0;
     for r in ranges {
-        assert!(r.start >= prev_end && r.start < r.end, "{r:?} after {prev_end}");
+        assert!(
+            r.start >= prev_end && r.start < r.end,
+            "{r:?} after {prev_end}"
+        );
         assert!(s.get(r.clone()).is_some(), "{r:?} not in {} bytes", s.len());
         prev_end = r.end;
     }

@@ -76,7 +76,9 @@ pub(super) fn classify(sql: &str) -> StatementKind {
     let mut lx = Lexer::new(sql);
     let first = loop {
         match lx.next() {
-            Some(t) if t.tok == Tok::Punct(b'(') => continue,
+            // Leading `;`s are empty statements, which normalizing drops: skipped so the
+            // raw and the normalized text of a statement have one kind.
+            Some(t) if matches!(t.tok, Tok::Punct(b'(' | b';')) => continue,
             Some(t) if t.tok == Tok::Word => break t,
             _ => return Utility,
         }

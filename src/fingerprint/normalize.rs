@@ -56,11 +56,21 @@ pub(super) enum Last {
     Op,
     Close,
     Punct,
+    /// A stray `$` (not `$n`, not a dollar quote). Spaced like a word: flush against a word it
+    /// would join it (`a$`), against another `$` or a value it would open a dollar quote or
+    /// a parameter (`$$`, `$$1`), and the normalized text would lex differently.
+    Dollar,
+    /// A lone `:`. An operator starting with `=` or another `:` right after it would read as
+    /// `:=` or `::`.
+    Colon,
 }
 
 impl Last {
     pub(super) fn wordlike(self) -> bool {
-        matches!(self, Last::Word(_) | Last::Ident | Last::Value)
+        matches!(
+            self,
+            Last::Word(_) | Last::Ident | Last::Value | Last::Dollar
+        )
     }
     pub(super) fn operand(self) -> bool {
         matches!(
@@ -168,7 +178,10 @@ impl Norm<'_> {
     }
 
     pub(super) fn emit(&mut self, s: &str, wordlike: bool, last: Last) {
-        if (wordlike && self.last.wordlike()) || (last == Last::Op && self.last == Last::Op) {
+        if (wordlike && self.last.wordlike())
+            || (last == Last::Op && self.last == Last::Op)
+            || (self.last == Last::Colon && s.starts_with(['=', ':']))
+        {
             self.out.push(' ');
         }
         self.out.push_str(s);
@@ -314,6 +327,11 @@ impl Norm<'_> {
                     w.make_ascii_lowercase();
                 }
                 if class == WordClass::Values {
+                    // Like brackets, a VALUES list inside an element stops its list from
+                    // collapsing: the `,...` would read as a VALUES separator next time.
+                    if let Some(f) = self.top(false) {
+                        f.ok = false;
+                    }
                     let _ = self.push_frame(true);
                 }
             }
@@ -385,6 +403,8 @@ impl Norm<'_> {
                 }
             }
             Tok::Punct(b';') if self.out.is_empty() => {}
+            Tok::Other if text == "$" => self.emit(text, true, Last::Dollar),
+            Tok::Punct(b':') => self.emit(text, false, Last::Colon),
             Tok::Punct(_) | Tok::Other => self.emit(text, false, Last::Punct),
         }
     }

@@ -788,3 +788,80 @@ fn backslash_strings_follow_the_session_setting() {
         2
     );
 }
+
+/// Found by the `normalize` fuzz target: a stray `$` (not a parameter, not a dollar quote) was
+/// written flush against its neighbours, so the normalized text lexed differently: `$ $`
+/// became `$$` (a dollar quote), `a $b` became the one word `a$b`, `$ 1` became `$$1`.
+#[test]
+fn a_stray_dollar_keeps_its_spacing_so_normalizing_is_stable() {
+    for sql in [
+        "$\u{c}$",
+        "$ $",
+        "tag$t $axtg",
+        "select $ 1",
+        "select $ abc$ x",
+        "x $ \"y\"",
+    ] {
+        for strings in [Strings::Standard, Strings::Backslash] {
+            let once = normalize_with(sql, strings).text;
+            assert_eq!(normalize_with(&once, strings).text, once, "for {sql:?}");
+        }
+    }
+    assert_eq!(normalize("select $ 1").text, "select $ $1");
+}
+
+/// Found by the `normalize` fuzz target: a lone `:` written flush against a following `=`
+/// or `:` made `:=` (one operator) or `::` (a cast) in the normalized text, which then
+/// normalized differently.
+#[test]
+fn a_lone_colon_before_equals_stays_apart() {
+    for sql in [
+        "@: =",
+        ": : =",
+        ": :: =",
+        "a : = b",
+        "a : => b",
+        "a[1 : 2]",
+        "x : : int",
+    ] {
+        let once = normalize(sql).text;
+        assert_eq!(normalize(&once).text, once, "for {sql:?}");
+    }
+    assert_eq!(normalize("a : = b").text, "a: =b");
+}
+
+/// Found by the `normalize` fuzz target (as `in(0values)`): an IN list whose element held a
+/// VALUES list collapsed, and its `,...` then read as a VALUES separator, so every pass added
+/// another `,...`. An element holding a VALUES list now never collapses, as one holding
+/// brackets never did.
+#[test]
+fn an_in_list_holding_values_does_not_collapse() {
+    for sql in [
+        "in(0values)",
+        "select 1 where 1 in (values (1))",
+        "select 1 where 1 in (values (1), (2))",
+    ] {
+        let once = normalize(sql).text;
+        assert_eq!(normalize(&once).text, once, "for {sql:?}");
+    }
+    assert_eq!(
+        normalize("select 1 where 1 in (values (1), (2))").text,
+        "select $1 where $2 in(values($3))"
+    );
+}
+
+/// Found by the `analyze` fuzz target (as `;with xy$ `): a leading `;` made the kind Utility,
+/// but normalizing drops it, so the raw and the normalized text of one statement had
+/// different kinds. `analyze` accepts either, so both must agree.
+#[test]
+fn a_leading_semicolon_does_not_change_the_kind() {
+    for (sql, kind) in [
+        (";with x as (select 1) select * from x", StatementKind::Read),
+        ("; ;insert into t values (1)", StatementKind::Write),
+        (";(select 1)", StatementKind::Read),
+    ] {
+        assert_eq!(analyze(sql).kind, kind, "for {sql:?}");
+        assert_eq!(analyze(&normalize(sql).text).kind, kind, "for {sql:?}");
+    }
+    assert_eq!(analyze(";").kind, StatementKind::Utility);
+}
