@@ -28,11 +28,19 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub(super) async fn metrics(State(app): State<Arc<Handles>>) -> Response {
     let up = probe_upstream(&app.upstream).await.is_ok();
     let status = app.rules.status();
+    let active = app.rules.snapshot();
+    let set = &active.set;
+    let budgets = set
+        .rules
+        .iter()
+        .filter_map(|r| Some((r.name.to_string(), r.budget(set)?.as_secs_f64())))
+        .collect();
     let pgward = PgwardMetrics {
         version: env!("CARGO_PKG_VERSION"),
         upstream_up: up,
         rules_version: status.version,
-        rules_loaded: app.rules.snapshot().set.rules.len() as u64,
+        rules_loaded: set.rules.len() as u64,
+        budgets,
         reload_failures: status.reload_failures,
         reload_failing: status.last_error.is_some(),
     };
@@ -85,6 +93,8 @@ struct PgwardMetrics {
     upstream_up: bool,
     rules_version: u64,
     rules_loaded: u64,
+    /// (rule, budget in seconds) of the rules in force that have a budget.
+    budgets: Vec<(String, f64)>,
     reload_failures: u64,
     reload_failing: bool,
 }
@@ -111,6 +121,13 @@ impl Collector for PgwardMetrics {
             "pgward_rules_loaded",
             "Rules in force",
             one(self.rules_loaded),
+        )?;
+        f.gauge(
+            "pgward_rule_budget_seconds",
+            "Time budget of each rule in force that has one (the latency objective it enforces)",
+            self.budgets
+                .iter()
+                .map(|(rule, seconds)| ([("rule", rule.as_str())], *seconds)),
         )?;
         f.counter(
             "pgward_rules_reload_failures",
