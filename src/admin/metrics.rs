@@ -149,8 +149,23 @@ struct CacheMetrics(CacheSnapshot);
 impl Collector for CacheMetrics {
     fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
         let mut f = Families::new(encoder);
+        for (name, help, value) in self.gauges() {
+            f.gauge(name, help, one(value))?;
+        }
+        for (name, help, value) in self.counters() {
+            f.counter(name, help, one(value))?;
+        }
+        Ok(())
+    }
+}
+
+/// (family, help, value) of one cache-wide series.
+type CacheSeries = (&'static str, &'static str, u64);
+
+impl CacheMetrics {
+    fn gauges(&self) -> [CacheSeries; 4] {
         let s = &self.0;
-        let gauges = [
+        [
             (
                 "pgward_cache_size_bytes",
                 "Bytes held by result cache entries",
@@ -167,8 +182,12 @@ impl Collector for CacheMetrics {
                 "Queries running upstream to fill an entry",
                 s.fills_in_flight,
             ),
-        ];
-        let counters = [
+        ]
+    }
+
+    fn counters(&self) -> [CacheSeries; 8] {
+        let s = &self.0;
+        [
             (
                 "pgward_cache_hits",
                 "Statements answered from the cache (fresh or stale)",
@@ -205,13 +224,6 @@ impl Collector for CacheMetrics {
                 "Results not stored because a table they read was written while they ran",
                 s.discarded_fills,
             ),
-        ];
-        for (name, help, value) in gauges {
-            f.gauge(name, help, one(value))?;
-        }
-        for (name, help, value) in counters {
-            f.counter(name, help, one(value))?;
-        }
-        Ok(())
+        ]
     }
 }

@@ -171,6 +171,26 @@ fn buckets(scrape: &Scrape, metric: &str, label: Option<(&str, &str)>) -> Vec<(f
     }
 }
 
+/// The all-queries histogram is the sum over fingerprints, bucket by bucket.
+fn totals_are_the_sum_of_the_fingerprints(scrape: &Scrape, snap: &Snapshot) {
+    let all = buckets(scrape, "pgward_all_queries_exec_seconds", None);
+    for (i, (le, n)) in all.iter().enumerate() {
+        let sum: f64 = snap
+            .fingerprints
+            .iter()
+            .map(|fp| {
+                let b = buckets(
+                    scrape,
+                    "pgward_query_exec_seconds",
+                    Some(("queryid", &fp.queryid)),
+                );
+                b.get(i).map_or(f64::NAN, |(_, n)| *n)
+            })
+            .sum();
+        assert_eq!(*n, sum, "le {le}");
+    }
+}
+
 #[test]
 fn histogram_buckets_agree_with_the_stats_percentiles() {
     let stats = populated();
@@ -206,23 +226,7 @@ fn histogram_buckets_agree_with_the_stats_percentiles() {
             assert!(below < rank, "{q} {p} {b:?}");
         }
     }
-    // Totals: the sum over fingerprints, bucket by bucket.
-    let all = buckets(&scrape, "pgward_all_queries_exec_seconds", None);
-    for (i, (le, n)) in all.iter().enumerate() {
-        let sum: f64 = snap
-            .fingerprints
-            .iter()
-            .map(|fp| {
-                let b = buckets(
-                    &scrape,
-                    "pgward_query_exec_seconds",
-                    Some(("queryid", &fp.queryid)),
-                );
-                b.get(i).map_or(f64::NAN, |(_, n)| *n)
-            })
-            .sum();
-        assert_eq!(*n, sum, "le {le}");
-    }
+    totals_are_the_sum_of_the_fingerprints(&scrape, &snap);
     // The 90 s execution is only in +Inf; 1..=40 ms executions fill the 1-50 ms buckets.
     let b = buckets(
         &scrape,
