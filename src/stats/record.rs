@@ -233,55 +233,40 @@ impl Timing {
         }
     }
 
-    /// Executions per latency bucket. Each recorded histogram value counts at the same
-    /// representative the quantiles use (the highest equivalent value clamped into the exact
-    /// [min, max]), so a bucket's bound and a `/stats` percentile never disagree about a value.
-    fn buckets(&self) -> LatencyBuckets {
-        let mut out = [0; LATENCY_BUCKETS_MICROS.len() + 1];
-        let Some(h) = self.histogram.as_ref() else {
-            return out;
-        };
-        let min_us = self.min_ns as f64 / 1_000.0;
-        let max_us = self.max_ns as f64 / 1_000.0;
-        for v in h.iter_recorded() {
-            let value = h.highest_equivalent(v.value_iterated_to()) as f64;
-            let value = value.clamp(min_us.min(max_us), max_us);
-            let bucket = LATENCY_BUCKETS_MICROS.partition_point(|bound| (*bound as f64) < value);
-            if let Some(slot) = out.get_mut(bucket) {
-                *slot = slot.saturating_add(v.count_since_last_iteration());
-            }
-        }
-        out
-    }
-
-    /// Nearest-rank quantiles in microseconds (highest equivalent value of
-    /// the bucket, clamped into the exact [min, max]), in one histogram pass.
-    fn quantiles_micros<const N: usize>(&self, qs: [f64; N]) -> [f64; N] {
+    /// Nearest-rank quantiles in microseconds and the executions per `/metrics` latency
+    /// bucket, in one histogram pass (a snapshot, eviction included, costs what the quantiles
+    /// alone cost). Each recorded value counts at one representative: the highest equivalent
+    /// value of its histogram bucket, clamped into the exact [min, max]. The quantiles report
+    /// it and the latency buckets count it, so `/stats` and `/metrics` never disagree.
+    fn distribution<const N: usize>(&self, qs: [f64; N]) -> ([f64; N], LatencyBuckets) {
         let mut out = [0.0; N];
+        let mut buckets = [0; LATENCY_BUCKETS_MICROS.len() + 1];
         let Some(h) = self.histogram.as_ref() else {
-            return out;
+            return (out, buckets);
         };
         let n = h.len();
-        if n == 0 {
-            return out;
-        }
-        let ranks = qs.map(|q| ((q * n as f64).ceil() as u64).clamp(1, n));
+        let ranks = qs.map(|q| ((q * n as f64).ceil() as u64).clamp(1, n.max(1)));
         let min_us = self.min_ns as f64 / 1_000.0;
         let max_us = self.max_ns as f64 / 1_000.0;
         let mut seen = 0u64;
         let mut next = 0;
         for v in h.iter_recorded() {
-            seen += v.count_since_last_iteration();
-            while next < N && seen >= ranks[next] {
-                let value = h.highest_equivalent(v.value_iterated_to()) as f64;
-                out[next] = value.clamp(min_us.min(max_us), max_us);
+            let value = h.highest_equivalent(v.value_iterated_to()) as f64;
+            let value = value.clamp(min_us.min(max_us), max_us);
+            let count = v.count_since_last_iteration();
+            seen = seen.saturating_add(count);
+            while ranks.get(next).is_some_and(|rank| seen >= *rank) {
+                if let Some(slot) = out.get_mut(next) {
+                    *slot = value;
+                }
                 next += 1;
             }
-            if next == N {
-                break;
+            let bucket = LATENCY_BUCKETS_MICROS.partition_point(|bound| (*bound as f64) < value);
+            if let Some(slot) = buckets.get_mut(bucket) {
+                *slot = slot.saturating_add(count);
             }
         }
-        out
+        (out, buckets)
     }
 }
 
@@ -465,7 +450,7 @@ impl FingerprintStats {
 
     /// A point-in-time copy; the timing state is read under one lock.
     pub fn snapshot(&self) -> FingerprintSnapshot {
-        let (calls, total_ns, min_ns, max_ns, m2_ns, q, errors, classes, queue_ns, buckets) = {
+        let (calls, total_ns, min_ns, max_ns, m2_ns, (q, buckets), errors, classes, queue_ns) = {
             let t = self.timing();
             (
                 t.count,
@@ -473,11 +458,10 @@ impl FingerprintStats {
                 t.min_ns,
                 t.max_ns,
                 t.m2_ns,
-                t.quantiles_micros([0.5, 0.95, 0.99]),
+                t.distribution([0.5, 0.95, 0.99]),
                 t.errors,
                 t.error_classes.clone(),
                 t.queue_ns,
-                t.buckets(),
             )
         };
         let rule = self
