@@ -234,8 +234,8 @@ impl Timing {
     }
 
     /// Nearest-rank quantiles in microseconds and the executions per `/metrics` latency
-    /// bucket, in one histogram pass (a snapshot, eviction included, costs what the quantiles
-    /// alone cost). Each recorded value counts at one representative: the highest equivalent
+    /// bucket, in one pass over the recorded values (the quantiles alone stopped at the p99's
+    /// rank; a snapshot, eviction included, costs about the same). Each recorded value counts at one representative: the highest equivalent
     /// value of its histogram bucket, clamped into the exact [min, max]. The quantiles report
     /// it and the latency buckets count it, so `/stats` and `/metrics` never disagree.
     fn distribution<const N: usize>(&self, qs: [f64; N]) -> ([f64; N], LatencyBuckets) {
