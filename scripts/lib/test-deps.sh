@@ -1,5 +1,5 @@
 # scripts/lib/test-deps.sh — sourced by scripts/test.sh and .ci/run. Owns what the test
-# suite needs from the system (PostgreSQL server binaries, openssl, chromium): finds them,
+# suite needs from the system (PostgreSQL server binaries, openssl, chromium, promtool): finds them,
 # installs the missing ones with apt-get -y when root, and otherwise says what to install.
 # Defines functions only; callers choose set -e and error reporting.
 
@@ -52,6 +52,9 @@ ensure_test_deps() {
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     # tests/it/dashboard.rs renders the admin dashboard in headless Chromium
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    # tests/it/metrics.rs runs `promtool check metrics` on a live /metrics (Debian ships
+    # promtool in the prometheus package; the server it also installs is not started)
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     if ((${#missing[@]} > 0)); then
         if [[ "$(id -u)" -ne 0 ]]; then
             test_deps_fail "the test suite needs: ${missing[*]}." \
@@ -67,4 +70,5 @@ ensure_test_deps() {
     echo "postgres binaries: $PG_BIN ($("$PG_BIN/postgres" --version))"
     echo "openssl: $(openssl version)"
     echo "chromium: $(chromium --version 2>/dev/null)"
+    echo "promtool: $(promtool --version 2>&1 | head -n 1)"
 }

@@ -8,6 +8,7 @@ mod cache_routes;
 mod dashboard;
 pub mod guard;
 mod listener;
+mod metrics;
 mod routes;
 mod stall;
 

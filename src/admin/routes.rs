@@ -3,26 +3,22 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Handles;
 use super::guard::{Guard, check_request};
 use super::{cache_routes, clip};
 use crate::fingerprint::FingerprintId;
-use crate::protocol::startup::encode_ssl_request;
-use crate::protocol::tag::ssl;
 use crate::rules::{Action, Fallback, Invalidate, Matcher, Mode, Refresh, Rule, RuleSet};
 use crate::secret::constant_time_eq;
-use crate::stats::{SortKey, render_prometheus};
+use crate::stats::SortKey;
 
 const DEFAULT_LIMIT: usize = 100;
 
@@ -31,7 +27,7 @@ pub fn router(app: Arc<Handles>, guard: Arc<Guard>) -> Router {
         .route("/stats/queries", get(list_queries))
         .route("/stats/queries/{fingerprint}", get(one_query))
         .route("/stats/reset", post(reset))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(super::metrics::metrics))
         .route("/rules", get(rules))
         .route("/rules/reload", post(reload_rules))
         .route("/cache", get(cache_routes::cache))
@@ -217,40 +213,10 @@ async fn reload_rules(State(app): State<Arc<Handles>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<Arc<Handles>>) -> Response {
-    let snapshot = app.stats.snapshot();
-    let mut body = render_prometheus(&snapshot, app.metrics_top, true);
-    body.push_str(&cache_routes::render_cache_metrics(&app.cache.snapshot(0)));
-    let mut response = body.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    response
-}
-
 /// 200 when the upstream accepts a connection and answers an SSLRequest like a PostgreSQL
 /// server; 503 with the reason otherwise.
 async fn healthz(State(app): State<Arc<Handles>>) -> Response {
-    let probe = async {
-        let mut tcp = app
-            .upstream
-            .connect_tcp()
-            .await
-            .map_err(|e| e.to_string())?;
-        tcp.write_all(&encode_ssl_request())
-            .await
-            .map_err(|e| e.to_string())?;
-        match tcp.read_u8().await.map_err(|e| e.to_string())? {
-            ssl::ACCEPTED | ssl::REFUSED => Ok(()),
-            other => Err(format!(
-                "upstream answered SSLRequest with byte {other}, not like PostgreSQL"
-            )),
-        }
-    };
-    let result = tokio::time::timeout(Duration::from_secs(3), probe)
-        .await
-        .unwrap_or_else(|_| Err("upstream did not answer within 3s".into()));
+    let result = super::metrics::probe_upstream(&app.upstream).await;
     let upstream = app.upstream.address();
     match result {
         Ok(()) => Json(json!({ "status": "ok", "upstream": upstream })).into_response(),

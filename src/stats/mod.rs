@@ -1,6 +1,6 @@
 //! Query statistics: the shared [`Stats`] table of per-fingerprint records
 //! (bounded, with least-used eviction), proxy-wide counters, snapshots for the
-//! JSON API and Prometheus text rendering. This file owns the table itself and
+//! JSON API and the `/metrics` collectors. This file owns the table itself and
 //! its settings; the record, snapshot, proxy counter and exposition types live
 //! in the submodules and are re-exported here.
 //!
@@ -9,7 +9,11 @@
 //! through it with atomics and one per-fingerprint mutex; no global lock.
 
 mod clock;
+mod families;
+mod process;
 mod prometheus;
+#[cfg(test)]
+mod prometheus_lint;
 #[cfg(test)]
 mod prometheus_tests;
 mod proxy;
@@ -29,10 +33,15 @@ use crate::cache::{OnRemoved, Removed};
 use crate::fingerprint::FingerprintId;
 
 pub use clock::rfc3339;
-pub use prometheus::render_prometheus;
+pub use families::{
+    CONTENT_TYPE as METRICS_CONTENT_TYPE, Families, Latency, NO_LABELS, one, render,
+};
+pub use process::ProcessMetrics;
+pub use prometheus::QueryMetrics;
 pub use proxy::{Gauge, ProxySnapshot, ProxyStats};
 pub use record::{
-    Counter, Execution, FingerprintStats, HISTOGRAM_MAX_MICROS, HISTOGRAM_SIGFIG, MAX_STORED_QUERY,
+    Counter, Execution, FingerprintStats, HISTOGRAM_MAX_MICROS, HISTOGRAM_SIGFIG,
+    LATENCY_BUCKETS_MICROS, LatencyBuckets, MAX_STORED_QUERY,
 };
 pub use snapshot::{FingerprintSnapshot, Outcomes, Snapshot, SortKey, Totals, UnknownSortKey};
 

@@ -20,6 +20,16 @@ use crate::fingerprint::FingerprintId;
 pub const HISTOGRAM_MAX_MICROS: u64 = 3_600_000_000;
 /// Significant decimal digits the latency histogram keeps.
 pub const HISTOGRAM_SIGFIG: u8 = 2;
+/// Upper bounds (inclusive, microseconds) of the latency buckets `/metrics` exports, from
+/// 100 µs (a cache hit) to a minute; an overflow bucket follows the last. They are derived from
+/// the histogram when a snapshot is taken, so recording a statement costs nothing more.
+pub const LATENCY_BUCKETS_MICROS: [u64; 18] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+];
+/// Executions per latency bucket (not cumulative): one per [`LATENCY_BUCKETS_MICROS`] bound,
+/// then the overflow bucket.
+pub type LatencyBuckets = [u64; LATENCY_BUCKETS_MICROS.len() + 1];
 
 /// What one statement execution did, as reported by a session.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,6 +120,14 @@ impl Counter {
             Counter::CacheEvicted => "cache_evictions",
             Counter::CacheInvalidated => "cache_invalidations",
             Counter::CacheBytesServed => "cache_bytes_served",
+        }
+    }
+
+    /// The name in `/metrics` families (before `_total`): the JSON name, with a unit last.
+    pub fn metric_name(self) -> &'static str {
+        match self {
+            Counter::CacheBytesServed => "cache_served_bytes",
+            other => other.name(),
         }
     }
 
@@ -215,34 +233,40 @@ impl Timing {
         }
     }
 
-    /// Nearest-rank quantiles in microseconds (highest equivalent value of
-    /// the bucket, clamped into the exact [min, max]), in one histogram pass.
-    fn quantiles_micros<const N: usize>(&self, qs: [f64; N]) -> [f64; N] {
+    /// Nearest-rank quantiles in microseconds and the executions per `/metrics` latency
+    /// bucket, in one pass over the recorded values (the quantiles alone stopped at the p99's
+    /// rank; a snapshot, eviction included, costs about the same). Each recorded value counts at one representative: the highest equivalent
+    /// value of its histogram bucket, clamped into the exact [min, max]. The quantiles report
+    /// it and the latency buckets count it, so `/stats` and `/metrics` never disagree.
+    fn distribution<const N: usize>(&self, qs: [f64; N]) -> ([f64; N], LatencyBuckets) {
         let mut out = [0.0; N];
+        let mut buckets = [0; LATENCY_BUCKETS_MICROS.len() + 1];
         let Some(h) = self.histogram.as_ref() else {
-            return out;
+            return (out, buckets);
         };
         let n = h.len();
-        if n == 0 {
-            return out;
-        }
-        let ranks = qs.map(|q| ((q * n as f64).ceil() as u64).clamp(1, n));
+        let ranks = qs.map(|q| ((q * n as f64).ceil() as u64).clamp(1, n.max(1)));
         let min_us = self.min_ns as f64 / 1_000.0;
         let max_us = self.max_ns as f64 / 1_000.0;
         let mut seen = 0u64;
         let mut next = 0;
         for v in h.iter_recorded() {
-            seen += v.count_since_last_iteration();
-            while next < N && seen >= ranks[next] {
-                let value = h.highest_equivalent(v.value_iterated_to()) as f64;
-                out[next] = value.clamp(min_us.min(max_us), max_us);
+            let value = h.highest_equivalent(v.value_iterated_to()) as f64;
+            let value = value.clamp(min_us.min(max_us), max_us);
+            let count = v.count_since_last_iteration();
+            seen = seen.saturating_add(count);
+            while ranks.get(next).is_some_and(|rank| seen >= *rank) {
+                if let Some(slot) = out.get_mut(next) {
+                    *slot = value;
+                }
                 next += 1;
             }
-            if next == N {
-                break;
+            let bucket = LATENCY_BUCKETS_MICROS.partition_point(|bound| (*bound as f64) < value);
+            if let Some(slot) = buckets.get_mut(bucket) {
+                *slot = slot.saturating_add(count);
             }
         }
-        out
+        (out, buckets)
     }
 }
 
@@ -426,7 +450,7 @@ impl FingerprintStats {
 
     /// A point-in-time copy; the timing state is read under one lock.
     pub fn snapshot(&self) -> FingerprintSnapshot {
-        let (calls, total_ns, min_ns, max_ns, m2_ns, q, errors, classes, queue_ns) = {
+        let (calls, total_ns, min_ns, max_ns, m2_ns, (q, buckets), errors, classes, queue_ns) = {
             let t = self.timing();
             (
                 t.count,
@@ -434,7 +458,7 @@ impl FingerprintStats {
                 t.min_ns,
                 t.max_ns,
                 t.m2_ns,
-                t.quantiles_micros([0.5, 0.95, 0.99]),
+                t.distribution([0.5, 0.95, 0.99]),
                 t.errors,
                 t.error_classes.clone(),
                 t.queue_ns,
@@ -477,6 +501,7 @@ impl FingerprintStats {
             errors_by_class,
             bytes_sent: self.bytes_sent.load(Relaxed),
             queue_time: ms(queue_ns as f64),
+            latency_buckets: buckets,
             first_seen: rfc3339_micros(self.first_seen_micros),
             last_seen: rfc3339_micros(self.last_seen_micros.load(Relaxed)),
             rule,

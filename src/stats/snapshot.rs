@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::proxy::ProxySnapshot;
-use super::record::Counter;
+use super::record::{Counter, LatencyBuckets};
 use crate::fingerprint::FingerprintId;
 
 /// Values of every [`Counter`]; serializes as `{"budget_exceeded": n, ...}`.
@@ -71,6 +71,9 @@ pub struct FingerprintSnapshot {
     pub bytes_sent: u64,
     /// Total time spent waiting in concurrency queues.
     pub queue_time: f64,
+    /// Executions per `/metrics` latency bucket (not cumulative), taken with the percentiles.
+    #[serde(skip)]
+    pub latency_buckets: LatencyBuckets,
     /// RFC 3339 UTC.
     pub first_seen: String,
     /// RFC 3339 UTC.
@@ -96,6 +99,9 @@ pub struct Totals {
     pub errors_by_class: BTreeMap<String, u64>,
     pub bytes_sent: u64,
     pub queue_time: f64,
+    /// Executions per `/metrics` latency bucket (not cumulative).
+    #[serde(skip)]
+    pub latency_buckets: LatencyBuckets,
     #[serde(flatten)]
     pub outcomes: Outcomes,
 }
@@ -112,6 +118,9 @@ impl Totals {
         }
         self.bytes_sent = self.bytes_sent.saturating_add(fp.bytes_sent);
         self.queue_time += fp.queue_time;
+        for (a, b) in self.latency_buckets.iter_mut().zip(fp.latency_buckets) {
+            *a = a.saturating_add(b);
+        }
         self.outcomes.add(&fp.outcomes);
     }
 }

@@ -7,6 +7,7 @@ mod cache_isolation;
 mod dashboard;
 mod faults;
 mod harness;
+mod metrics;
 mod passthrough;
 mod reliability;
 mod rules;
