@@ -11,13 +11,13 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::answer::Span;
 use super::budget::{self, Budget};
-use super::complete::Served;
+use super::complete::{Enforced, Event, Served, note};
 use super::fill::Fill;
 use super::phases::{Ctx, Flow, Frame};
 use super::queue::{Client, Running};
 use super::{Admitted, ClientAction, Fingerprinted, Gate, Matched, Pipeline, replies};
 use crate::rules::{Fallback, Mode};
-use crate::stats::{Counter, FingerprintStats};
+use crate::stats::FingerprintStats;
 
 /// A statement cleared to run: the cache fill it leads, its slot, and since when it counts
 /// (its wait for the slot is part of its latency and its budget).
@@ -82,7 +82,7 @@ impl Pipeline {
             },
             _ => None,
         };
-        handle.bump(Counter::CacheRefresh);
+        note(handle, Event::Refresh);
         let budget = matched.rule().map(|rule| {
             Budget::for_refresh(&matched.rules, rule, statement.id, fill.policy.ttl, now)
         });
@@ -154,7 +154,7 @@ impl Pipeline {
             return Slot::Granted(None, now);
         };
         if let Some((permit, since)) = self.held.take_admission() {
-            handle.record_queued(now.saturating_duration_since(since));
+            note(handle, Event::Queued(now.saturating_duration_since(since)));
             return match permit {
                 Some(permit) => Slot::Granted(Some(permit), since),
                 None => {
@@ -164,10 +164,10 @@ impl Pipeline {
                         Budget::for_statement(&matched.rules, Some(rule), statement.id, since)
                             .filter(|b| !b.observe() && b.limit() <= rule.queue_timeout);
                     if let Some(budget) = budget {
-                        handle.bump(Counter::BudgetExceeded);
+                        note(handle, Event::BudgetPassed(Enforced::Yes));
                         return Slot::Shed(budget.exceeded().into_bytes());
                     }
-                    handle.bump(Counter::Shed);
+                    note(handle, Event::Shed(Enforced::Yes));
                     tracing::info!(fingerprint = %statement.id, rule = &*rule.name, "statement shed: no concurrency slot");
                     let slots = rule.max_concurrency.unwrap_or(0);
                     Slot::Shed(replies::shed(
@@ -182,7 +182,7 @@ impl Pipeline {
         match limiter.clone().try_acquire_owned() {
             Ok(permit) => Slot::Granted(Some(permit), now),
             Err(_) if rule.mode == Mode::Observe => {
-                handle.bump(Counter::WouldShed);
+                note(handle, Event::Shed(Enforced::Observed));
                 Slot::Granted(None, now)
             }
             Err(_) => {

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::answer::Span;
 use super::budget::{self, Budget};
-use super::complete::Served;
+use super::complete::{Enforced, Event, Served, note};
 use super::fill::{Fill, Sent};
 use super::phases::Ctx;
 use super::state::Held;
@@ -23,7 +23,7 @@ use crate::cache::{
 };
 use crate::fingerprint;
 use crate::rules::{CachePolicy, Fallback, Refresh, Rule};
-use crate::stats::{Counter, FingerprintStats};
+use crate::stats::FingerprintStats;
 
 /// Resolves when the fill a follower waits for ends (stored or not).
 type FillDone = watch::Receiver<()>;
@@ -134,7 +134,7 @@ impl Pipeline {
             self.held.end_fill_wait();
             // Counted once: not again when the frame comes back from waiting for a slot.
             if !self.held.readmitted() {
-                ctx.handle.record_miss(reason);
+                note(&ctx.handle, Event::Miss(reason));
             }
             return CachePhase::Pass;
         }
@@ -182,7 +182,7 @@ impl Pipeline {
         let detachable = shape == Shape::WithRowDescription && keyed.rule.rewrite.is_none();
         let refresh = match self.shared.cache.begin_fill(&keyed.key) {
             Flight::Leader(ticket) if !detachable => {
-                keyed.handle.bump(Counter::CacheRefresh);
+                note(keyed.handle, Event::Refresh);
                 return CachePhase::Fill(keyed.fill(ticket, Some(entry)));
             }
             Flight::Leader(ticket) => Some(keyed.fill(ticket, None)),
@@ -212,7 +212,7 @@ impl Pipeline {
         match self.shared.cache.begin_fill(&keyed.key) {
             Flight::Leader(ticket) => {
                 if keyed.waited_since.is_none() {
-                    keyed.handle.record_miss(reason);
+                    note(keyed.handle, Event::Miss(reason));
                 } else {
                     // The request it waited for failed or was not stored: this one runs it.
                     tracing::debug!(fingerprint = %keyed.statement.id, "cache fill it waited for ended without an entry");
@@ -244,25 +244,25 @@ impl Pipeline {
         if keyed.waited_since.is_some() && now >= until {
             match budget {
                 Some(budget) if !budget.observe() => {
-                    handle.bump(Counter::BudgetExceeded);
+                    note(handle, Event::BudgetPassed(Enforced::Yes));
                     let serve_stale = keyed.rule.on_budget_exceeded == Fallback::ServeStale;
                     let stale = stale.filter(|_| serve_stale);
                     self.follower_out_of_time(&budget, stale, keyed, now);
                     return CachePhase::Answered;
                 }
                 // Observe mode counts, and the request runs upstream itself.
-                Some(_) => handle.bump(Counter::WouldTimeout),
+                Some(_) => note(handle, Event::BudgetPassed(Enforced::Observed)),
                 None => {}
             }
             // Without a budget the wait is bounded too: the leader's client may have stopped
             // reading, and then its fill never ends. Past the bound this request runs
             // upstream itself, uncached.
-            handle.record_miss(MissReason::FillWait);
+            note(handle, Event::Miss(MissReason::FillWait));
             return CachePhase::Pass;
         }
         if keyed.waited_since.is_none() {
-            handle.record_miss(reason);
-            handle.bump(Counter::CacheCoalesced);
+            note(handle, Event::Miss(reason));
+            note(handle, Event::Coalesced);
         }
         self.held = Held::ForFill { since: received };
         let wait = until.saturating_duration_since(now);

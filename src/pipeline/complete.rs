@@ -1,17 +1,74 @@
-//! The last phase: a statement's outcome is recorded once, here. Whoever answered it —
+//! The last phase: a statement's outcome is recorded here, and only here. Whoever answered it —
 //! PostgreSQL, the cache (fresh, while revalidating, or a stale fallback), or pgward itself (a
 //! budget's 57014) — ends in one [`Outcome`] that [`Pipeline::record`] writes to the
-//! fingerprint's stats: latency, rows, bytes, SQLSTATE, and how the cache served it. Also what
-//! happens when nothing is owed any more ([`Pipeline::settled`]) and the slow-statement log.
+//! fingerprint's stats: latency, rows, bytes, SQLSTATE, and how the cache served it. What
+//! happens to a statement on its way (a miss and why, a reject, a rewrite, a shed, a queue
+//! wait, a passed budget, a fill) is an [`Event`], counted by [`note`] the moment it happens —
+//! observe mode folded in there (an observed reject counts `would_reject`, ...). No other code
+//! in the pipeline touches a fingerprint's counters. Also what happens when nothing is owed any
+//! more ([`Pipeline::settled`]) and the slow-statement log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Pipeline;
 use super::budget::Budget;
-use crate::cache::Entry;
+use crate::cache::{Entry, MissReason};
+use crate::fingerprint::FingerprintId;
 use crate::protocol::backend::TransactionStatus;
 use crate::stats::{Counter, Execution, FingerprintStats};
+
+/// Whether a rule enforces what it decided, or only counts it (`mode = "observe"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Enforced {
+    Yes,
+    Observed,
+}
+
+/// Something that happened to a statement on its way through the phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Event {
+    /// The cache could not answer it (counted as a miss), and why.
+    Miss(MissReason),
+    /// Its result, captured for the cache, was not stored, and why (the miss was counted).
+    NotStored(MissReason),
+    /// Its result was stored in the cache.
+    Filled,
+    /// It runs to refresh a stale entry.
+    Refresh,
+    /// It waits for the identical query another session runs.
+    Coalesced,
+    Rejected(Enforced),
+    /// Rewritten (to `FingerprintId`), or would have been.
+    Rewritten(Enforced, FingerprintId),
+    /// No concurrency slot: shed, or would have been.
+    Shed(Enforced),
+    /// It waited this long for a concurrency slot.
+    Queued(Duration),
+    /// Its time budget passed: enforced (cancelled, or answered for it), or only observed.
+    BudgetPassed(Enforced),
+}
+
+/// Counts one [`Event`] on a statement's fingerprint: the one place the pipeline does.
+pub(super) fn note(stats: &FingerprintStats, event: Event) {
+    let counter = match event {
+        Event::Miss(reason) => return stats.record_miss(reason),
+        Event::NotStored(reason) => return stats.record_miss_reason(reason),
+        Event::Queued(waited) => return stats.record_queued(waited),
+        Event::Rewritten(Enforced::Yes, target) => return stats.record_rewrite(target),
+        Event::Rewritten(Enforced::Observed, _) => Counter::WouldRewrite,
+        Event::Filled => Counter::CacheFill,
+        Event::Refresh => Counter::CacheRefresh,
+        Event::Coalesced => Counter::CacheCoalesced,
+        Event::Rejected(Enforced::Yes) => Counter::Rejected,
+        Event::Rejected(Enforced::Observed) => Counter::WouldReject,
+        Event::Shed(Enforced::Yes) => Counter::Shed,
+        Event::Shed(Enforced::Observed) => Counter::WouldShed,
+        Event::BudgetPassed(Enforced::Yes) => Counter::BudgetExceeded,
+        Event::BudgetPassed(Enforced::Observed) => Counter::WouldTimeout,
+    };
+    stats.bump(counter);
+}
 
 /// How the cache answered a statement. Stale answers are counted one way: `Revalidating`
 /// (stale-while-revalidate, no NOTICE) is a cache hit; `Fallback` (a stale result with a

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::budget::{self, Budget, State, Step};
-use super::complete::{FromCache, Outcome, Served};
+use super::complete::{Enforced, Event, FromCache, Outcome, Served, note};
 use super::fill::{Fill, Sent};
 use super::queue::{Client, Running};
 use super::{Pipeline, replies};
@@ -17,7 +17,7 @@ use crate::cache::Entry;
 use crate::protocol::backend::TransactionStatus;
 use crate::protocol::{build, sqlstate};
 use crate::rules::Fallback;
-use crate::stats::{Counter, FingerprintStats};
+use crate::stats::FingerprintStats;
 
 /// What the session must do when a deadline passes.
 pub enum Expiry {
@@ -65,14 +65,14 @@ fn count_transition(was: State, budget: &Budget, stats: Option<&FingerprintStats
     let fingerprint = stats.map(FingerprintStats::id);
     let rule = budget.rule().map_or("(default)", |r| &**r);
     let limit = budget.limit();
-    let counter = match (was, budget.state()) {
+    let enforced = match (was, budget.state()) {
         (State::Armed { .. }, State::Observed { .. }) => {
             tracing::info!(?fingerprint, rule, budget = ?limit, observe = true, "time budget exceeded");
-            Counter::WouldTimeout
+            Enforced::Observed
         }
         (State::Armed { .. }, State::Cancelling { .. }) => {
             tracing::info!(?fingerprint, rule, budget = ?limit, observe = false, "time budget exceeded");
-            Counter::BudgetExceeded
+            Enforced::Yes
         }
         (State::Detached { .. }, State::Cancelling { .. }) => {
             tracing::info!(
@@ -84,7 +84,7 @@ fn count_transition(was: State, budget: &Budget, stats: Option<&FingerprintStats
         _ => return,
     };
     if let Some(stats) = stats {
-        stats.bump(counter);
+        note(stats, Event::BudgetPassed(enforced));
     }
 }
 
@@ -137,7 +137,7 @@ impl Pipeline {
         let (stats, fingerprint) = (stats.clone(), stats.as_ref().map(|s| s.id()));
         let (rule, limit) = (budget.rule().cloned(), budget.limit());
         if let Some(stats) = &stats {
-            stats.bump(Counter::BudgetExceeded);
+            note(stats, Event::BudgetPassed(Enforced::Yes));
             self.record(stats, &fallen.outcome(span));
         }
         self.expected.detach_front_ready();

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::complete::{Event, note};
 use super::{Pipeline, replies};
 use crate::cache::{Capture, Entry, FillTicket, Filled, MissReason, Shape};
 use crate::fingerprint::FingerprintId;
 use crate::protocol::backend::{Backend, ErrorFields};
 use crate::protocol::sqlstate;
 use crate::rules::{CachePolicy, Fallback, Invalidate};
-use crate::stats::Counter;
 
 /// How much of PostgreSQL's result the client has been sent: a stale result can replace it
 /// only before any row, and without a second RowDescription once one went out.
@@ -149,7 +149,7 @@ impl Pipeline {
                 Ok((ticket, filled)) => {
                     let stored = self.shared.cache.store(ticket, filled);
                     if stored && let Some(stats) = &stats {
-                        stats.bump(Counter::CacheFill);
+                        note(stats, Event::Filled);
                     }
                     None
                 }
@@ -158,7 +158,7 @@ impl Pipeline {
             _ => Some(MissReason::Error),
         };
         if let (Some(reason), Some(stats)) = (reason, &stats) {
-            stats.record_miss_reason(reason);
+            note(stats, Event::NotStored(reason));
         }
         None
     }

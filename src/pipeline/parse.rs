@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use super::complete::{Enforced, Event, note};
 use super::{ClientAction, Matched, Pipeline, Statement, replies};
 use crate::protocol::frontend::Parse;
 use crate::rules::{Action, Mode};
-use crate::stats::Counter;
 
 impl Pipeline {
     pub(super) fn on_parse(&mut self, parse: &Parse<'_>) -> ClientAction {
@@ -37,9 +37,9 @@ impl Pipeline {
         let observe = rule.mode == Mode::Observe;
         if let Action::Reject { message, sqlstate } = &rule.action {
             if observe {
-                handle.bump(Counter::WouldReject);
+                note(&handle, Event::Rejected(Enforced::Observed));
             } else {
-                handle.bump(Counter::Rejected);
+                note(&handle, Event::Rejected(Enforced::Yes));
                 self.expected.push_reply(
                     replies::rejected(&rule.name, sqlstate, message, statement.id),
                     false,

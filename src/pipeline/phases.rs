@@ -24,6 +24,7 @@ use std::time::Instant;
 use super::admit::Admission;
 use super::budget::Budget;
 use super::cached::{CachePhase, Request};
+use super::complete::{Enforced, Event, note};
 use super::fill::Fill;
 use super::queue::Running;
 use super::{ClientAction, Fingerprinted, Matched, Pipeline, Statement, replies};
@@ -31,7 +32,7 @@ use crate::cache::{MissReason, Shape};
 use crate::protocol::frontend::Execute;
 use crate::reload::ActiveRules;
 use crate::rules::{Action, Mode, Rule, SessionInfo};
-use crate::stats::{Counter, FingerprintStats};
+use crate::stats::FingerprintStats;
 
 /// What the phases are fed.
 pub(super) enum Input<'a> {
@@ -194,10 +195,10 @@ impl Pipeline {
                 continue;
             };
             if rule.mode == Mode::Observe {
-                ctx.handle.bump(Counter::WouldReject);
+                note(&ctx.handle, Event::Rejected(Enforced::Observed));
                 continue;
             }
-            ctx.handle.bump(Counter::Rejected);
+            note(&ctx.handle, Event::Rejected(Enforced::Yes));
             self.count_queries(frame.statements.len());
             let reply = replies::rejected(&rule.name, sqlstate, message, ctx.statement.id);
             self.expected.push_reply(reply, true);
@@ -218,7 +219,7 @@ impl Pipeline {
             if !self.held.readmitted() {
                 for ctx in &frame.statements {
                     if ctx.rule().is_some_and(|r| r.cache.is_some()) {
-                        ctx.handle.record_miss(MissReason::MultiStatement);
+                        note(&ctx.handle, Event::Miss(MissReason::MultiStatement));
                     }
                 }
             }
@@ -240,7 +241,7 @@ impl Pipeline {
                 }
                 if max_rows != 0 {
                     if !self.held.readmitted() {
-                        ctx.handle.record_miss(MissReason::Partial);
+                        note(&ctx.handle, Event::Miss(MissReason::Partial));
                     }
                     return Flow::Next(None);
                 }

@@ -4,12 +4,13 @@
 //! is forwarded as the client sent it.
 
 use super::Pipeline;
+use super::complete::{Enforced, Event, note};
 use super::phases::{Frame, Input};
 use crate::fingerprint;
 use crate::protocol::frontend::Parse;
 use crate::protocol::{MAX_PARAMETERS, build};
 use crate::rules::{Mode, Rule};
-use crate::stats::{Counter, FingerprintStats};
+use crate::stats::FingerprintStats;
 
 impl Pipeline {
     /// Rewrites the statements of a simple Query whose (enforcing) rule has a rewrite; None
@@ -42,7 +43,7 @@ impl Pipeline {
                 continue;
             };
             if rule.mode == Mode::Observe {
-                handle.bump(Counter::WouldRewrite);
+                note(handle, Event::Rewritten(Enforced::Observed, rewrite.target));
                 continue;
             }
             let Some(original) = text.get(range.clone()) else {
@@ -53,7 +54,7 @@ impl Pipeline {
             out.push_str(&rewrite.apply_to_text(original, &normalized));
             copied = range.end;
             changed = true;
-            handle.record_rewrite(rewrite.target);
+            note(handle, Event::Rewritten(Enforced::Yes, rewrite.target));
         }
         if !changed {
             return None;
@@ -73,8 +74,8 @@ impl Pipeline {
     ) -> Option<Vec<u8>> {
         let observe = rule.mode == Mode::Observe;
         match &rule.rewrite {
-            Some(_) if observe => {
-                handle.bump(Counter::WouldRewrite);
+            Some(rewrite) if observe => {
+                note(handle, Event::Rewritten(Enforced::Observed, rewrite.target));
                 None
             }
             Some(rewrite) => {
@@ -91,7 +92,7 @@ impl Pipeline {
                         rewrite.apply_to_parse(&text, &normalized, &declared, referenced);
                     let mut frame = Vec::new();
                     build::parse(&mut frame, parse.statement, &sql, &oids)?;
-                    handle.record_rewrite(rewrite.target);
+                    note(handle, Event::Rewritten(Enforced::Yes, rewrite.target));
                     Some(frame)
                 })
             }
