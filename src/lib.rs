@@ -19,6 +19,8 @@
 //! | [`cache`] | the result cache: entries, single flight, invalidation epochs, per-session keys |
 //! | [`reload`] | the rules in force (ArcSwap), their concurrency limiters, hot reload |
 //! | [`pipeline`] | the per-statement phases: fingerprint -> rules -> cache -> cap/budget -> record |
+//! | [`sessions`] | the registry of client sessions ops list and end |
+//! | [`console`] | the admin console: the `pgward` database answered by pgward itself |
 //! | [`server`] | listener, startup/TLS handshake, the session relay, cancel-key mapping |
 //! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/rules`, `/cache`, `/healthz`, the dashboard page `/` |
 //! | [`config`], [`app`], [`error`] | config loading, the shared handles, top-level errors |
@@ -29,6 +31,7 @@ pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod fingerprint;
 pub mod net;
@@ -38,6 +41,7 @@ pub mod reload;
 pub mod rules;
 pub mod secret;
 pub mod server;
+pub mod sessions;
 pub mod stats;
 pub mod units;
 pub mod upstream;
