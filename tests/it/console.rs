@@ -146,16 +146,14 @@ async fn logins_are_refused_when_off_with_a_wrong_password_or_for_other_users() 
     let off = start_proxy(config_for(shared())).await;
     let err = console(off.proxy_addr, ADMIN, PASSWORD)
         .await
-        .err()
-        .expect("console off");
+        .expect_err("console off");
     assert_eq!(code(&err), "28000", "{err}");
 
     let on = start_proxy(console_config()).await;
     for (user, password) in [(ADMIN, "wrong-password"), (TRUST_USER, PASSWORD)] {
         let err = console(on.proxy_addr, user, password)
             .await
-            .err()
-            .expect(user);
+            .expect_err(user);
         assert_eq!(code(&err), "28P01", "{user}: {err}");
     }
     console(on.proxy_addr, ADMIN, PASSWORD)
