@@ -367,6 +367,22 @@ mod tests {
     }
 
     #[test]
+    fn console_settings_are_checked_with_the_rest() {
+        for (text, key) in [
+            ("[console]\nusers = [\"ops\"]", "console.password"),
+            ("[console]\npassword = \"long-enough\"", "console.users"),
+            (
+                "[console]\nusers = [\"ops\"]\npassword_file = \"/nonexistent/pw\"",
+                "console.password_file",
+            ),
+        ] {
+            let c = Config::parse(Path::new("pgward.toml"), text).unwrap();
+            let e = c.validate().expect_err(text).to_string();
+            assert!(e.starts_with(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         let c = Config::parse(Path::new("x.toml"), "").unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:6432");

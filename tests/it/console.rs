@@ -283,3 +283,22 @@ async fn psql_shows_the_version_as_a_table() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn console_sessions_end_with_57p01_at_shutdown() {
+    let proxy = start_proxy(console_config()).await;
+    let admin = console(proxy.proxy_addr, ADMIN, PASSWORD).await.unwrap();
+    rows(&admin, "SHOW VERSION").await;
+    proxy.shutdown();
+    let err = eventually_ok("the console session to end", async || {
+        match admin.simple_query("SHOW VERSION").await {
+            Ok(_) => Err("still answering"),
+            Err(e) => Ok(e),
+        }
+    })
+    .await;
+    assert!(code(&err) == "57P01" || err.is_closed(), "{err}");
+    tokio::time::timeout(HANG_BOUND, proxy.wait())
+        .await
+        .expect("pgward stops");
+}
