@@ -57,7 +57,7 @@ impl App {
             rules: rules.clone(),
             cache: cache.clone(),
             sessions: sessions.clone(),
-            config: config.listing(),
+            config: console::settings(&serde_json::to_value(&config).unwrap_or_default()),
         };
         let console = console::Console::new(&config.console, parts).map_err(|e| {
             Error::Config(crate::config::ConfigError::Invalid {

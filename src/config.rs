@@ -245,40 +245,6 @@ impl Config {
     }
 }
 
-impl Config {
-    /// Every setting in force as a dotted key and its value, for `SHOW CONFIG`: tokens and
-    /// passwords are shown only as set or not.
-    pub fn listing(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        if let Ok(value) = serde_json::to_value(self) {
-            flatten("", &value, &mut out);
-        }
-        out
-    }
-}
-
-fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
-    use serde_json::Value;
-    match value {
-        Value::Object(map) => {
-            for (key, inner) in map {
-                let key = match prefix {
-                    "" => key.clone(),
-                    _ => format!("{prefix}.{key}"),
-                };
-                flatten(&key, inner, out);
-            }
-        }
-        _ if prefix.ends_with("token") || prefix.ends_with("password") => {
-            let shown = if value.is_null() { "" } else { "(set)" };
-            out.push((prefix.to_owned(), shown.to_owned()));
-        }
-        Value::Null => out.push((prefix.to_owned(), String::new())),
-        Value::String(s) => out.push((prefix.to_owned(), s.clone())),
-        other => out.push((prefix.to_owned(), other.to_string())),
-    }
-}
-
 /// `value` of `key` within `min..=max`, else an error that names the key, the value and the range.
 fn check_count(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
@@ -340,30 +306,6 @@ mod tests {
         let inside = text.find('\u{e9}').unwrap() + 1;
         assert_eq!(locate(text, Some(inside..inside + 1)), (2, 8, "key".into()));
         assert_eq!(locate(text, Some(10_000..10_001)).0, 3);
-    }
-
-    #[test]
-    fn the_listing_has_every_section_and_masks_secrets() {
-        let text =
-            "[admin]\ntoken = \"t0ken\"\n[console]\nusers = [\"ops\"]\npassword = \"secret-pw\"\n";
-        let listing = Config::parse(Path::new("p.toml"), text).unwrap().listing();
-        let get = |key: &str| {
-            listing
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        };
-        assert_eq!(get("listen"), Some("127.0.0.1:6432"));
-        assert_eq!(get("auth_timeout"), Some("15s"));
-        assert_eq!(get("admin.token"), Some("(set)"));
-        assert_eq!(get("console.password"), Some("(set)"));
-        assert_eq!(get("console.password_file"), Some(""));
-        assert_eq!(get("console.users"), Some(r#"["ops"]"#));
-        assert!(
-            !listing
-                .iter()
-                .any(|(_, v)| v.contains("t0ken") || v.contains("secret-pw"))
-        );
     }
 
     #[test]

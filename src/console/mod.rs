@@ -23,6 +23,7 @@ use crate::sessions::Sessions;
 use crate::stats::Stats;
 
 pub use session::serve;
+pub use table::settings;
 
 /// The virtual database name that opens the console.
 pub const DATABASE: &str = "pgward";
@@ -103,7 +104,8 @@ pub struct Console {
     pub rules: Arc<Rules>,
     pub cache: Arc<ResultCache>,
     pub sessions: Arc<Sessions>,
-    /// `SHOW CONFIG`: every setting as a dotted key and its value, secrets masked.
+    /// `SHOW CONFIG`: every setting as a dotted key and its value, secrets masked
+    /// ([`settings`]).
     pub config: Vec<(String, String)>,
 }
 

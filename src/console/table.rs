@@ -53,6 +53,33 @@ impl Table {
     }
 }
 
+/// Settings (pgward.toml as JSON) as `SHOW CONFIG` lists them: one dotted key per value;
+/// keys ending in `token` or `password` show only whether they are set.
+pub fn settings(value: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    flatten("", value, &mut out);
+    out
+}
+
+fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                let key = match prefix {
+                    "" => key.clone(),
+                    _ => format!("{prefix}.{key}"),
+                };
+                flatten(&key, inner, out);
+            }
+        }
+        _ if prefix.ends_with("token") || prefix.ends_with("password") => {
+            let shown = if value.is_null() { "" } else { "(set)" };
+            out.push((prefix.to_owned(), shown.to_owned()));
+        }
+        other => out.push((prefix.to_owned(), text(other).unwrap_or_default())),
+    }
+}
+
 /// A JSON value as a console cell.
 fn text(value: &Value) -> Option<String> {
     match value {
@@ -67,7 +94,34 @@ fn text(value: &Value) -> Option<String> {
 mod tests {
     use serde_json::json;
 
-    use super::Table;
+    use super::{Table, settings};
+
+    #[test]
+    fn settings_are_dotted_keys_with_secrets_masked() {
+        let config = json!({
+            "listen": "127.0.0.1:6432",
+            "admin": { "token": "t0ken", "token_file": null, "max_connections": 64 },
+            "console": { "users": ["ops"], "password": "secret-pw" },
+        });
+        let listed = settings(&config);
+        let get = |key: &str| {
+            listed
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("listen"), Some("127.0.0.1:6432"));
+        assert_eq!(get("admin.token"), Some("(set)"));
+        assert_eq!(get("admin.token_file"), Some(""));
+        assert_eq!(get("admin.max_connections"), Some("64"));
+        assert_eq!(get("console.users"), Some(r#"["ops"]"#));
+        assert_eq!(get("console.password"), Some("(set)"));
+        assert!(
+            !listed
+                .iter()
+                .any(|(_, v)| v.contains("t0ken") || v.contains("secret-pw"))
+        );
+    }
 
     #[test]
     fn json_rows_keep_their_keys_as_columns_and_null_as_null() {

@@ -163,14 +163,8 @@ async fn run_session(
         return;
     }
     let _admitted = ClientSlot(&app);
-    let identity = sessions::Identity {
-        peer,
-        user: startup.user().to_owned(),
-        database: startup.database().to_owned(),
-        application_name: startup.param("application_name").unwrap_or("").to_owned(),
-    };
     // Admission bounds sessions to the registry's capacity: this fails only on a bug.
-    let Some(registration) = app.sessions.register(id, identity) else {
+    let Some(registration) = register(&app, id, peer, &startup) else {
         let message = build::TOO_MANY_CLIENTS;
         startup::fail(&mut client, sqlstate::TOO_MANY_CONNECTIONS, message).await;
         return;
@@ -247,6 +241,22 @@ async fn run_session(
         app.cancel_keys.remove(key.pid, id);
     }
     finish(&app, relay, ending, keys.upstream_key).await;
+}
+
+/// Enters the session in the registry ops list sessions from.
+fn register(
+    app: &Handles,
+    id: u64,
+    peer: SocketAddr,
+    startup: &StartupMessage,
+) -> Option<sessions::Registration> {
+    let identity = sessions::Identity {
+        peer,
+        user: startup.user().to_owned(),
+        database: startup.database().to_owned(),
+        application_name: startup.param("application_name").unwrap_or("").to_owned(),
+    };
+    app.sessions.register(id, identity)
 }
 
 /// Reports how the session ended to whichever side is still there, then closes both.
