@@ -302,3 +302,19 @@ async fn console_sessions_end_with_57p01_at_shutdown() {
         .await
         .expect("pgward stops");
 }
+
+#[tokio::test]
+async fn the_sessions_routes_need_the_admin_token() {
+    let mut config = config_for(shared());
+    config.admin.token = Some("s3cret".into());
+    let proxy = start_proxy(config).await;
+    let admin = proxy.admin_addr.unwrap();
+    assert_eq!(http(admin, "GET", "/sessions", None).await.0, 401);
+    assert_eq!(
+        http(admin, "POST", "/sessions/1/terminate", None).await.0,
+        401
+    );
+    assert_eq!(http(admin, "GET", "/sessions", Some("s3cret")).await.0, 200);
+    let (status, body) = http(admin, "POST", "/sessions/x/terminate", Some("s3cret")).await;
+    assert_eq!(status, 400, "{body}");
+}
