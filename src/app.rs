@@ -16,9 +16,10 @@ use crate::error::{Error, listen_addr};
 use crate::pipeline::{self, FingerprintCache};
 use crate::reload::Rules;
 use crate::server::client_tls_acceptor;
+use crate::sessions::Sessions;
 use crate::stats::Stats;
 use crate::upstream::Upstream;
-use crate::{admin, server};
+use crate::{admin, console, server};
 
 /// How many distinct statement texts keep their fingerprints cached.
 const FINGERPRINT_CACHE_TEXTS: usize = 20_000;
@@ -50,11 +51,26 @@ impl App {
             cache: cache.clone(),
             slow_statement: config.log.slow_statement.0,
         });
+        let sessions = Arc::new(Sessions::new(config.server.max_client_connections));
+        let parts = console::Parts {
+            stats: stats.clone(),
+            rules: rules.clone(),
+            cache: cache.clone(),
+            sessions: sessions.clone(),
+            config: console::settings(&serde_json::to_value(&config).unwrap_or_default()),
+        };
+        let console = console::Console::new(&config.console, parts).map_err(|e| {
+            Error::Config(crate::config::ConfigError::Invalid {
+                key: e.key,
+                message: e.message,
+            })
+        })?;
         let server = Arc::new(server::Handles::new(
             config.server.clone(),
             upstream.clone(),
             client_tls,
             pipeline,
+            Arc::new(console),
         ));
         let admin = Arc::new(admin::Handles {
             settings: config.admin.clone(),
@@ -63,6 +79,7 @@ impl App {
             rules: rules.clone(),
             cache: cache.clone(),
             upstream,
+            sessions,
         });
         Ok(App {
             config,

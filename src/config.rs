@@ -10,13 +10,14 @@ use thiserror::Error;
 
 use crate::admin::AdminSettings;
 use crate::cache::CacheSettings;
+use crate::console::ConsoleSettings;
 use crate::server::{ClientTlsMode, ServerSettings};
 use crate::stats::StatsSettings;
 use crate::units::DurationOrOff;
 use crate::upstream::{UpstreamSettings, UpstreamTlsMode};
 
 /// Everything pgward needs to run.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     #[serde(flatten)]
@@ -26,12 +27,14 @@ pub struct Config {
     pub stats: StatsSettings,
     pub cache: CacheSettings,
     pub log: LogSettings,
+    /// The admin console (the `pgward` database on the client listener).
+    pub console: ConsoleSettings,
     /// Path of the rules file; relative paths are resolved against the config file's folder.
     pub rules: Option<PathBuf>,
 }
 
 /// Logging.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// A tracing filter, e.g. "info" or "pgward=debug"; `RUST_LOG` overrides it.
@@ -43,7 +46,7 @@ pub struct LogSettings {
 }
 
 /// How log lines are written to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -149,6 +152,12 @@ impl Config {
         }
         self.admin
             .resolve_token(std::env::var(crate::admin::guard::TOKEN_ENV).ok())?;
+        self.console
+            .resolve_password()
+            .map_err(|e| ConfigError::Invalid {
+                key: e.key,
+                message: e.message,
+            })?;
         if crate::upstream::split_host_port(&self.upstream.address).is_none() {
             return invalid(
                 "upstream.address",
@@ -297,6 +306,22 @@ mod tests {
         let inside = text.find('\u{e9}').unwrap() + 1;
         assert_eq!(locate(text, Some(inside..inside + 1)), (2, 8, "key".into()));
         assert_eq!(locate(text, Some(10_000..10_001)).0, 3);
+    }
+
+    #[test]
+    fn console_settings_are_checked_with_the_rest() {
+        for (text, key) in [
+            ("[console]\nusers = [\"ops\"]", "console.password"),
+            ("[console]\npassword = \"long-enough\"", "console.users"),
+            (
+                "[console]\nusers = [\"ops\"]\npassword_file = \"/nonexistent/pw\"",
+                "console.password_file",
+            ),
+        ] {
+            let c = Config::parse(Path::new("pgward.toml"), text).unwrap();
+            let e = c.validate().expect_err(text).to_string();
+            assert!(e.starts_with(key), "{text}: {e}");
+        }
     }
 
     #[test]

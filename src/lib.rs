@@ -13,14 +13,16 @@
 //! | [`units`] | "30s" / "64MiB" values in config files |
 //! | [`fingerprint`] | normalization, stable 64-bit ids, statement kind, referenced tables |
 //! | [`stats`] | per-fingerprint counters and latency histograms, snapshots, Prometheus text |
+//! | [`sessions`] | the registry of client sessions ops list (`/sessions`, `SHOW SESSIONS`) and end |
 //! | [`net`] | the plain-or-TLS byte stream under each leg |
 //! | [`upstream`] | connecting to Postgres (TCP, TLS) and cancelling its queries |
 //! | [`rules`] | rules.toml: schema, validation with every problem, evaluation, rewrites |
 //! | [`cache`] | the result cache: entries, single flight, invalidation epochs, per-session keys |
 //! | [`reload`] | the rules in force (ArcSwap), their concurrency limiters, hot reload |
 //! | [`pipeline`] | the per-statement phases: fingerprint -> rules -> cache -> cap/budget -> record |
+//! | [`console`] | the admin console: the `pgward` database answered by pgward itself |
 //! | [`server`] | listener, startup/TLS handshake, the session relay, cancel-key mapping |
-//! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/rules`, `/cache`, `/healthz`, the dashboard page `/` |
+//! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/rules`, `/cache`, `/sessions`, `/healthz`, the dashboard page `/` |
 //! | [`config`], [`app`], [`error`] | config loading, the shared handles, top-level errors |
 //!
 //! See `docs/architecture.md` for the path of one query.
@@ -29,6 +31,7 @@ pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod fingerprint;
 pub mod net;
@@ -38,6 +41,7 @@ pub mod reload;
 pub mod rules;
 pub mod secret;
 pub mod server;
+pub mod sessions;
 pub mod stats;
 pub mod units;
 pub mod upstream;

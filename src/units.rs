@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 /// Parses "250ms", "1.5s", "30s", "10m", "2h", "1d", "500us". Bare numbers are rejected so that a
 /// unit is never guessed.
@@ -89,6 +89,12 @@ impl fmt::Display for HumanDuration {
     }
 }
 
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// A duration read from TOML as a string like "1s", or "off" for none.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct DurationOrOff(pub Option<Duration>);
@@ -102,6 +108,15 @@ impl<'de> Deserialize<'de> for DurationOrOff {
         parse_duration(&text)
             .map(|d| DurationOrOff(Some(d)))
             .map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for DurationOrOff {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(d) => s.collect_str(&HumanDuration(d)),
+            None => s.serialize_str("off"),
+        }
     }
 }
 
@@ -121,6 +136,12 @@ impl<'de> Deserialize<'de> for ByteSize {
             Raw::Int(n) => Ok(ByteSize(n)),
             Raw::Text(t) => parse_size(&t).map(ByteSize).map_err(de::Error::custom),
         }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
     }
 }
 

@@ -14,11 +14,13 @@ const LAYERS: &[&[&str]] = &[
     &["fingerprint", "upstream"],
     // what a DBA asked for; what may be answered from memory
     &["rules", "cache"],
-    &["stats"],
+    &["stats", "sessions"],
     // the rules in force, with their reload
     &["reload"],
     // one statement's path through pgward
     &["pipeline"],
+    // the admin console answered on the client listener
+    &["console"],
     // the two front doors: client sessions, the admin endpoint
     &["server", "admin"],
     // pgward.toml: every module's settings together

@@ -1,5 +1,5 @@
 //! The admin HTTP endpoint for ops (axum): query stats as JSON, Prometheus metrics, rules,
-//! the result cache, health, and a dashboard page at `/`. Binds loopback by default; a bearer
+//! the result cache, client sessions, health, and a dashboard page at `/`. Binds loopback by default; a bearer
 //! token (required off loopback) guards everything but `/healthz` and the page itself (whose
 //! script sends the token); foreign `Host` names and cross-site POSTs are refused
 //! ([`guard`]).
@@ -25,12 +25,13 @@ use thiserror::Error;
 
 use crate::cache::ResultCache;
 use crate::reload::Rules;
+use crate::sessions::Sessions;
 use crate::stats::Stats;
 use crate::units::HumanDuration;
 use crate::upstream::Upstream;
 
 /// `[admin]` in pgward.toml.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     /// Address of the admin HTTP endpoint; "" disables it.
@@ -70,6 +71,8 @@ pub struct Handles {
     pub cache: Arc<ResultCache>,
     /// For `/healthz`, which checks that PostgreSQL answers.
     pub upstream: Arc<Upstream>,
+    /// For `/sessions`.
+    pub sessions: Arc<Sessions>,
 }
 
 /// Longest user-given value (a parameter, a name) that logs and error messages repeat.

@@ -16,7 +16,6 @@ use super::Handles;
 use super::guard::{Guard, check_request};
 use super::{cache_routes, clip};
 use crate::fingerprint::FingerprintId;
-use crate::rules::{Action, Fallback, Invalidate, Matcher, Mode, Refresh, Rule, RuleSet};
 use crate::secret::constant_time_eq;
 use crate::stats::SortKey;
 
@@ -32,6 +31,8 @@ pub fn router(app: Arc<Handles>, guard: Arc<Guard>) -> Router {
         .route("/rules/reload", post(reload_rules))
         .route("/cache", get(cache_routes::cache))
         .route("/cache/invalidate", post(cache_routes::invalidate))
+        .route("/sessions", get(sessions))
+        .route("/sessions/{id}/terminate", post(terminate_session))
         .route_layer(middleware::from_fn_with_state(guard.clone(), require_token));
     // Unguarded: /healthz for probes, and the dashboard page, which holds no data (its script
     // calls the guarded endpoints with the token from the page URL).
@@ -144,7 +145,7 @@ async fn rules(State(app): State<Arc<Handles>>) -> Response {
         .rules
         .iter()
         .map(|rule| {
-            let mut described = describe_rule(rule, &active.set);
+            let mut described = crate::rules::describe(rule, &active.set);
             described["stats"] = json!(outcomes.remove(&*rule.name).unwrap_or_default());
             described
         })
@@ -158,50 +159,6 @@ async fn rules(State(app): State<Arc<Handles>>) -> Response {
     .into_response()
 }
 
-/// One rule as ops see it on `GET /rules`.
-fn describe_rule(rule: &Rule, set: &RuleSet) -> Value {
-    let matcher = match &rule.matcher {
-        Matcher::Fingerprint(id) => json!({ "fingerprint": id.to_string() }),
-        Matcher::Pattern(regex) => json!({ "pattern": regex.as_str() }),
-    };
-    let (action, message, sqlstate) = match &rule.action {
-        Action::Allow => ("allow", None, None),
-        Action::Reject { message, sqlstate } => ("reject", Some(message), Some(sqlstate)),
-    };
-    json!({
-        "name": &*rule.name,
-        "line": rule.line,
-        "match": matcher,
-        "user": rule.filters.user,
-        "database": rule.filters.database,
-        "application_name": rule.filters.application_name,
-        "budget_ms": rule.budget(set).map(|d| d.as_secs_f64() * 1000.0),
-        "max_concurrency": rule.max_concurrency,
-        "queue_timeout_ms": rule.queue_timeout.as_secs_f64() * 1000.0,
-        "rewrite": rule.rewrite.as_ref().map(|r| json!({ "replacement": r.replacement, "fingerprint": r.target.to_string() })),
-        "action": action,
-        "message": message,
-        "sqlstate": sqlstate,
-        "mode": match rule.mode { Mode::Enforce => "enforce", Mode::Observe => "observe" },
-        "cache": rule.cache.map(|c| json!({
-            "ttl_ms": c.ttl.as_secs_f64() * 1000.0,
-            "stale_for_ms": c.stale_for.as_secs_f64() * 1000.0,
-            "refresh": match c.refresh { Refresh::Background => "background", Refresh::Blocking => "blocking" },
-            "max_entry_size": c.max_entry_size,
-            "invalidate": match c.invalidate { Invalidate::OnWrite => "on_write", Invalidate::TtlOnly => "ttl" },
-        })),
-        "on_budget_exceeded": fallback(rule.on_budget_exceeded),
-        "on_upstream_error": fallback(rule.on_upstream_error),
-    })
-}
-
-fn fallback(f: Fallback) -> &'static str {
-    match f {
-        Fallback::Error => "error",
-        Fallback::ServeStale => "serve_stale",
-    }
-}
-
 async fn reload_rules(State(app): State<Arc<Handles>>) -> Response {
     match app.rules.reload() {
         Ok(changed) => Json(json!({ "reloaded": true, "changed": changed, "status": app.rules.status() })).into_response(),
@@ -211,6 +168,24 @@ async fn reload_rules(State(app): State<Arc<Handles>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Every client session (`SHOW SESSIONS` in the console lists the same rows).
+async fn sessions(State(app): State<Arc<Handles>>) -> Response {
+    Json(json!({ "sessions": app.sessions.list() })).into_response()
+}
+
+/// Ends a session as `KILL` does: its client gets 57P01 and what it runs is cancelled.
+async fn terminate_session(State(app): State<Arc<Handles>>, Path(id): Path<String>) -> Response {
+    let Ok(number) = id.parse::<u64>() else {
+        let message = format!("{:?} is not a session id", clip(&id));
+        return error(StatusCode::BAD_REQUEST, message);
+    };
+    if !app.sessions.terminate(number) {
+        return error(StatusCode::NOT_FOUND, format!("no session {number}"));
+    }
+    tracing::info!(session = number, "session terminated by admin request");
+    Json(json!({ "terminated": number })).into_response()
 }
 
 /// 200 when the upstream accepts a connection and answers an SSLRequest like a PostgreSQL

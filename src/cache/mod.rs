@@ -62,7 +62,7 @@ pub const MAX_TABLE_NAME: usize = 131;
 pub struct TableNameTooLong(pub usize);
 
 /// `[cache]` configuration.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
     /// Off: no statement is cached, whatever the rules say.

@@ -205,6 +205,13 @@ impl Pipeline {
         self.expected.len()
     }
 
+    /// The statement running now, by fingerprint, and since when it was received (for the
+    /// session registry); `None` when nothing runs or it is not fingerprinted.
+    pub fn running(&self) -> Option<(crate::fingerprint::FingerprintId, Instant)> {
+        let running = self.expected.first_running()?;
+        Some((running.stats.as_ref()?.id(), running.received))
+    }
+
     /// Transaction status from the last ReadyForQuery.
     pub fn transaction(&self) -> TransactionStatus {
         self.expected.transaction

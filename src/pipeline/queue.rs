@@ -176,6 +176,14 @@ impl Queue {
         self.responses > 0
     }
 
+    /// The first statement still waiting for its completion.
+    pub fn first_running(&self) -> Option<&Running> {
+        self.entries.iter().find_map(|entry| match entry {
+            Expected::Completion(running) => Some(running),
+            _ => None,
+        })
+    }
+
     pub fn front(&self) -> Option<&Expected> {
         self.entries.front()
     }

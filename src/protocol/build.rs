@@ -181,6 +181,79 @@ pub fn auth_sasl(out: &mut Vec<u8>, mechanisms: &[&[u8]]) {
     finish(out, start);
 }
 
+/// Appends an Authentication message ('R') with `code` and `data` (Ok = 0, CleartextPassword
+/// = 3, SASL continue = 11, SASL final = 12).
+pub fn authentication(out: &mut Vec<u8>, code: i32, data: &[u8]) {
+    let start = begin(out, b'R');
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(data);
+    finish(out, start);
+}
+
+/// Appends ParameterStatus ('S').
+pub fn parameter_status(out: &mut Vec<u8>, name: &str, value: &str) {
+    let start = begin(out, b'S');
+    cstr(out, name);
+    cstr(out, value);
+    finish(out, start);
+}
+
+fn cstr(out: &mut Vec<u8>, value: &str) {
+    out.extend(value.bytes().filter(|&b| b != 0));
+    out.push(0);
+}
+
+/// The `text` type's oid: every column pgward describes itself is text.
+const TEXT_OID: u32 = 25;
+
+/// Appends RowDescription ('T') for text columns named `columns`, in text format.
+pub fn row_description(out: &mut Vec<u8>, columns: &[&str]) {
+    let start = begin(out, b'T');
+    let count = u16::try_from(columns.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&count.to_be_bytes());
+    for name in columns.iter().take(usize::from(count)) {
+        cstr(out, name);
+        out.extend_from_slice(&0u32.to_be_bytes()); // table oid
+        out.extend_from_slice(&0u16.to_be_bytes()); // column number
+        out.extend_from_slice(&TEXT_OID.to_be_bytes());
+        out.extend_from_slice(&(-1i16).to_be_bytes()); // variable size
+        out.extend_from_slice(&(-1i32).to_be_bytes()); // no type modifier
+        out.extend_from_slice(&0u16.to_be_bytes()); // text format
+    }
+    finish(out, start);
+}
+
+/// Appends DataRow ('D'): `None` is SQL NULL.
+pub fn data_row(out: &mut Vec<u8>, values: &[Option<&str>]) {
+    let start = begin(out, b'D');
+    let count = u16::try_from(values.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&count.to_be_bytes());
+    for value in values.iter().take(usize::from(count)) {
+        match value {
+            Some(text) => {
+                let len = i32::try_from(text.len()).unwrap_or(i32::MAX);
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend(text.bytes().take(usize::try_from(len).unwrap_or(0)));
+            }
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    finish(out, start);
+}
+
+/// Appends EmptyQueryResponse ('I'), the answer to a query string with no statement.
+pub fn empty_query_response(out: &mut Vec<u8>) {
+    let start = begin(out, b'I');
+    finish(out, start);
+}
+
+/// Appends CommandComplete ('C') with its command tag (`SHOW`, `SELECT 3`, ...).
+pub fn command_complete(out: &mut Vec<u8>, command_tag: &str) {
+    let start = begin(out, b'C');
+    cstr(out, command_tag);
+    finish(out, start);
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{backend, frame};
@@ -208,6 +281,21 @@ mod tests {
         let header = frame::parse_header(&out, 1 << 20).unwrap().unwrap();
         assert_eq!(header.frame_len(), out.len());
         assert!(backend::error_fields(&out[5..]).is_fatal());
+    }
+
+    #[test]
+    fn rows_are_framed_with_nulls_and_text_columns() {
+        let mut out = Vec::new();
+        row_description(&mut out, &["id", "state"]);
+        let header = frame::parse_header(&out, 1 << 20).unwrap().unwrap();
+        assert_eq!((header.tag, header.frame_len()), (b'T', out.len()));
+        assert_eq!(out.len(), 5 + 2 + (3 + 18) + (6 + 18));
+        out.clear();
+        data_row(&mut out, &[Some("7"), None]);
+        assert_eq!(out, b"D\0\0\0\x0f\0\x02\0\0\0\x017\xff\xff\xff\xff");
+        out.clear();
+        command_complete(&mut out, "SHOW");
+        assert_eq!(out, b"C\0\0\0\x09SHOW\0");
     }
 
     #[test]

@@ -55,6 +55,18 @@ pub fn query(body: &[u8]) -> Option<&[u8]> {
     rest.is_empty().then_some(sql)
 }
 
+/// SASLInitialResponse ('p' during SASL): the mechanism chosen and its first message (a
+/// length of -1, no data, gives an empty message).
+pub fn sasl_initial_response(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (mechanism, rest) = take_cstr(body)?;
+    let (len, data) = take_i32(rest)?;
+    match usize::try_from(len) {
+        Ok(len) if len == data.len() => Some((mechanism, data)),
+        Err(_) if len == -1 && data.is_empty() => Some((mechanism, data)),
+        _ => None,
+    }
+}
+
 /// `Parse` ('P'): statement name (empty = unnamed), SQL text, declared parameter types.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parse<'a> {
@@ -148,6 +160,24 @@ pub fn describe_or_close(body: &[u8]) -> Option<Target<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sasl_initial_response_checks_its_length() {
+        let mut body = b"SCRAM-SHA-256\0".to_vec();
+        body.extend_from_slice(&3i32.to_be_bytes());
+        body.extend_from_slice(b"n,,");
+        assert_eq!(
+            sasl_initial_response(&body),
+            Some((&b"SCRAM-SHA-256"[..], &b"n,,"[..]))
+        );
+        body.push(b'x');
+        assert_eq!(sasl_initial_response(&body), None);
+        assert_eq!(
+            sasl_initial_response(b"SCRAM\0\xff\xff\xff\xff").map(|m| m.1.len()),
+            Some(0)
+        );
+        assert_eq!(sasl_initial_response(b"SCRAM"), None);
+    }
 
     #[test]
     fn query_needs_exactly_one_terminator() {

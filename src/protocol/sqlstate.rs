@@ -12,6 +12,11 @@ pub const WARNING: &str = "01000";
 pub const INTERNAL_ERROR: &str = "XX000";
 pub const INVALID_AUTHORIZATION: &str = "28000";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+pub const INVALID_PASSWORD: &str = "28P01";
+pub const SYNTAX_ERROR: &str = "42601";
+pub const UNDEFINED_OBJECT: &str = "42704";
+pub const INVALID_PARAMETER_VALUE: &str = "22023";
+pub const CONFIG_FILE_ERROR: &str = "F0000";
 
 /// A code as the five bytes `backend::error_fields` reads from an ErrorResponse.
 pub const fn bytes(code: &str) -> [u8; 5] {

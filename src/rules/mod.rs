@@ -14,6 +14,7 @@ use crate::fingerprint::FingerprintId;
 
 mod cache_policy;
 mod compile;
+mod describe;
 #[cfg(test)]
 mod evaluate_tests;
 mod fields;
@@ -23,6 +24,7 @@ mod schema;
 mod tests;
 
 pub use compile::{DEFAULT_CANCEL_GRACE, DEFAULT_QUEUE_TIMEOUT, DEFAULT_SQLSTATE};
+pub use describe::describe;
 pub use rewrite::{Rewrite, TEXT_OID};
 
 /// A compiled rules file.

@@ -1,5 +1,6 @@
 //! [`Handles`]: what client sessions use of the process, and nothing more: the server settings,
-//! the upstream, client TLS, cancel keys, stats, the pipeline's shared state, and the two
+//! the upstream, client TLS, cancel keys, stats, the pipeline's shared state, the session
+//! registry and the console, and the two
 //! admission counters (sessions under `max_client_connections`, sockets under that plus
 //! [`HANDSHAKE_RESERVE`]). The app builds one; sessions never see the whole app.
 
@@ -10,7 +11,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::CancelKeys;
 use super::{HANDSHAKE_RESERVE, ServerSettings};
+use crate::console::Console;
 use crate::pipeline;
+use crate::sessions::Sessions;
 use crate::stats::Stats;
 use crate::upstream::Upstream;
 
@@ -22,6 +25,10 @@ pub struct Handles {
     pub stats: Arc<Stats>,
     pub cancel_keys: CancelKeys,
     pub pipeline: Arc<pipeline::Shared>,
+    /// The registry ops list sessions from.
+    pub sessions: Arc<Sessions>,
+    /// Answers clients that ask for the `pgward` database.
+    pub console: Arc<Console>,
     clients: AtomicUsize,
     /// Accepted sockets, sessions or not (bounded at accept).
     connections: AtomicUsize,
@@ -33,6 +40,7 @@ impl Handles {
         upstream: Arc<Upstream>,
         client_tls: Option<TlsAcceptor>,
         pipeline: Arc<pipeline::Shared>,
+        console: Arc<Console>,
     ) -> Self {
         Handles {
             settings,
@@ -41,6 +49,8 @@ impl Handles {
             stats: pipeline.stats.clone(),
             cancel_keys: CancelKeys::default(),
             pipeline,
+            sessions: console.sessions.clone(),
+            console,
             clients: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
         }

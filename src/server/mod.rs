@@ -24,7 +24,7 @@ pub use tls::client_tls_acceptor;
 use crate::units::{ByteSize, HumanDuration};
 
 /// Top-level keys of pgward.toml that concern client connections.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Address clients connect to.
@@ -69,7 +69,7 @@ impl Default for ServerSettings {
 pub const HANDSHAKE_RESERVE: usize = 64;
 
 /// `[tls]`: certificate and key offered to clients that send SSLRequest.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTlsSettings {
     pub cert: Option<PathBuf>,
@@ -79,7 +79,7 @@ pub struct ClientTlsSettings {
 }
 
 /// `[tls] mode`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClientTlsMode {
     /// TLS when the client asks for it (and `cert`/`key` are set); plaintext otherwise.

@@ -24,13 +24,16 @@ use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::buffer::{RecvBuf, SendBuf};
+use crate::fingerprint::FingerprintId;
 use crate::net::Stream;
 use crate::pipeline::{ClientAction, Expiry, Gate, Pipeline};
+use crate::protocol::backend::TransactionStatus;
 use crate::protocol::build::Report;
 use crate::protocol::frame::{self, FrameHeader};
 use crate::protocol::startup::CancelKey;
 use crate::protocol::tag::{backend as server_tag, frontend as client_tag};
 use crate::protocol::{backend, build};
+use crate::sessions::State;
 
 /// Largest read when no frame asks for more.
 const READ_CHUNK: usize = 16 * 1024;
@@ -79,6 +82,8 @@ pub enum Ending {
     Panicked,
     /// The login did not reach ReadyForQuery within `auth_timeout`.
     AuthTimeout,
+    /// Ops ended the session (`KILL`, `POST /sessions/{id}/terminate`).
+    Killed,
 }
 
 /// Where the session is in its life.
@@ -110,6 +115,16 @@ pub trait SessionHooks {
     /// receiver resolves (a value or a dropped sender) once PostgreSQL has closed the cancel
     /// connection, i.e. has signalled its backend.
     fn cancel_upstream(&mut self) -> Option<oneshot::Receiver<()>>;
+    /// The session's state or running statement changed (published for ops; called when the
+    /// relay is about to wait, only on a change).
+    fn activity(&mut self, _activity: Activity) {}
+}
+
+/// What a session is doing, as the registry shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    pub state: State,
+    pub running: Option<(FingerprintId, Instant)>,
 }
 
 /// One side of the relay.
@@ -212,6 +227,8 @@ pub struct Relay {
     /// Fires at the pipeline's next deadline (budget or cancel grace).
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
+    /// What was last published through [`SessionHooks::activity`].
+    published: Activity,
 }
 
 impl Relay {
@@ -230,6 +247,27 @@ impl Relay {
             cancel_in_flight: None,
             timer: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
             timer_at: None,
+            published: Activity {
+                state: State::Starting,
+                running: None,
+            },
+        }
+    }
+
+    /// The session's activity now.
+    fn activity(&self) -> Activity {
+        let state = match (self.phase, self.pipeline.busy()) {
+            (Phase::Authenticating, _) => State::Starting,
+            (_, true) => State::Active,
+            _ => match self.pipeline.transaction() {
+                TransactionStatus::Idle => State::Idle,
+                TransactionStatus::InTransaction => State::IdleInTransaction,
+                TransactionStatus::Failed => State::IdleInFailedTransaction,
+            },
+        };
+        Activity {
+            state,
+            running: self.pipeline.running(),
         }
     }
 
@@ -425,6 +463,11 @@ impl Relay {
                 }
             }
             if !progressed {
+                let activity = self.activity();
+                if activity != self.published {
+                    self.published = activity;
+                    hooks.activity(activity);
+                }
                 return Poll::Pending;
             }
         }

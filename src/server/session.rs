@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
 use super::ClientTlsMode;
-use super::relay::{Ending, Phase, Relay, SessionHooks};
+use super::relay::{Activity, Ending, Phase, Relay, SessionHooks};
 use super::startup::{self, Opening};
 use super::{ConnectionSlot, Handles};
 use crate::net::Stream;
@@ -22,6 +22,7 @@ use crate::pipeline::{Identity, Pipeline};
 use crate::protocol::build;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{CancelKey, StartupMessage};
+use crate::sessions::{self, Session};
 use crate::upstream::CancelTarget;
 
 /// How long pgward keeps writing final messages to a peer that does not read them.
@@ -59,11 +60,34 @@ pub async fn serve_connection(
                 startup::fail(&mut client, sqlstate::INVALID_AUTHORIZATION, message).await;
                 return;
             }
-            run_session(app, client, startup, id, shutdown, auth_deadline)
+            if startup.database() == crate::console::DATABASE {
+                run_console(app, client, startup, shutdown, auth_deadline)
+                    .instrument(span)
+                    .await;
+                return;
+            }
+            run_session(app, client, startup, id, peer, shutdown, auth_deadline)
                 .instrument(span)
                 .await;
         }
     }
+}
+
+/// A client of the admin console: under the same cap as sessions, never sent upstream.
+async fn run_console(
+    app: Arc<Handles>,
+    mut client: Stream,
+    startup: StartupMessage,
+    shutdown: watch::Receiver<bool>,
+    auth_deadline: tokio::time::Instant,
+) {
+    if !app.admit_client() {
+        let message = build::TOO_MANY_CLIENTS;
+        startup::fail(&mut client, sqlstate::TOO_MANY_CONNECTIONS, message).await;
+        return;
+    }
+    let _admitted = ClientSlot(&app);
+    crate::console::serve(&app.console, client, &startup, auth_deadline, shutdown).await;
 }
 
 async fn forward_cancel(app: &Handles, key: &CancelKey) {
@@ -81,12 +105,15 @@ async fn forward_cancel(app: &Handles, key: &CancelKey) {
 struct SessionKeys {
     app: Arc<Handles>,
     id: u64,
+    /// Where the session publishes its backend pid and activity.
+    session: Arc<Session>,
     client_key: Option<CancelKey>,
     upstream_key: Option<CancelTarget>,
 }
 
 impl SessionHooks for SessionKeys {
     fn backend_key(&mut self, upstream: CancelKey) -> CancelKey {
+        self.session.set_backend_pid(upstream.pid);
         let target = CancelTarget { key: upstream };
         let key = self.app.cancel_keys.register(self.id, target.clone());
         self.upstream_key = Some(target);
@@ -108,6 +135,10 @@ impl SessionHooks for SessionKeys {
         });
         Some(handled)
     }
+
+    fn activity(&mut self, activity: Activity) {
+        self.session.publish(activity.state, activity.running);
+    }
 }
 
 async fn run_session(
@@ -115,6 +146,7 @@ async fn run_session(
     mut client: Stream,
     startup: StartupMessage,
     id: u64,
+    peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
     auth_deadline: tokio::time::Instant,
 ) {
@@ -131,6 +163,12 @@ async fn run_session(
         return;
     }
     let _admitted = ClientSlot(&app);
+    // Admission bounds sessions to the registry's capacity: this fails only on a bug.
+    let Some(registration) = register(&app, id, peer, &startup) else {
+        let message = build::TOO_MANY_CLIENTS;
+        startup::fail(&mut client, sqlstate::TOO_MANY_CONNECTIONS, message).await;
+        return;
+    };
     proxy.client_connections_total.fetch_add(1, Relaxed);
     let _client_gauge = proxy.client_connections.track();
     let upstream = match app.upstream.connect().await {
@@ -169,9 +207,11 @@ async fn run_session(
         app.settings.max_message_size.0 as usize,
     );
     relay.send_upstream(&startup.encode());
+    let session = registration.session.clone();
     let mut keys = SessionKeys {
         app: app.clone(),
         id,
+        session: session.clone(),
         client_key: None,
         upstream_key: None,
     };
@@ -185,6 +225,7 @@ async fn run_session(
         let authenticating = relay.phase() == Phase::Authenticating;
         tokio::select! {
             ending = relay.run(&mut keys) => break ending,
+            () = session.terminated() => break Ending::Killed,
             changed = shutdown.changed() => if changed.is_err() && let Some(ending) = relay.drain() {
                 break ending;
             },
@@ -200,6 +241,22 @@ async fn run_session(
         app.cancel_keys.remove(key.pid, id);
     }
     finish(&app, relay, ending, keys.upstream_key).await;
+}
+
+/// Enters the session in the registry ops list sessions from.
+fn register(
+    app: &Handles,
+    id: u64,
+    peer: SocketAddr,
+    startup: &StartupMessage,
+) -> Option<sessions::Registration> {
+    let identity = sessions::Identity {
+        peer,
+        user: startup.user().to_owned(),
+        database: startup.database().to_owned(),
+        application_name: startup.param("application_name").unwrap_or("").to_owned(),
+    };
+    app.sessions.register(id, identity)
 }
 
 /// Reports how the session ended to whichever side is still there, then closes both.
@@ -267,6 +324,14 @@ async fn finish(
             relay.send_fatal(
                 sqlstate::QUERY_CANCELED,
                 "canceling authentication due to timeout (pgward auth_timeout)",
+            );
+        }
+        Ending::Killed => {
+            tracing::info!("session terminated by an admin");
+            cancel_upstream("session terminated by an admin").await;
+            relay.send_fatal(
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection due to administrator command (pgward)",
             );
         }
         Ending::Shutdown => {

@@ -46,7 +46,7 @@ pub use record::{
 pub use snapshot::{FingerprintSnapshot, Outcomes, Snapshot, SortKey, Totals, UnknownSortKey};
 
 /// `[stats]` configuration.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatsSettings {
     /// Fingerprint and time every statement. Off: only proxy-wide counters are kept (the

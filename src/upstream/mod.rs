@@ -18,7 +18,7 @@ pub use connect::Upstream;
 use crate::units::HumanDuration;
 
 /// `[upstream]` in pgward.toml.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamSettings {
     /// HOST:PORT of the PostgreSQL server.
@@ -43,7 +43,7 @@ impl Default for UpstreamSettings {
 }
 
 /// Like libpq's sslmode, without the modes that verify less than they claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpstreamTlsMode {
     /// Never TLS.
