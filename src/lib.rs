@@ -28,6 +28,7 @@
 pub mod admin;
 pub mod app;
 pub mod cache;
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod fingerprint;

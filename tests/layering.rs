@@ -26,6 +26,8 @@ const LAYERS: &[&[&str]] = &[
     &["error"],
     // builds everything and starts it
     &["app"],
+    // the command line's checks and probes: build what app builds, without starting it
+    &["check"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

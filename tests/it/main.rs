@@ -4,6 +4,7 @@ mod admin_guard;
 mod auth_tls;
 mod cache;
 mod cache_isolation;
+mod cli;
 mod dashboard;
 mod faults;
 mod harness;

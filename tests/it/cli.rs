@@ -1,0 +1,172 @@
+//! The `pgward` binary's subcommands as an operator runs them: `check` with each class of
+//! problem and its exit status, and what `--help` shows.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::harness::free_port;
+
+/// A scratch directory removed when dropped.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(files: &[(&str, &str)]) -> Dir {
+        let dir = std::env::temp_dir().join(format!("pgward-it-cli-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        Dir(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the built binary in `cwd` with no PGWARD_* variables from the test's environment.
+fn pgward(cwd: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgward"))
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("PGWARD_CONFIG")
+        .env_remove("PGWARD_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+const RULES: &str = "[[rule]]\nname = \"r\"\nmatch.pattern = \"orders\"\nbudget = \"1s\"\n";
+
+#[test]
+fn check_exits_zero_naming_the_config_and_its_rules_file() {
+    let dir = Dir::new(&[
+        ("pgward.toml", "rules = \"my-rules.toml\"\n"),
+        ("my-rules.toml", RULES),
+    ]);
+    let run = pgward(&dir.0, &["check", "--config", "pgward.toml"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains("pgward.toml: ok"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("my-rules.toml: ok, 1 rule(s)"),
+        "{}",
+        run.stdout
+    );
+    // The top-level form CI uses works the same.
+    let run = pgward(&dir.0, &["--config", "pgward.toml", "check"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+}
+
+#[test]
+fn check_without_a_rules_file_says_so_instead_of_reading_rules_toml() {
+    // A broken ./rules.toml that the old check read silently.
+    let dir = Dir::new(&[("pgward.toml", "# defaults\n"), ("rules.toml", "nonsense")]);
+    for args in [&["check"][..], &["check", "--config", "pgward.toml"]] {
+        let run = pgward(&dir.0, args);
+        assert_eq!(run.code, Some(0), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stdout.contains("no rules file"),
+            "{args:?}: {}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn check_exit_status_names_the_class_of_problem() {
+    let dir = Dir::new(&[
+        ("listen.toml", "listen = \"nope\"\n"),
+        ("typo.toml", "[upstream]\naddres = \"db:5432\"\n"),
+        ("port.toml", "[upstream]\naddress = \"db:99999\"\n"),
+        (
+            "tls.toml",
+            "[tls]\ncert = \"missing-cert.pem\"\nkey = \"missing-key.pem\"\n",
+        ),
+        (
+            "ca.toml",
+            "[upstream]\ntls = \"verify-full\"\nca_file = \"/nonexistent/ca.pem\"\n",
+        ),
+        ("norules.toml", "rules = \"absent.toml\"\n"),
+        (
+            "bad-rules.toml",
+            "[[rule]]\nname = \"r\"\nbudgit = \"1s\"\n",
+        ),
+    ]);
+    let cases: [(&[&str], i32, &str); 8] = [
+        (
+            &["check", "-c", "listen.toml"],
+            2,
+            "listen: \"nope\" is not an IP:port",
+        ),
+        (&["check", "-c", "typo.toml"], 2, "typo.toml:2:1: addres"),
+        (&["check", "-c", "port.toml"], 2, "upstream.address"),
+        (
+            &["check", "-c", "absent.toml"],
+            2,
+            "cannot read config file",
+        ),
+        (&["check", "-c", "tls.toml"], 3, "tls.cert"),
+        (&["check", "-c", "ca.toml"], 3, "upstream.ca_file"),
+        (
+            &["check", "-c", "norules.toml"],
+            1,
+            "cannot read the rules file",
+        ),
+        (&["check", "bad-rules.toml"], 1, "bad-rules.toml:3:1"),
+    ];
+    for (args, code, message) in cases {
+        let run = pgward(&dir.0, args);
+        assert_eq!(run.code, Some(code), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+    }
+    // A flag is checked as pgward would apply it.
+    let run = pgward(&dir.0, &["--listen", "nope", "check"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(dir.path("listen.toml").exists());
+}
+
+#[test]
+fn help_describes_every_argument_and_lists_only_the_options_used() {
+    let dir = Dir::new(&[]);
+    let run = pgward(&dir.0, &["check", "--help"]);
+    assert_eq!(run.code, Some(0));
+    for wanted in [
+        "[RULES]  Rules file",
+        "--config <CONFIG>  Config file",
+        "3 a TLS",
+    ] {
+        assert!(run.stdout.contains(wanted), "{wanted}: {}", run.stdout);
+    }
+    let run = pgward(&dir.0, &["fingerprint", "--help"]);
+    assert!(run.stdout.contains("[SQL]  SQL text"), "{}", run.stdout);
+    assert!(!run.stdout.contains("--config"), "{}", run.stdout);
+    // Every argument line of every help page has a description.
+    for page in [
+        &["--help"][..],
+        &["check", "--help"],
+        &["fingerprint", "--help"],
+    ] {
+        let out = pgward(&dir.0, page).stdout;
+        let bare = out.lines().filter(|l| {
+            let l = l.trim();
+            (l.starts_with('-') || l.starts_with('[')) && !l.contains("  ")
+        });
+        assert_eq!(bare.count(), 0, "{page:?}: {out}");
+    }
+}
