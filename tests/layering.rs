@@ -9,7 +9,7 @@ use std::path::Path;
 /// Bottom to top. Lower layers know nothing of higher ones.
 const LAYERS: &[&[&str]] = &[
     // wire format, units, sockets: no pgward knowledge
-    &["units", "secret", "net", "protocol"],
+    &["units", "secret", "net", "protocol", "eventlog"],
     // what a statement is; how to reach PostgreSQL
     &["fingerprint", "upstream"],
     // what a DBA asked for; what may be answered from memory

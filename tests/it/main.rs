@@ -8,6 +8,7 @@ mod cli;
 mod dashboard;
 mod faults;
 mod harness;
+mod logs;
 mod passthrough;
 mod reliability;
 mod rules;
