@@ -11,6 +11,7 @@
 //! |---|---|
 //! | [`protocol`] | wire format, sans IO: frames, startup packets, inspected messages, builders |
 //! | [`units`] | "30s" / "64MiB" values in config files |
+//! | [`fdlimit`] | the open-file limit raised at start, or the start refused |
 //! | [`eventlog`] | repeated log events counted into one summary line per interval |
 //! | [`fingerprint`] | normalization, stable 64-bit ids, statement kind, referenced tables |
 //! | [`stats`] | per-fingerprint counters and latency histograms, snapshots, Prometheus text |
@@ -23,7 +24,7 @@
 //! | [`server`] | listener, startup/TLS handshake, the session relay, cancel-key mapping |
 //! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/rules`, `/cache`, `/healthz`, the dashboard page `/` |
 //! | [`config`], [`app`], [`error`] | config loading, the shared handles, top-level errors |
-//! | [`check`] | `pgward check`: the config, its TLS files and the rules file, loaded without starting |
+//! | [`check`], [`healthcheck`] | `pgward check`: the config, its TLS files and the rules file, loaded without starting; `pgward healthcheck`: probe a running instance |
 //!
 //! See `docs/architecture.md` for the path of one query.
 
@@ -34,7 +35,9 @@ pub mod check;
 pub mod config;
 pub mod error;
 pub mod eventlog;
+pub mod fdlimit;
 pub mod fingerprint;
+pub mod healthcheck;
 pub mod net;
 pub mod pipeline;
 pub mod protocol;

@@ -47,6 +47,20 @@ enum Command {
         #[arg(long, short, env = "PGWARD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Probe a running pgward: exit 0 when healthy, 1 when not (for HEALTHCHECK, systemd).
+    ///
+    /// Asks the admin endpoint's GET /healthz (200 only when PostgreSQL answers behind this
+    /// instance) at the config's `admin.listen` (0.0.0.0 is probed on 127.0.0.1); with the
+    /// admin endpoint disabled, checks that the client listener accepts a connection. Exit
+    /// status: 0 healthy, 1 unhealthy or unreachable, 2 config unreadable.
+    Healthcheck {
+        /// Config file (TOML) of the instance; same as the top-level `--config`.
+        #[arg(long, short, env = "PGWARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Seconds allowed for connecting, and again for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Print the fingerprint id, normalized text, kind and tables of each statement.
     Fingerprint {
         /// SQL text, one or more statements; read from stdin when absent.
@@ -66,8 +80,36 @@ fn main() -> ExitCode {
             config.as_ref().or(cli.config.as_ref()),
             rules.as_deref(),
         ),
+        Some(Command::Healthcheck {
+            ref config,
+            timeout,
+        }) => healthcheck(&cli, config.as_ref().or(cli.config.as_ref()), timeout),
         None => run(cli),
     }
+}
+
+/// `pgward healthcheck`: one line on stdout or stderr, and the exit status.
+fn healthcheck(cli: &Cli, config_file: Option<&PathBuf>, timeout: u64) -> ExitCode {
+    // Not validated: the probe needs only the addresses (and not, say, the admin token).
+    let config = match merged_config(cli, config_file) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("pgward: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let timeout = std::time::Duration::from_secs(timeout.clamp(1, 600));
+    match pgward::healthcheck::probe(&config, timeout) {
+        Ok(pgward::healthcheck::Probed::Admin(addr)) => println!("healthy: {addr} /healthz 200"),
+        Ok(pgward::healthcheck::Probed::Listener(addr)) => {
+            println!("accepting: {addr} (admin endpoint disabled: PostgreSQL not checked)")
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// `pgward check`: prints what was checked, or the problems with their class's exit status.
@@ -174,6 +216,18 @@ fn run(cli: Cli) -> ExitCode {
     match config.log.format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
+    }
+    let sockets = config
+        .server
+        .max_client_connections
+        .saturating_add(pgward::server::HANDSHAKE_RESERVE);
+    let needed = pgward::fdlimit::needed(sockets, config.admin.max_connections);
+    match pgward::fdlimit::ensure(needed) {
+        Ok(limit) => tracing::debug!(needed, ?limit, "open-file limit"),
+        Err(e) => {
+            eprintln!("pgward: {e}");
+            return ExitCode::from(2);
+        }
     }
     let workers = match config.server.workers {
         // Measured on 2 vCPUs shared with Postgres: one thread costs ~2 µs less CPU per

@@ -146,22 +146,26 @@ fn help_describes_every_argument_and_lists_only_the_options_used() {
     let dir = Dir::new(&[]);
     let run = pgward(&dir.0, &["check", "--help"]);
     assert_eq!(run.code, Some(0));
-    for wanted in [
-        "[RULES]  Rules file",
-        "--config <CONFIG>  Config file",
-        "3 a TLS",
-    ] {
+    assert!(
+        run.stdout.contains("3 a TLS"),
+        "exit statuses: {}",
+        run.stdout
+    );
+    let run = pgward(&dir.0, &["check", "-h"]);
+    for wanted in ["[RULES]  Rules file", "--config <CONFIG>  Config file"] {
         assert!(run.stdout.contains(wanted), "{wanted}: {}", run.stdout);
     }
-    let run = pgward(&dir.0, &["fingerprint", "--help"]);
+    let run = pgward(&dir.0, &["fingerprint", "-h"]);
     assert!(run.stdout.contains("[SQL]  SQL text"), "{}", run.stdout);
     assert!(!run.stdout.contains("--config"), "{}", run.stdout);
-    // Every argument line of every help page has a description.
-    for page in [
-        &["--help"][..],
-        &["check", "--help"],
-        &["fingerprint", "--help"],
-    ] {
+    // Every argument line of every (short) help page has a description beside it.
+    let pages = [
+        &["-h"][..],
+        &["check", "-h"],
+        &["fingerprint", "-h"],
+        &["healthcheck", "-h"],
+    ];
+    for page in pages {
         let out = pgward(&dir.0, page).stdout;
         let bare = out.lines().filter(|l| {
             let l = l.trim();
@@ -169,4 +173,54 @@ fn help_describes_every_argument_and_lists_only_the_options_used() {
         });
         assert_eq!(bare.count(), 0, "{page:?}: {out}");
     }
+}
+
+/// `pgward healthcheck` from another thread: the in-process proxy keeps serving meanwhile.
+async fn healthcheck(args: Vec<String>) -> Run {
+    tokio::task::spawn_blocking(move || {
+        let mut all = args;
+        all.push("healthcheck".into());
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        pgward(&std::env::temp_dir(), &refs)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_zero_only_when_the_instance_answers() {
+    let proxy =
+        crate::harness::start_proxy(crate::harness::config_for(crate::harness::shared())).await;
+    let admin = proxy.admin_addr.expect("admin enabled").to_string();
+    let run = healthcheck(vec!["--admin-listen".into(), admin.clone()]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains("/healthz 200"), "{}", run.stdout);
+    // Without the admin endpoint, the client listener is what can be probed.
+    let listen = proxy.proxy_addr.to_string();
+    let args = vec![
+        "--admin-listen".into(),
+        String::new(),
+        "--listen".into(),
+        listen,
+    ];
+    let run = healthcheck(args).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains("accepting"), "{}", run.stdout);
+    // Nothing listens on a fresh free port.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let run = healthcheck(vec!["--admin-listen".into(), dead]).await;
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("unhealthy: cannot connect"),
+        "{}",
+        run.stderr
+    );
+    // An instance whose PostgreSQL is gone answers /healthz 503: unhealthy.
+    let mut orphan = crate::harness::config_for(crate::harness::shared());
+    orphan.upstream.address = format!("127.0.0.1:{}", free_port());
+    let orphan = crate::harness::start_proxy(orphan).await;
+    let admin = orphan.admin_addr.expect("admin enabled").to_string();
+    let run = healthcheck(vec!["--admin-listen".into(), admin]).await;
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.stderr.contains("503"), "{}", run.stderr);
 }
