@@ -9,6 +9,7 @@ mod dashboard;
 mod faults;
 mod harness;
 mod logs;
+mod packaging;
 mod passthrough;
 mod reliability;
 mod rules;
