@@ -217,17 +217,9 @@ fn run(cli: Cli) -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    let sockets = config
-        .server
-        .max_client_connections
-        .saturating_add(pgward::server::HANDSHAKE_RESERVE);
-    let needed = pgward::fdlimit::needed(sockets, config.admin.max_connections);
-    match pgward::fdlimit::ensure(needed) {
-        Ok(limit) => tracing::debug!(needed, ?limit, "open-file limit"),
-        Err(e) => {
-            eprintln!("pgward: {e}");
-            return ExitCode::from(2);
-        }
+    if let Err(e) = raise_fd_limit(&config) {
+        eprintln!("pgward: {e}");
+        return ExitCode::from(2);
     }
     let workers = match config.server.workers {
         // Measured on 2 vCPUs shared with Postgres: one thread costs ~2 µs less CPU per
@@ -266,6 +258,19 @@ fn run(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+/// Enough open files for `max_client_connections` (docs/operations.md, "Capacity"), before any
+/// socket is opened: a limit found too low later would drop clients mid-incident.
+fn raise_fd_limit(config: &Config) -> Result<(), pgward::fdlimit::FdLimitError> {
+    let sockets = config
+        .server
+        .max_client_connections
+        .saturating_add(pgward::server::HANDSHAKE_RESERVE);
+    let needed = pgward::fdlimit::needed(sockets, config.admin.max_connections);
+    let limit = pgward::fdlimit::ensure(needed)?;
+    tracing::debug!(needed, ?limit, "open-file limit");
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

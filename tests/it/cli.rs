@@ -1,5 +1,6 @@
-//! The `pgward` binary's subcommands as an operator runs them: `check` with each class of
-//! problem and its exit status, and what `--help` shows.
+//! The `pgward` binary as an operator runs it: `check` with each class of problem and its exit
+//! status, what `--help` shows, `healthcheck` against a live, a dead and an orphaned instance,
+//! and the open-file limit at start (raised, or the start refused).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -223,4 +224,48 @@ async fn healthcheck_exits_zero_only_when_the_instance_answers() {
     let run = healthcheck(vec!["--admin-listen".into(), admin]).await;
     assert_eq!(run.code, Some(1), "{}", run.stdout);
     assert!(run.stderr.contains("503"), "{}", run.stderr);
+}
+
+/// "Max open files" soft and hard values of a running process (Linux /proc).
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut values = line.trim_start_matches("Max open files").split_whitespace();
+    let soft = values.next().unwrap().to_owned();
+    (soft, values.next().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgward_raises_its_soft_open_file_limit_or_refuses_to_start() {
+    let bin = env!("CARGO_BIN_EXE_pgward");
+    let port = free_port();
+    // Soft 512 under whatever hard limit the test runs with: raised to the hard one.
+    let script =
+        format!("ulimit -Sn 512 && exec {bin} --listen 127.0.0.1:{port} --admin-listen ''");
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let what = "pgward to listen";
+    crate::harness::eventually_ok(what, async || tokio::net::TcpStream::connect(addr).await).await;
+    let (soft, hard) = open_file_limits(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(soft, hard, "the soft limit was not raised");
+    // A hard limit of 512 cannot serve the default 1000 sessions: refused, saying what to do.
+    let script = format!("ulimit -n 512 && exec {bin} --listen 127.0.0.1:{port} --admin-listen ''");
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("max_client_connections needs about 2256 open files")
+            && stderr.contains("hard limit is 512")
+            && stderr.contains("LimitNOFILE"),
+        "{stderr}"
+    );
 }
