@@ -245,17 +245,26 @@ async fn pgward_raises_its_soft_open_file_limit_or_refuses_to_start() {
     // Soft 512 under whatever hard limit the test runs with: raised to the hard one.
     let script =
         format!("ulimit -Sn 512 && exec {bin} --listen 127.0.0.1:{port} --admin-listen ''");
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .args(["-c", &script])
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Killed however the test ends.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Reaped(child);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let what = "pgward to listen";
     crate::harness::eventually_ok(what, async || tokio::net::TcpStream::connect(addr).await).await;
-    let (soft, hard) = open_file_limits(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
+    let (soft, hard) = open_file_limits(child.0.id());
+    drop(child);
     assert_eq!(soft, hard, "the soft limit was not raised");
     // A hard limit of 512 cannot serve the default 1000 sessions: refused, saying what to do.
     let script = format!("ulimit -n 512 && exec {bin} --listen 127.0.0.1:{port} --admin-listen ''");

@@ -11,6 +11,17 @@ use crate::harness::*;
 
 const FLOOD: usize = 20;
 
+/// The pgward process, killed when the test ends early (a failed assertion would otherwise
+/// leave it running, holding the test's output pipe open).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_budget_events_is_one_line_and_a_count() {
     let port = free_port();
@@ -31,13 +42,16 @@ async fn a_flood_of_budget_events_is_one_line_and_a_count() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgward"))
-        .arg("--config")
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pgward"))
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     drop(connect_when_up(addr).await);
     let url = format!(
@@ -46,27 +60,27 @@ async fn a_flood_of_budget_events_is_one_line_and_a_count() {
     );
     let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
     tokio::spawn(connection);
+    // A sleep far past the budget: even on a loaded machine the cancel lands before it ends.
     for _ in 0..FLOOD {
         let e = client
-            .simple_query("SELECT pg_sleep(0.5), 'secret-literal'")
+            .simple_query("SELECT pg_sleep(10), 'secret-literal'")
             .await
             .unwrap_err();
         assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("57014"));
     }
     drop(client);
     // Read to EOF after SIGTERM: every line pgward will write, the last summary included.
-    let mut pipe = child.stderr.take().unwrap();
+    let mut pipe = child.0.stderr.take().unwrap();
     let reader = tokio::task::spawn_blocking(move || {
         let mut stderr = String::new();
         pipe.read_to_string(&mut stderr).map(|_| stderr)
     });
     std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     let read = tokio::time::timeout(HANG_BOUND, reader).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let _ = std::fs::remove_dir_all(&dir);
     let stderr = read.expect("pgward did not exit").unwrap().unwrap();
     let lines: Vec<Value> = stderr
