@@ -11,6 +11,12 @@
 #
 # With --upstream HOST:PORT or --config FILE (or PGWARD_CONFIG): runs pgward with
 # those flags only, in front of that PostgreSQL. Any arguments go to pgward.
+# --upstream without --config loads no rules (pgward relays and fingerprints only);
+# rules come from a config file naming them: --config pgward.toml with rules = "...".
+#
+# Needs Rust (cargo; https://rustup.rs) and, for the demo, the PostgreSQL server and
+# client packages and python3. The first build compiles pgward and every dependency
+# (release mode); later runs rebuild only what changed.
 #
 # Environment (demo):
 #   DEMO_SCALE       shop data size, 1 = ~1M order items (default 1; loads in seconds)
@@ -25,26 +31,43 @@ source bench/lib.sh
 
 args=("$@")
 configured=0
+has_config=0
 for a in "$@"; do
     case "$a" in
-        --upstream | --upstream=* | --config | --config=* | -c) configured=1 ;;
+        --upstream | --upstream=*) configured=1 ;;
+        --config | --config=* | -c) configured=1 has_config=1 ;;
         -h | --help)
+            # Help never builds: the flags from the binary when one is built, else listed here.
             sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
             echo
-            echo "pgward's own flags:"
-            cargo build --release --quiet
-            target/release/pgward --help
+            if [[ -x target/release/pgward ]]; then
+                echo "pgward's own flags (target/release/pgward --help):"
+                target/release/pgward --help
+            else
+                echo "pgward's own flags (not built yet; target/release/pgward --help once built):"
+                echo "  -c, --config FILE        config file (TOML); without one, defaults and no rules"
+                echo "      --listen ADDR        address for clients (default 127.0.0.1:6432)"
+                echo "      --upstream HOST:PORT PostgreSQL to guard (default 127.0.0.1:5432)"
+                echo "      --admin-listen ADDR  admin HTTP address, \"\" to disable (default 127.0.0.1:6480)"
+            fi
             exit 0
             ;;
     esac
 done
-[[ -n "${PGWARD_CONFIG:-}" ]] && configured=1
+[[ -n "${PGWARD_CONFIG:-}" ]] && configured=1 has_config=1
 
-log "cargo build --release"
-cargo build --release --quiet
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs), then open a new shell"
+if [[ -x target/release/pgward ]]; then
+    log "cargo build --release (rebuilds only what changed)"
+else
+    log "cargo build --release: the first build compiles pgward and all its dependencies; cargo shows its progress below"
+fi
+# Not --quiet: cargo's progress (a bar on a terminal, Compiling lines otherwise) instead of silence.
+cargo build --release
 PGWARD="$REPO_ROOT/target/release/pgward"
 
 if ((configured)); then
+    ((has_config)) || log "no --config: pgward runs without rules (relays and fingerprints only); rules need a config file with rules = \"rules.toml\""
     log "pgward ${args[*]} (Ctrl-C stops)"
     run_killable "$PGWARD" "${args[@]}"
     exit $?

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::cache::ResultCache;
 use crate::config::Config;
 use crate::error::{Error, listen_addr};
+use crate::eventlog::EventLog;
 use crate::pipeline::{self, FingerprintCache};
 use crate::reload::Rules;
 use crate::server::client_tls_acceptor;
@@ -31,6 +32,8 @@ pub struct App {
     pub stats: Arc<Stats>,
     pub rules: Arc<Rules>,
     pub cache: Arc<ResultCache>,
+    /// Repeated shed/budget/stale events, summarized every interval.
+    pub events: Arc<EventLog>,
     pub server: Arc<server::Handles>,
     pub admin: Arc<admin::Handles>,
 }
@@ -44,12 +47,14 @@ impl App {
         let stats = Arc::new(Stats::new(&config.stats));
         let rules = Arc::new(Rules::load(config.rules.as_deref())?);
         let cache = ResultCache::new(&config.cache, stats.on_cache_removed());
+        let events = Arc::new(EventLog::new(std::time::Instant::now()));
         let pipeline = Arc::new(pipeline::Shared {
             stats: stats.clone(),
             fingerprints: FingerprintCache::new(FINGERPRINT_CACHE_TEXTS),
             rules: rules.clone(),
             cache: cache.clone(),
             slow_statement: config.log.slow_statement.0,
+            events: events.clone(),
         });
         let sessions = Arc::new(Sessions::new(config.server.max_client_connections));
         let parts = console::Parts {
@@ -86,6 +91,7 @@ impl App {
             stats,
             rules,
             cache,
+            events,
             server,
             admin,
         })
@@ -149,6 +155,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             shutdown_rx.clone(),
         )),
         tokio::spawn(app.rules.clone().watch(shutdown_rx.clone())),
+        tokio::spawn(crate::eventlog::summarize(
+            app.events.clone(),
+            shutdown_rx.clone(),
+        )),
     ];
     let admin_addr = match crate::admin::bind(&app.config.admin).await? {
         Some(admin) => {

@@ -11,6 +11,8 @@
 //! |---|---|
 //! | [`protocol`] | wire format, sans IO: frames, startup packets, inspected messages, builders |
 //! | [`units`] | "30s" / "64MiB" values in config files |
+//! | [`fdlimit`] | the open-file limit raised at start, or the start refused |
+//! | [`eventlog`] | repeated log events counted into one summary line per interval |
 //! | [`fingerprint`] | normalization, stable 64-bit ids, statement kind, referenced tables |
 //! | [`stats`] | per-fingerprint counters and latency histograms, snapshots, Prometheus text |
 //! | [`sessions`] | the registry of client sessions ops list (`/sessions`, `SHOW SESSIONS`) and end |
@@ -24,16 +26,21 @@
 //! | [`server`] | listener, startup/TLS handshake, the session relay, cancel-key mapping |
 //! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/rules`, `/cache`, `/sessions`, `/healthz`, the dashboard page `/` |
 //! | [`config`], [`app`], [`error`] | config loading, the shared handles, top-level errors |
+//! | [`check`], [`healthcheck`] | `pgward check`: the config, its TLS files and the rules file, loaded without starting; `pgward healthcheck`: probe a running instance |
 //!
 //! See `docs/architecture.md` for the path of one query.
 
 pub mod admin;
 pub mod app;
 pub mod cache;
+pub mod check;
 pub mod config;
 pub mod console;
 pub mod error;
+pub mod eventlog;
+pub mod fdlimit;
 pub mod fingerprint;
+pub mod healthcheck;
 pub mod net;
 pub mod pipeline;
 pub mod protocol;

@@ -1,7 +1,7 @@
 //! The `pgward` command: run the proxy, or fingerprint a statement for a rule.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -16,8 +16,8 @@ use tracing_subscriber::EnvFilter;
     about = "PostgreSQL proxy with per-query budgets, rewrites, caching and stats"
 )]
 struct Cli {
-    /// Config file (TOML); without one, defaults apply.
-    #[arg(long, short, env = "PGWARD_CONFIG", global = true)]
+    /// Config file (TOML); without one, defaults apply and no rules are loaded.
+    #[arg(long, short, env = "PGWARD_CONFIG")]
     config: Option<PathBuf>,
     /// Address for clients (overrides `listen`).
     #[arg(long)]
@@ -34,47 +34,99 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a rules file like `nginx -t`: exit 0, or exit 1 listing every problem; with
-    /// `--config`, the config file is checked first (exit 2 on a problem).
-    Check { rules: Option<PathBuf> },
-    /// Print the fingerprint id, normalized text, kind and tables of a statement (SQL from the
-    /// argument, or stdin when absent).
-    Fingerprint { sql: Option<String> },
+    /// Check the config, the TLS files it names and the rules file, like `nginx -t`.
+    ///
+    /// Checks everything pgward would load at start: the config (every value, with the flags
+    /// applied), the TLS files it names and the rules file. Exit status: 0 all valid, 1 rules
+    /// file unreadable or with problems (each listed), 2 config unreadable or invalid, 3 a TLS
+    /// certificate, key or CA file unreadable or unusable.
+    Check {
+        /// Rules file to check (default: the config's `rules`; with neither, says so).
+        rules: Option<PathBuf>,
+        /// Config file (TOML) to check; same as the top-level `--config`.
+        #[arg(long, short, env = "PGWARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Probe a running pgward: exit 0 when healthy, 1 when not (for HEALTHCHECK, systemd).
+    ///
+    /// Asks the admin endpoint's GET /healthz (200 only when PostgreSQL answers behind this
+    /// instance) at the config's `admin.listen` (0.0.0.0 is probed on 127.0.0.1); with the
+    /// admin endpoint disabled, checks that the client listener accepts a connection. Exit
+    /// status: 0 healthy, 1 unhealthy or unreachable, 2 config unreadable.
+    Healthcheck {
+        /// Config file (TOML) of the instance; same as the top-level `--config`.
+        #[arg(long, short, env = "PGWARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Seconds allowed for connecting, and again for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
+    /// Print the fingerprint id, normalized text, kind and tables of each statement.
+    Fingerprint {
+        /// SQL text, one or more statements; read from stdin when absent.
+        sql: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Fingerprint { ref sql }) => print_fingerprint(sql.as_deref()),
-        Some(Command::Check { ref rules }) => check_rules(&cli, rules.as_deref()),
+        Some(Command::Check {
+            ref rules,
+            ref config,
+        }) => check(
+            &cli,
+            config.as_ref().or(cli.config.as_ref()),
+            rules.as_deref(),
+        ),
+        Some(Command::Healthcheck {
+            ref config,
+            timeout,
+        }) => healthcheck(&cli, config.as_ref().or(cli.config.as_ref()), timeout),
         None => run(cli),
     }
 }
 
-fn check_rules(cli: &Cli, rules: Option<&std::path::Path>) -> ExitCode {
-    // With a config file, check it as the proxy would at start (ranges, admin token, ...).
-    let config = match &cli.config {
-        Some(_) => match load_config(cli) {
-            Ok(config) => Some(config),
-            Err(e) => {
-                eprintln!("pgward: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
+/// `pgward healthcheck`: one line on stdout or stderr, and the exit status.
+fn healthcheck(cli: &Cli, config_file: Option<&PathBuf>, timeout: u64) -> ExitCode {
+    // Not validated: the probe needs only the addresses (and not, say, the admin token).
+    let config = match merged_config(cli, config_file) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("pgward: {e}");
+            return ExitCode::from(2);
+        }
     };
-    let path = rules
-        .map(std::path::Path::to_path_buf)
-        .or_else(|| config.and_then(|c| c.rules))
-        .unwrap_or_else(|| PathBuf::from("rules.toml"));
-    match pgward::rules::load_rules(&path) {
-        Ok(set) => {
-            println!("{}: ok, {} rule(s)", path.display(), set.rules.len());
-            ExitCode::SUCCESS
+    let timeout = std::time::Duration::from_secs(timeout.clamp(1, 600));
+    match pgward::healthcheck::probe(&config, timeout) {
+        Ok(pgward::healthcheck::Probed::Admin(addr)) => println!("healthy: {addr} /healthz 200"),
+        Ok(pgward::healthcheck::Probed::Listener(addr)) => {
+            println!("accepting: {addr} (admin endpoint disabled: PostgreSQL not checked)")
         }
         Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(1)
+            eprintln!("unhealthy: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `pgward check`: prints what was checked, or the problems with their class's exit status.
+fn check(cli: &Cli, config_file: Option<&PathBuf>, rules: Option<&Path>) -> ExitCode {
+    let outcome = merged_config(cli, config_file)
+        .map_err(pgward::check::Problem::from)
+        .and_then(|config| pgward::check::check(config_file.map(|p| p.as_path()), &config, rules));
+    match outcome {
+        Ok(report) => {
+            for line in report {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("{problem}");
+            ExitCode::from(problem.exit_code())
         }
     }
 }
@@ -114,8 +166,12 @@ fn print_fingerprint(sql: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn load_config(cli: &Cli) -> Result<Config, pgward::config::ConfigError> {
-    let mut config = match &cli.config {
+/// The config file (or the defaults) with the command-line flags applied, not yet validated.
+fn merged_config(
+    cli: &Cli,
+    config_file: Option<&PathBuf>,
+) -> Result<Config, pgward::config::ConfigError> {
+    let mut config = match config_file {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
@@ -128,6 +184,11 @@ fn load_config(cli: &Cli) -> Result<Config, pgward::config::ConfigError> {
     if let Some(admin) = &cli.admin_listen {
         config.admin.listen = admin.clone();
     }
+    Ok(config)
+}
+
+fn load_config(cli: &Cli) -> Result<Config, pgward::config::ConfigError> {
+    let config = merged_config(cli, cli.config.as_ref())?;
     config.validate()?;
     Ok(config)
 }
@@ -155,6 +216,10 @@ fn run(cli: Cli) -> ExitCode {
     match config.log.format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
+    }
+    if let Err(e) = raise_fd_limit(&config) {
+        eprintln!("pgward: {e}");
+        return ExitCode::from(2);
     }
     let workers = match config.server.workers {
         // Measured on 2 vCPUs shared with Postgres: one thread costs ~2 µs less CPU per
@@ -193,6 +258,19 @@ fn run(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+/// Enough open files for `max_client_connections` (docs/operations.md, "Capacity"), before any
+/// socket is opened: a limit found too low later would drop clients mid-incident.
+fn raise_fd_limit(config: &Config) -> Result<(), pgward::fdlimit::FdLimitError> {
+    let sockets = config
+        .server
+        .max_client_connections
+        .saturating_add(pgward::server::HANDSHAKE_RESERVE);
+    let needed = pgward::fdlimit::needed(sockets, config.admin.max_connections);
+    let limit = pgward::fdlimit::ensure(needed)?;
+    tracing::debug!(needed, ?limit, "open-file limit");
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@ use std::path::Path;
 /// Bottom to top. Lower layers know nothing of higher ones.
 const LAYERS: &[&[&str]] = &[
     // wire format, units, sockets: no pgward knowledge
-    &["units", "secret", "net", "protocol"],
+    &["units", "secret", "net", "protocol", "eventlog", "fdlimit"],
     // what a statement is; how to reach PostgreSQL
     &["fingerprint", "upstream"],
     // what a DBA asked for; what may be answered from memory
@@ -28,6 +28,8 @@ const LAYERS: &[&[&str]] = &[
     &["error"],
     // builds everything and starts it
     &["app"],
+    // the command line's checks and probes: build what app builds, without starting it
+    &["check", "healthcheck"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -168,7 +168,9 @@ impl Pipeline {
                         return Slot::Shed(budget.exceeded().into_bytes());
                     }
                     note(handle, Event::Shed(Enforced::Yes));
-                    tracing::info!(fingerprint = %statement.id, rule = &*rule.name, "statement shed: no concurrency slot");
+                    if self.shared.events.first(&rule.name, "shed") {
+                        tracing::info!(fingerprint = %statement.id, rule = &*rule.name, "statement shed: no concurrency slot");
+                    }
                     let slots = rule.max_concurrency.unwrap_or(0);
                     Slot::Shed(replies::shed(
                         &rule.name,

@@ -14,6 +14,7 @@ use super::fill::{Fill, Sent};
 use super::queue::{Client, Running};
 use super::{Pipeline, replies};
 use crate::cache::Entry;
+use crate::eventlog::EventLog;
 use crate::protocol::backend::TransactionStatus;
 use crate::protocol::{build, sqlstate};
 use crate::rules::Fallback;
@@ -59,26 +60,38 @@ impl Fallen {
     }
 }
 
-/// Counts (and logs) what the budget's transition means: a budget observe mode only counts, one
-/// pgward enforces, or a detached refresh that ran too long.
-fn count_transition(was: State, budget: &Budget, stats: Option<&FingerprintStats>) {
+/// Counts (and logs, the first of a flood: [`EventLog`]) what the budget's transition means: a
+/// budget observe mode only counts, one pgward enforces, or a detached refresh that ran too long.
+fn count_transition(
+    was: State,
+    budget: &Budget,
+    stats: Option<&FingerprintStats>,
+    events: &EventLog,
+) {
     let fingerprint = stats.map(FingerprintStats::id);
     let rule = budget.rule().map_or("(default)", |r| &**r);
     let limit = budget.limit();
     let enforced = match (was, budget.state()) {
         (State::Armed { .. }, State::Observed { .. }) => {
-            tracing::info!(?fingerprint, rule, budget = ?limit, observe = true, "time budget exceeded");
+            if events.first(rule, "budget_observed") {
+                tracing::info!(?fingerprint, rule, budget = ?limit, observe = true, "time budget exceeded");
+            }
             Enforced::Observed
         }
         (State::Armed { .. }, State::Cancelling { .. }) => {
-            tracing::info!(?fingerprint, rule, budget = ?limit, observe = false, "time budget exceeded");
+            if events.first(rule, "budget_exceeded") {
+                tracing::info!(?fingerprint, rule, budget = ?limit, observe = false, "time budget exceeded");
+            }
             Enforced::Yes
         }
         (State::Detached { .. }, State::Cancelling { .. }) => {
-            tracing::info!(
-                ?fingerprint,
-                "detached cache refresh ran too long: cancelled"
-            );
+            if events.first(rule, "refresh_cancelled") {
+                tracing::info!(
+                    ?fingerprint,
+                    rule,
+                    "detached cache refresh ran too long: cancelled"
+                );
+            }
             return;
         }
         _ => return,
@@ -124,7 +137,7 @@ impl Pipeline {
             fallen = Some(answer);
             Some(limit)
         });
-        count_transition(was, budget, stats.as_deref());
+        count_transition(was, budget, stats.as_deref(), &self.shared.events);
         let Some(fallen) = fallen else {
             return match step {
                 Step::Cancel { grace_until } => Expiry::Cancel { grace_until },
@@ -141,7 +154,10 @@ impl Pipeline {
             self.record(stats, &fallen.outcome(span));
         }
         self.expected.detach_front_ready();
-        tracing::info!(?fingerprint, rule = rule.as_deref().unwrap_or("(default)"), budget = ?limit, stale = fallen.stale.is_some(), "time budget exceeded: client answered, query detached to fill the cache");
+        let rule = rule.as_deref().unwrap_or("(default)");
+        if self.shared.events.first(rule, "budget_exceeded_detached") {
+            tracing::info!(?fingerprint, rule, budget = ?limit, stale = fallen.stale.is_some(), "time budget exceeded: client answered, query detached to fill the cache");
+        }
         Expiry::Answered(fallen.out)
     }
 

@@ -141,7 +141,9 @@ impl Pipeline {
         }
         if let Some(why) = fill.serving_stale.take() {
             let stale = fill.stale_answer(&why, now)?;
-            tracing::info!(fingerprint = %fill.fingerprint, rule = &*fill.rule, age_ms = stale.0.age(now).as_millis() as u64, "served a stale cached result");
+            if self.shared.events.first(&fill.rule, "stale_served") {
+                tracing::info!(fingerprint = %fill.fingerprint, rule = &*fill.rule, age_ms = stale.0.age(now).as_millis() as u64, "served a stale cached result");
+            }
             return Some(stale);
         }
         let reason = match message {

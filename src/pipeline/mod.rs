@@ -45,6 +45,7 @@ pub use fingerprints::{FingerprintCache, Fingerprinted};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::cache::{ResultCache, SessionCache};
+use crate::eventlog::EventLog;
 use crate::fingerprint::Strings;
 use crate::protocol::backend::TransactionStatus;
 use crate::protocol::frontend::{Bind, Frontend, Target};
@@ -83,6 +84,9 @@ pub struct Shared {
     pub cache: Arc<ResultCache>,
     /// Statements slower than this are logged (`log.slow_statement`).
     pub slow_statement: Option<std::time::Duration>,
+    /// Shed, budget and stale events: the first of each rule and outcome logged, the rest
+    /// counted into periodic summaries.
+    pub events: Arc<EventLog>,
 }
 
 /// Who the session is, for rule filters.

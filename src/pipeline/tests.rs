@@ -70,6 +70,7 @@ fn shared(toml: &str) -> Arc<Shared> {
         rules: Arc::new(rules),
         cache,
         slow_statement: None,
+        events: Arc::new(crate::eventlog::EventLog::new(std::time::Instant::now())),
     })
 }
 

@@ -44,6 +44,7 @@ fn pipeline(rules_toml: Option<&str>) -> Pipeline {
         rules: Arc::new(rules),
         cache,
         slow_statement: None,
+        events: Arc::new(crate::eventlog::EventLog::new(std::time::Instant::now())),
     });
     Pipeline::new(shared, Identity::default())
 }

@@ -187,7 +187,10 @@ async fn run_session(
     };
     proxy.upstream_connections_total.fetch_add(1, Relaxed);
     let _upstream_gauge = proxy.upstream_connections.track();
-    tracing::debug!(
+    // With the span's id, peer, user and db: who connected, for the incident timeline.
+    let opened = tokio::time::Instant::now();
+    tracing::info!(
+        application_name = startup.param("application_name").unwrap_or(""),
         tls = client.is_tls(),
         upstream_tls = upstream.is_tls(),
         "session opened"
@@ -240,7 +243,32 @@ async fn run_session(
     if let Some(key) = &keys.client_key {
         app.cancel_keys.remove(key.pid, id);
     }
+    let why = ending_name(&ending);
     finish(&app, relay, ending, keys.upstream_key).await;
+    let duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(
+        application_name = startup.param("application_name").unwrap_or(""),
+        duration_ms,
+        ending = why,
+        "session closed"
+    );
+}
+
+/// A stable name for how a session ended, for its closing log line.
+fn ending_name(ending: &Ending) -> &'static str {
+    match ending {
+        Ending::ClientTerminated => "client_terminated",
+        Ending::ClientClosed => "client_closed",
+        Ending::ClientGone => "client_gone",
+        Ending::ClientProtocol(_) => "client_protocol_violation",
+        Ending::UpstreamGone(_) => "upstream_gone",
+        Ending::UpstreamProtocol(_) => "upstream_protocol_violation",
+        Ending::CancelIgnored => "cancel_ignored",
+        Ending::Panicked => "internal_error",
+        Ending::AuthTimeout => "auth_timeout",
+        Ending::Shutdown => "shutdown",
+        Ending::Killed => "killed_by_admin",
+    }
 }
 
 /// Enters the session in the registry ops list sessions from.
