@@ -23,13 +23,11 @@ fuzz_target!(|data: &[u8]| {
 
 fn inspect(t: u8, body: &[u8]) {
     match t {
-        tag::AUTHENTICATION => {
-            if backend::auth_code(body) == Some(backend::auth::SASL) {
-                let names = backend::sasl_mechanisms(body);
-                let total: usize = names.iter().map(|n| n.len() + 1).sum();
-                assert!(total + 4 <= body.len());
-                assert!(names.iter().all(|n| !n.is_empty() && !n.contains(&0)));
-            }
+        tag::AUTHENTICATION if backend::auth_code(body) == Some(backend::auth::SASL) => {
+            let names = backend::sasl_mechanisms(body);
+            let total: usize = names.iter().map(|n| n.len() + 1).sum();
+            assert!(total + 4 <= body.len());
+            assert!(names.iter().all(|n| !n.is_empty() && !n.contains(&0)));
         }
         tag::BACKEND_KEY_DATA => {
             if let Some((_, secret)) = backend::backend_key(body) {
@@ -41,14 +39,12 @@ fn inspect(t: u8, body: &[u8]) {
                 assert!(name.len() + value.len() + 2 <= body.len());
             }
         }
-        tag::READY_FOR_QUERY => {
-            // Only a one-byte body has a status. Not every one-byte body does: a byte other
-            // than I, T or E (which PostgreSQL never sends) is None, and the session keeps the
-            // status it last knew (pipeline::expect). The first version of this target asserted
-            // "one byte => Some", which the fuzzer disproved with `Z 00000005 05`.
-            if backend::ready_status(body).is_some() {
-                assert_eq!(body.len(), 1);
-            }
+        // Only a one-byte body has a status. Not every one-byte body does: a byte other than
+        // I, T or E (which PostgreSQL never sends) is None, and the session keeps the status
+        // it last knew (pipeline::expect). The first version of this target asserted "one
+        // byte => Some", which the fuzzer disproved with `Z 00000005 05`.
+        tag::READY_FOR_QUERY if backend::ready_status(body).is_some() => {
+            assert_eq!(body.len(), 1);
         }
         tag::COMMAND_COMPLETE => {
             let rows = backend::command_rows(body);
