@@ -15,7 +15,8 @@ use crate::protocol::tag::backend as msg;
 #[derive(Debug)]
 pub struct Entry {
     pub fingerprint: FingerprintId,
-    /// The messages a hit replays. For the simple protocol they start with RowDescription.
+    /// The messages a hit replays. For the simple protocol (and an Execute whose portal the
+    /// client described) they start with RowDescription.
     pub bytes: Box<[u8]>,
     /// Length of the leading RowDescription in `bytes` (0 when there is none).
     pub row_description_len: usize,
@@ -56,7 +57,7 @@ impl Entry {
     pub fn answer(&self, shape: Shape) -> &[u8] {
         match shape {
             Shape::WithRowDescription => &self.bytes,
-            Shape::RowsOnly => self.rows_and_completion(),
+            Shape::RowsOnly | Shape::Described => self.rows_and_completion(),
         }
     }
 
@@ -70,9 +71,23 @@ impl Entry {
 pub enum Shape {
     /// Simple protocol: RowDescription, DataRow..., CommandComplete.
     WithRowDescription,
-    /// Extended protocol: DataRow..., CommandComplete (the client's Describe is answered by
-    /// Postgres itself).
+    /// Extended protocol without a Describe of the portal: DataRow..., CommandComplete.
     RowsOnly,
+    /// Extended protocol after a Describe of the portal: RowDescription (the Describe's
+    /// answer, which a hit then gives from the entry), DataRow..., CommandComplete.
+    Described,
+}
+
+impl Shape {
+    /// The entry keeps a leading RowDescription.
+    pub fn described(self) -> bool {
+        matches!(self, Shape::WithRowDescription | Shape::Described)
+    }
+
+    /// The row description a hit answers a Describe with: the entry's leading one.
+    pub fn row_description(entry: &Entry) -> &[u8] {
+        entry.bytes.get(..entry.row_description_len).unwrap_or(&[])
+    }
 }
 
 /// Backend bytes copied while they stream to the client, bounded in size.
@@ -140,7 +155,7 @@ impl Capture {
             let frame_len = len.checked_add(1)?;
             let frame = rest.get(..frame_len)?;
             match frame[0] {
-                msg::ROW_DESCRIPTION if shape == Shape::WithRowDescription && out.is_empty() => {
+                msg::ROW_DESCRIPTION if shape.described() && out.is_empty() => {
                     out.extend_from_slice(frame);
                     row_description_len = frame.len();
                 }
@@ -165,7 +180,7 @@ impl Capture {
             }
             rest = &rest[frame_len..];
         }
-        let described = shape == Shape::RowsOnly || row_description_len > 0;
+        let described = !shape.described() || row_description_len > 0;
         if !completed || !described || out.len() > self.limit {
             return None;
         }

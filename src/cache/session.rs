@@ -12,6 +12,9 @@ use super::plan::{Plan, SessionEffect, TransactionEffect, Writes};
 pub const SIMPLE: u8 = crate::protocol::tag::frontend::QUERY;
 /// Protocol marker in a key: an extended-protocol Execute.
 pub const EXTENDED: u8 = crate::protocol::tag::frontend::EXECUTE;
+/// Protocol marker in a key: an Execute after a Describe of its portal (the entry keeps the
+/// RowDescription too).
+pub const DESCRIBED: u8 = crate::protocol::tag::frontend::DESCRIBE;
 
 /// Settings `RESET ALL` does not reset (PostgreSQL marks them so): who the session is.
 const KEPT_BY_RESET_ALL: &[&str] = &["role", "session_authorization"];

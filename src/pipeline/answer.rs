@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::Pipeline;
 use super::complete::{FromCache, Outcome, Served};
+use super::queue::Reply;
 use super::state::Held;
 use crate::cache::{Entry, Shape};
 use crate::protocol::sqlstate;
@@ -47,7 +48,20 @@ impl Pipeline {
         // A slot taken for this statement is not needed.
         self.held = Held::Nothing;
         let simple = shape == Shape::WithRowDescription;
-        self.expected.push_cached(head, entry, shape, simple);
+        // The statement's held Parse / Bind / Describe are answered here too: nothing of it
+        // reaches PostgreSQL.
+        let (mut bytes, undo) = if simple || self.chain.is_empty() {
+            (Vec::new(), None)
+        } else {
+            self.answer_chain(&entry)
+        };
+        bytes.extend_from_slice(&head);
+        self.expected.push_cached(Reply {
+            bytes,
+            cached: Some((entry, shape)),
+            ready: simple,
+            undo,
+        });
     }
 
     /// Queues the 57014 pgward raises (a budget that passed while the statement waited) as
@@ -71,6 +85,8 @@ impl Pipeline {
         self.held = Held::Nothing;
         let simple = shape == Shape::WithRowDescription;
         if !simple {
+            // Its held messages go upstream for PostgreSQL to answer before the error.
+            self.release_chain(false);
             self.batch.fail();
         }
         self.expected.push_reply(error, simple);

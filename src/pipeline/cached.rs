@@ -17,7 +17,7 @@ use super::fill::{Fill, Sent};
 use super::phases::Ctx;
 use super::state::Held;
 use super::{Admitted, Fingerprinted, Gate, Matched, Pipeline, replies};
-use crate::cache::session::{EXTENDED, SIMPLE};
+use crate::cache::session::{DESCRIBED, EXTENDED, SIMPLE};
 use crate::cache::{
     Capture, Entry, FillTicket, Flight, Lookup, MissReason, Shape, plan::SessionEffect,
 };
@@ -60,6 +60,7 @@ impl Request<'_> {
         match self.shape {
             Shape::WithRowDescription => SIMPLE,
             Shape::RowsOnly => EXTENDED,
+            Shape::Described => DESCRIBED,
         }
     }
 }

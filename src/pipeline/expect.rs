@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::Pipeline;
 use super::complete::{FromCache, Served};
 use super::fill::Sent;
-use super::queue::{Expected, Reply};
+use super::queue::{Expected, Owed, Reply};
 use crate::protocol::backend::{Backend, ErrorFields, TransactionStatus};
 use crate::protocol::tag::backend as msg;
 use crate::protocol::{build, sqlstate};
@@ -96,13 +96,7 @@ impl Pipeline {
             return Some(stale.bytes);
         }
         match message {
-            m if m.answers_alone() => {
-                // Accepted: the statement the Parse recorded stands.
-                if matches!(self.expected.front(), Some(Expected::Response(_))) {
-                    self.expected.pop();
-                }
-                None
-            }
+            m if m.answers_alone() => self.on_answer(tag, body),
             Backend::CommandComplete { rows } => {
                 self.complete(now, rows, None, None);
                 None
@@ -113,6 +107,28 @@ impl Pipeline {
             }
             Backend::ErrorResponse(error) => self.on_error(&error, now),
             Backend::ReadyForQuery(status) => self.on_ready(status),
+            _ => None,
+        }
+    }
+
+    /// PostgreSQL answered a Parse, Bind, Describe or Close: the tracked expectation at the
+    /// front is popped (accepted: the statement a Parse recorded stands). The answer to a
+    /// message pgward sent itself is swallowed; the RowDescription of a Describe whose portal
+    /// fills the cache is captured into that fill.
+    fn on_answer(&mut self, tag: u8, body: &[u8]) -> Option<Vec<u8>> {
+        if !matches!(self.expected.front(), Some(Expected::Response(_))) {
+            return None;
+        }
+        match self.expected.pop() {
+            Some(Expected::Response(Owed::Own)) => Some(Vec::new()),
+            Some(Expected::Response(Owed::DescribeForFill)) => {
+                if tag == msg::ROW_DESCRIPTION
+                    && let Some(fill) = self.expected.front_running().and_then(|r| r.fill.as_mut())
+                {
+                    fill.capture_described(tag, body);
+                }
+                None
+            }
             _ => None,
         }
     }
@@ -159,8 +175,12 @@ impl Pipeline {
             | Expected::Reply(Reply { ready: false, .. }),
         ) = self.expected.front()
         {
-            if let Some(Expected::Response(Some(undo))) = self.expected.pop() {
-                undone.push(undo);
+            match self.expected.pop() {
+                Some(Expected::Response(Owed::Client(Some(undo)))) => undone.push(undo),
+                Some(Expected::Reply(Reply {
+                    undo: Some(undo), ..
+                })) => undone.push(undo),
+                _ => {}
             }
         }
         // Latest first, so that the name ends up meaning what it meant before the batch.

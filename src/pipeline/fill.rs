@@ -11,6 +11,7 @@ use super::{Pipeline, replies};
 use crate::cache::{Capture, Entry, FillTicket, Filled, MissReason, Shape};
 use crate::fingerprint::FingerprintId;
 use crate::protocol::backend::{Backend, ErrorFields};
+use crate::protocol::frame::{self, HEADER_LEN};
 use crate::protocol::sqlstate;
 use crate::rules::{CachePolicy, Fallback, Invalidate};
 
@@ -50,6 +51,15 @@ pub(super) struct StaleAnswer {
 }
 
 impl Fill {
+    /// The RowDescription PostgreSQL sent for the client's Describe of the portal this fill
+    /// runs (`Shape::Described`): it reached the client, and it leads the entry.
+    pub(super) fn capture_described(&mut self, tag: u8, body: &[u8]) {
+        let mut frame = Vec::with_capacity(body.len() + HEADER_LEN);
+        frame::write(&mut frame, tag, body);
+        self.capture.push(&frame, true);
+        self.sent(Sent::RowDescription);
+    }
+
     /// The stale entry, if the fallback allows it and it is still usable.
     pub(super) fn usable_stale(&self, fallback: Fallback, now: Instant) -> Option<&Arc<Entry>> {
         if fallback != Fallback::ServeStale || self.sent == Sent::Rows {

@@ -20,6 +20,7 @@ mod answer;
 mod budget;
 mod cached;
 mod complete;
+mod deferred;
 mod expect;
 mod expire;
 mod fill;
@@ -30,6 +31,7 @@ mod queue;
 mod replies;
 mod rewrite;
 mod state;
+mod statements;
 #[cfg(test)]
 mod tests;
 
@@ -42,13 +44,15 @@ use std::time::Instant;
 
 pub use expire::Expiry;
 pub use fingerprints::{FingerprintCache, Fingerprinted};
+use queue::Owed;
+use statements::{Statement, Undo};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::cache::{ResultCache, SessionCache};
 use crate::eventlog::EventLog;
 use crate::fingerprint::Strings;
 use crate::protocol::backend::TransactionStatus;
-use crate::protocol::frontend::{Bind, Frontend, Target};
+use crate::protocol::frontend::{Frontend, Target};
 use crate::reload::{ActiveRules, Rules};
 use crate::rules::Rule;
 use crate::stats::Stats;
@@ -112,32 +116,6 @@ impl Matched {
     }
 }
 
-/// A prepared statement or portal: its fingerprint (rules are evaluated again at each
-/// Execute, so a reload applies to long-lived prepared statements too).
-#[derive(Clone)]
-struct Statement {
-    fingerprint: Fingerprinted,
-    /// The statement text, kept when the cache may need it (for keys or SET values).
-    sql: Option<Arc<[u8]>>,
-    /// The parameter type OIDs its Parse declared (kept with `sql`, for keys).
-    types: Option<Arc<[u8]>>,
-    /// Parsed in a batch whose answers pgward tracked: had PostgreSQL refused the Parse,
-    /// pgward would have seen it and put back what the name meant before. Only such
-    /// statements are cached; an untracked Parse may have failed unseen, and then its name
-    /// still means an older statement upstream.
-    tracked: bool,
-    /// A portal's Bind after the names: parameter formats, values, result formats.
-    bind: Option<Arc<[u8]>>,
-}
-
-/// What a Parse or Close of a named statement changed in `prepared`, kept with its tracked
-/// answer: if PostgreSQL refuses or skips the message (an error earlier in the batch, a
-/// duplicate name), pgward puts the old statement back.
-struct Undo {
-    name: Box<[u8]>,
-    previous: Option<Statement>,
-}
-
 /// Per-session statement bookkeeping.
 pub struct Pipeline {
     shared: Arc<Shared>,
@@ -155,6 +133,12 @@ pub struct Pipeline {
     strings: Strings,
     /// Set by a Parse or Close while it is routed; moved into its tracked answer.
     undo: Option<Box<Undo>>,
+    /// A cacheable statement's Parse / Bind / Describe, held until its Execute (`deferred`).
+    chain: deferred::Chain,
+    /// Bytes for upstream ahead of the frame being handled (`drain_outbound`).
+    outbound: Vec<u8>,
+    /// The session used SQL-level PREPARE: statement names pgward does not know may exist.
+    sql_prepare: bool,
 }
 
 impl Pipeline {
@@ -185,6 +169,9 @@ impl Pipeline {
             cache,
             strings: Strings::Standard,
             undo: None,
+            chain: deferred::Chain::default(),
+            outbound: Vec::new(),
+            sql_prepare: false,
         }
     }
 
@@ -237,7 +224,7 @@ impl Pipeline {
     fn batch_tracked(&mut self) -> bool {
         if self.batch == state::Batch::Idle {
             let tracked = !self.shared.rules.snapshot().set.rules.is_empty();
-            self.batch = state::Batch::Open { tracked };
+            self.batch = state::Batch::open(tracked);
         }
         self.batch.tracked()
     }
@@ -247,38 +234,79 @@ impl Pipeline {
     }
 
     /// Sees a complete client frame (`body` excludes tag and length) before it is forwarded.
+    /// Bytes pgward sends upstream ahead of it (`drain_outbound`) are due first.
     pub fn on_client_frame(&mut self, tag: u8, body: &[u8], now: Instant) -> ClientAction {
         let message = Frontend::decode(tag, body);
-        if self.batch.failed() && message != Frontend::Sync {
+        if self.batch.failed() && !matches!(message, Frontend::Sync | Frontend::Flush) {
             return ClientAction::Drop;
         }
         let answered_alone = message.is_answered_alone();
         let tracked =
             (answered_alone || matches!(message, Frontend::Execute(_))) && self.batch_tracked();
-        let action = self.route_client_frame(message, now);
+        let action = self.route_client_frame(message, body, now);
         let undo = self.undo.take();
-        if tracked
-            && answered_alone
-            && matches!(action, ClientAction::Forward | ClientAction::Replace(_))
-        {
-            self.expected.push_response(undo);
+        let forwarded = matches!(action, ClientAction::Forward | ClientAction::Replace(_));
+        if tracked && answered_alone && forwarded {
+            self.expected.push_response(Owed::Client(undo));
+        }
+        if forwarded {
+            self.batch.sent();
         }
         action
     }
 
-    fn route_client_frame(&mut self, message: Frontend<'_>, now: Instant) -> ClientAction {
+    fn route_client_frame(
+        &mut self,
+        message: Frontend<'_>,
+        body: &[u8],
+        now: Instant,
+    ) -> ClientAction {
+        match message {
+            Frontend::Parse(Some(parse)) => {
+                self.release_chain(false);
+                self.on_parse(&parse, body)
+            }
+            Frontend::Bind(Some(bind)) => {
+                let held = self.hold_bind(&bind, body);
+                if !held {
+                    self.release_chain(false);
+                    self.ensure_statement(bind.statement);
+                }
+                self.on_bind(&bind);
+                if held {
+                    ClientAction::Drop
+                } else {
+                    ClientAction::Forward
+                }
+            }
+            Frontend::Describe(Some(Target::Portal(portal))) => {
+                if self.hold_describe(portal, body) {
+                    return ClientAction::Drop;
+                }
+                self.release_chain(false);
+                self.ensure_portal(portal);
+                ClientAction::Forward
+            }
+            Frontend::Execute(execute) => self.on_execute(execute, now),
+            message => {
+                self.release_chain(false);
+                self.route_unheld(message, now)
+            }
+        }
+    }
+
+    /// A message that never joins a held chain (which was released before it).
+    fn route_unheld(&mut self, message: Frontend<'_>, now: Instant) -> ClientAction {
         match message {
             Frontend::Query(Some(sql)) => self.on_query(sql, now),
             Frontend::Query(None) => {
                 self.expected.push_ready();
                 ClientAction::Forward
             }
-            Frontend::Parse(Some(parse)) => self.on_parse(&parse),
-            Frontend::Bind(Some(bind)) => {
-                self.on_bind(&bind);
+            Frontend::Describe(Some(Target::Statement(name))) => {
+                self.ensure_statement(name);
                 ClientAction::Forward
             }
-            Frontend::Execute(execute) => self.on_execute(execute, now),
             Frontend::Close(Some(Target::Statement(name))) => {
                 let previous = self.prepared.remove(name);
                 self.note_undo(name, previous);
@@ -288,6 +316,13 @@ impl Pipeline {
                 self.portals.remove(name);
                 ClientAction::Forward
             }
+            Frontend::Sync if self.batch.answered_whole() => {
+                // PostgreSQL got nothing of this batch: its state is what the last
+                // ReadyForQuery said, and pgward says it again.
+                self.batch = state::Batch::Idle;
+                self.expected.push_reply(Vec::new(), true);
+                ClientAction::Drop
+            }
             Frontend::Sync | Frontend::FunctionCall => {
                 self.batch = state::Batch::Idle;
                 self.expected.push_ready();
@@ -295,45 +330,6 @@ impl Pipeline {
             }
             _ => ClientAction::Forward,
         }
-    }
-
-    /// A Bind names a portal after a statement (its parameters kept when the cache keys it).
-    fn on_bind(&mut self, bind: &Bind<'_>) {
-        match self.prepared.get(bind.statement) {
-            Some(statement) => {
-                let mut portal = statement.clone();
-                if portal.sql.is_some() {
-                    portal.bind = Some(Arc::from(bind.rest));
-                }
-                self.portals.insert(bind.portal.into(), portal)
-            }
-            None => self.portals.remove(bind.portal),
-        };
-    }
-
-    /// Records a statement under its name, keeping what the name meant for [`Undo`].
-    fn record_statement(&mut self, name: &[u8], statement: Statement) {
-        let previous = self.prepared.insert(name.into(), statement);
-        self.note_undo(name, previous);
-    }
-
-    fn note_undo(&mut self, name: &[u8], previous: Option<Statement>) {
-        // Only a tracked answer can carry it back; an untracked batch pays nothing.
-        if !self.batch.tracked() {
-            return;
-        }
-        self.undo = Some(Box::new(Undo {
-            name: name.into(),
-            previous,
-        }));
-    }
-
-    /// PostgreSQL refused or skipped the Parse / Close behind `undo`.
-    fn apply_undo(&mut self, undo: Undo) {
-        match undo.previous {
-            Some(previous) => self.prepared.insert(undo.name, previous),
-            None => self.prepared.remove(&undo.name),
-        };
     }
 
     fn count_queries(&self, n: usize) {

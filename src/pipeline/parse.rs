@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use super::complete::{Enforced, Event, note};
-use super::{ClientAction, Matched, Pipeline, Statement, replies};
+use super::statements::{Statement, Upstream};
+use super::{ClientAction, Matched, Pipeline, replies};
 use crate::protocol::frontend::Parse;
 use crate::rules::{Action, Mode};
 
 impl Pipeline {
-    pub(super) fn on_parse(&mut self, parse: &Parse<'_>) -> ClientAction {
+    pub(super) fn on_parse(&mut self, parse: &Parse<'_>, body: &[u8]) -> ClientAction {
         if !self.recording() {
             return ClientAction::Forward;
         }
@@ -25,8 +26,13 @@ impl Pipeline {
             sql: keeps.then(|| Arc::from(parse.sql)),
             types: keeps.then(|| Arc::from(parse.param_types)),
             tracked: self.batch.tracked(),
+            caches: matched
+                .as_ref()
+                .and_then(Matched::rule)
+                .is_some_and(|r| r.cache.is_some()),
             fingerprint: statement.clone(),
             bind: None,
+            upstream: Upstream::Sent,
         };
         let Some(rule) = matched.as_ref().and_then(Matched::rule) else {
             self.record_statement(parse.statement, recorded);
@@ -50,6 +56,9 @@ impl Pipeline {
         }
         let replaced = self.rewrite_parse(parse, rule, &handle);
         self.record_statement(parse.statement, recorded);
+        if self.hold_parse(parse.statement, replaced.as_deref(), body) {
+            return ClientAction::Drop;
+        }
         match replaced {
             Some(frame) => ClientAction::Replace(frame),
             None => ClientAction::Forward,

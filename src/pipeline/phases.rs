@@ -40,6 +40,7 @@ pub(super) enum Input<'a> {
     Query { sql: &'a [u8] },
     /// An Execute of a portal (one context), asking for `max_rows` (0: all).
     Execute {
+        name: &'a [u8],
         portal: &'a Statement,
         max_rows: i32,
     },
@@ -112,6 +113,11 @@ impl Pipeline {
         }
         let rules = self.shared.rules.snapshot();
         let fingerprinted = self.shared.fingerprints.query(sql, self.strings);
+        if !self.prepared.is_empty() || !self.portals.is_empty() {
+            for statement in fingerprinted.iter() {
+                self.follow_sql_prepared(&statement.text);
+            }
+        }
         let statements = fingerprinted
             .iter()
             .map(|statement| {
@@ -136,7 +142,10 @@ impl Pipeline {
         now: Instant,
     ) -> ClientAction {
         let max_rows = execute.as_ref().map_or(0, |e| e.max_rows);
-        let Some(portal) = execute.and_then(|e| self.portals.get(e.portal)).cloned() else {
+        let name = execute.as_ref().map_or(&b""[..], |e| e.portal);
+        self.release_unless_for(name);
+        let Some(portal) = self.portals.get(name).cloned() else {
+            self.release_chain(false);
             self.count_queries(1);
             self.expected.push_running(Running::untracked(now));
             return ClientAction::Forward;
@@ -145,6 +154,7 @@ impl Pipeline {
         let ctx = self.context(&rules, portal.fingerprint.clone());
         let frame = Frame {
             input: Input::Execute {
+                name,
                 portal: &portal,
                 max_rows,
             },
@@ -172,6 +182,7 @@ impl Pipeline {
             Flow::Done(action) => return action,
         };
         self.held.end_fill_wait();
+        self.before_upstream(&frame, fill.as_deref());
         let admission = match self.admit_phase(&frame, fill, now) {
             Flow::Next(admission) => admission,
             Flow::Done(action) => return action,
@@ -181,6 +192,16 @@ impl Pipeline {
         match replaced {
             Some(bytes) => ClientAction::Replace(bytes),
             None => ClientAction::Forward,
+        }
+    }
+
+    /// The statement is going to run upstream (or be refused there by admission): what the
+    /// client's Execute needs up there goes first — its held chain (with the Describe's
+    /// RowDescription captured when it fills the cache), or its portal pgward had answered.
+    fn before_upstream(&mut self, frame: &Frame<'_>, fill: Option<&Fill>) {
+        if let Input::Execute { name, .. } = frame.input {
+            self.release_chain(fill.is_some_and(|f| f.shape == Shape::Described));
+            self.ensure_portal(name);
         }
     }
 
@@ -235,7 +256,9 @@ impl Pipeline {
                 bind: &[],
                 shape: Shape::WithRowDescription,
             },
-            Input::Execute { portal, max_rows } => {
+            Input::Execute {
+                portal, max_rows, ..
+            } => {
                 if ctx.rule().is_none_or(|r| r.cache.is_none()) || !portal.tracked {
                     return Flow::Next(None);
                 }
@@ -250,7 +273,11 @@ impl Pipeline {
                         sql,
                         types: portal.types.as_deref().unwrap_or_default(),
                         bind,
-                        shape: Shape::RowsOnly,
+                        shape: if self.chain.describes() {
+                            Shape::Described
+                        } else {
+                            Shape::RowsOnly
+                        },
                     },
                     // Prepared before a caching rule existed, or mid-batch when rules changed.
                     _ => return Flow::Next(None),

@@ -84,11 +84,23 @@ pub(super) enum Expected {
     Ready,
     /// The ReadyForQuery of a detached statement: pgward already sent the client its own.
     DetachedReady,
-    /// The answer to a Parse, Bind, Describe or Close (tracked while a batch may hold a hit),
-    /// with what to put back if PostgreSQL refuses or skips a Parse / Close.
-    Response(Option<Box<Undo>>),
+    /// The answer to a Parse, Bind, Describe or Close (tracked while a batch may hold a hit,
+    /// or sent by pgward itself).
+    Response(Owed),
     /// An answer pgward made itself.
     Reply(Reply),
+}
+
+/// Whose message a tracked answer to Parse / Bind / Describe / Close belongs to.
+pub(super) enum Owed {
+    /// The client's; with what to put back if PostgreSQL refuses or skips a Parse / Close.
+    Client(Option<Box<Undo>>),
+    /// The client's Describe of the portal whose Execute fills the cache: its
+    /// RowDescription goes to the client and into the fill (`Shape::Described`).
+    DescribeForFill,
+    /// pgward's own re-send of a statement or portal it had answered itself: PostgreSQL's
+    /// answer is swallowed.
+    Own,
 }
 
 /// An answer pgward made itself: `bytes`, then a cached result, then (simple Query)
@@ -97,6 +109,9 @@ pub(super) struct Reply {
     pub bytes: Vec<u8>,
     pub cached: Option<(Arc<Entry>, Shape)>,
     pub ready: bool,
+    /// A Parse pgward answered in `bytes`: what to put back if PostgreSQL skips the reply
+    /// (an earlier message of the batch failed).
+    pub undo: Option<Box<Undo>>,
 }
 
 /// Where the running statement stands in the queue.
@@ -150,25 +165,23 @@ impl Queue {
             bytes,
             cached: None,
             ready,
+            undo: None,
         }));
     }
 
-    /// A cached result (after `head`, e.g. a notice) as the answer to a statement.
-    pub fn push_cached(&mut self, head: Vec<u8>, entry: Arc<Entry>, shape: Shape, ready: bool) {
-        self.entries.push_back(Expected::Reply(Reply {
-            bytes: head,
-            cached: Some((entry, shape)),
-            ready,
-        }));
+    /// A cached result (after `bytes`: a notice, the answers to its held messages) as the
+    /// answer to a statement.
+    pub fn push_cached(&mut self, reply: Reply) {
+        self.entries.push_back(Expected::Reply(reply));
     }
 
     pub fn push_detached_ready(&mut self) {
         self.entries.push_back(Expected::DetachedReady);
     }
 
-    pub fn push_response(&mut self, undo: Option<Box<Undo>>) {
+    pub fn push_response(&mut self, owed: Owed) {
         self.responses += 1;
-        self.entries.push_back(Expected::Response(undo));
+        self.entries.push_back(Expected::Response(owed));
     }
 
     /// True while an answer to Parse / Bind / Describe / Close is tracked.

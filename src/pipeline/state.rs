@@ -94,18 +94,53 @@ pub(super) enum Batch {
     Idle,
     /// Open; `tracked`: the answers to its Parse / Bind / Describe / Close are followed, so a
     /// cache hit can take its place among them (decided at its first message, so that it
-    /// stays the same until its Sync).
-    Open { tracked: bool },
+    /// stays the same until its Sync). `traffic`: whether any of it went upstream — a batch
+    /// pgward answered whole gets its ReadyForQuery from pgward too.
+    Open { tracked: bool, traffic: Traffic },
     /// pgward answered one of its messages with an error: the rest, up to the Sync, is
     /// skipped, as PostgreSQL itself does.
     Failed { tracked: bool },
 }
 
+/// Whether a batch sent PostgreSQL anything yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Traffic {
+    /// Every message so far was answered (or is held) by pgward.
+    Nothing,
+    Sent,
+}
+
 impl Batch {
+    pub fn open(tracked: bool) -> Batch {
+        Batch::Open {
+            tracked,
+            traffic: Traffic::Nothing,
+        }
+    }
+
     pub fn tracked(self) -> bool {
         matches!(
             self,
-            Batch::Open { tracked: true } | Batch::Failed { tracked: true }
+            Batch::Open { tracked: true, .. } | Batch::Failed { tracked: true }
+        )
+    }
+
+    /// Something of the open batch went upstream.
+    pub fn sent(&mut self) {
+        if let Batch::Open { traffic, .. } = self {
+            *traffic = Traffic::Sent;
+        }
+    }
+
+    /// True when the batch is open, untouched by errors, and PostgreSQL got none of it: its
+    /// Sync is answered by pgward.
+    pub fn answered_whole(self) -> bool {
+        matches!(
+            self,
+            Batch::Open {
+                traffic: Traffic::Nothing,
+                ..
+            }
         )
     }
 
@@ -153,7 +188,10 @@ mod tests {
 
     #[test]
     fn a_failed_batch_keeps_whether_it_was_tracked() {
-        let mut batch = Batch::Open { tracked: true };
+        let mut batch = Batch::open(true);
+        assert!(batch.answered_whole());
+        batch.sent();
+        assert!(!batch.answered_whole());
         batch.fail();
         assert_eq!(batch, Batch::Failed { tracked: true });
         assert!(batch.tracked() && batch.failed());

@@ -30,6 +30,7 @@ mod batches;
 mod budget;
 mod cache;
 mod frames;
+mod held;
 mod rules;
 
 use std::collections::VecDeque;
@@ -151,12 +152,14 @@ impl Session {
                 | fe::EXECUTE
                 | fe::CLOSE
                 | fe::SYNC
+                | fe::FLUSH
                 | fe::FUNCTION_CALL => {
                     self.pipeline
                         .on_client_frame(tag, &frame[HEADER_LEN..], now)
                 }
                 _ => ClientAction::Forward,
             };
+            self.pipeline.drain_outbound(&mut self.upstream);
             match action {
                 ClientAction::Forward => self.upstream.extend_from_slice(frame),
                 ClientAction::Replace(bytes) => self.upstream.extend_from_slice(&bytes),

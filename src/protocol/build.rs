@@ -119,6 +119,16 @@ pub fn ready_for_query(out: &mut Vec<u8>, status: TransactionStatus) {
     finish(out, start);
 }
 
+/// Appends ParseComplete ('1').
+pub fn parse_complete(out: &mut Vec<u8>) {
+    super::frame::write(out, super::tag::backend::PARSE_COMPLETE, &[]);
+}
+
+/// Appends BindComplete ('2').
+pub fn bind_complete(out: &mut Vec<u8>) {
+    super::frame::write(out, super::tag::backend::BIND_COMPLETE, &[]);
+}
+
 /// Appends BackendKeyData ('K').
 pub fn backend_key_data(out: &mut Vec<u8>, pid: u32, secret: &[u8]) {
     let start = begin(out, b'K');

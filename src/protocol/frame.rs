@@ -65,6 +65,16 @@ pub fn parse_header(buf: &[u8], max_size: usize) -> Result<Option<FrameHeader>, 
     Ok(Some(FrameHeader { tag, body_len }))
 }
 
+/// Appends the frame `tag` + length + `body` to `out`: the bytes a decoded frame arrived as
+/// (its length always counts itself and the body). A body over the protocol's i32 range is
+/// never a frame that arrived, so its length saturates.
+pub fn write(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    out.push(tag);
+    let length = i32::try_from(body.len().saturating_add(4)).unwrap_or(i32::MAX);
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(body);
+}
+
 /// Frontend message types a client may send after startup (protocol 3.0 and 3.2).
 pub fn is_frontend_tag(tag: u8) -> bool {
     matches!(
@@ -92,6 +102,15 @@ mod tests {
     #[test]
     fn incomplete_header_is_none() {
         assert_eq!(parse_header(b"Q\0\0", 100), Ok(None));
+    }
+
+    #[test]
+    fn write_rebuilds_the_frame_parse_header_reads() {
+        let mut out = Vec::new();
+        write(&mut out, b'P', b"\0SELECT 1\0\0\0");
+        let header = parse_header(&out, 1024).unwrap().unwrap();
+        assert_eq!((header.tag, header.body_len), (b'P', 12));
+        assert_eq!(header.frame_len(), out.len());
     }
 
     #[test]

@@ -18,8 +18,9 @@ pub enum Frontend<'a> {
     Describe(Option<Target<'a>>),
     Close(Option<Target<'a>>),
     Sync,
+    Flush,
     FunctionCall,
-    /// Everything pgward passes through unread (Flush, Copy*, Terminate, ...).
+    /// Everything pgward passes through unread (Copy*, Terminate, ...).
     Other,
 }
 
@@ -33,6 +34,7 @@ impl<'a> Frontend<'a> {
             tag::DESCRIBE => Frontend::Describe(describe_or_close(body)),
             tag::CLOSE => Frontend::Close(describe_or_close(body)),
             tag::SYNC => Frontend::Sync,
+            tag::FLUSH => Frontend::Flush,
             tag::FUNCTION_CALL => Frontend::FunctionCall,
             _ => Frontend::Other,
         }
@@ -252,7 +254,8 @@ mod tests {
             Frontend::Close(Some(Target::Statement(b"name")))
         );
         assert_eq!(Frontend::decode(tag::SYNC, b""), Frontend::Sync);
-        assert_eq!(Frontend::decode(tag::FLUSH, b""), Frontend::Other);
+        assert_eq!(Frontend::decode(tag::FLUSH, b""), Frontend::Flush);
+        assert_eq!(Frontend::decode(tag::COPY_DONE, b""), Frontend::Other);
         assert!(Frontend::decode(tag::DESCRIBE, b"").is_answered_alone());
         assert!(!Frontend::decode(tag::EXECUTE, b"").is_answered_alone());
     }

@@ -593,12 +593,15 @@ impl Relay {
                 | client_tag::EXECUTE
                 | client_tag::CLOSE
                 | client_tag::SYNC
+                | client_tag::FLUSH
                 | client_tag::FUNCTION_CALL => {
                     self.pipeline
                         .on_client_frame(header.tag, &frame[frame::HEADER_LEN..], now)
                 }
                 _ => ClientAction::Forward,
             };
+            // What the pipeline held back or must re-send goes first, whatever this frame does.
+            self.pipeline.drain_outbound(self.to_upstream.writer());
             match action {
                 ClientAction::Forward => self.to_upstream.push(frame),
                 ClientAction::Replace(bytes) => self.to_upstream.push(&bytes),

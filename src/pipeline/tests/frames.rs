@@ -154,3 +154,26 @@ pub(super) fn tags(bytes: &[u8]) -> Vec<u8> {
 pub(super) fn text(frame: &[u8]) -> String {
     String::from_utf8_lossy(frame).into_owned()
 }
+
+pub(super) fn describe_portal(portal: &str) -> Vec<u8> {
+    let mut body = vec![b'P'];
+    cstr(&mut body, portal);
+    msg(fe::DESCRIBE, &body)
+}
+
+pub(super) fn describe_statement(statement: &str) -> Vec<u8> {
+    let mut body = vec![b'S'];
+    cstr(&mut body, statement);
+    msg(fe::DESCRIBE, &body)
+}
+
+pub(super) fn flush() -> Vec<u8> {
+    msg(fe::FLUSH, &[])
+}
+
+/// Parse, Bind, Describe of the portal, Execute and Sync (what libpq's PQexecParams sends).
+pub(super) fn described_batch(sql: &str, params: &[&str]) -> Vec<Vec<u8>> {
+    let mut frames = batch(sql, params);
+    frames.insert(2, describe_portal(""));
+    frames
+}
