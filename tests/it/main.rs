@@ -16,5 +16,6 @@ mod passthrough;
 mod reliability;
 mod rules;
 mod slow_log;
+mod statements;
 mod stats_http;
 mod transparency;
