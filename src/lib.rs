@@ -20,7 +20,8 @@
 //! | [`upstream`] | connecting to Postgres (TCP, TLS) and cancelling its queries |
 //! | [`rules`] | rules.toml: schema, validation with every problem, evaluation, rewrites |
 //! | [`cache`] | the result cache: entries, single flight, invalidation epochs, per-session keys |
-//! | [`reload`] | the rules in force (ArcSwap), their concurrency limiters, hot reload |
+//! | [`limits`] | concurrency slots and database-time budgets of rules and shared limits |
+//! | [`reload`] | the rules in force (ArcSwap), their limits, hot reload |
 //! | [`pipeline`] | the per-statement phases: fingerprint -> rules -> cache -> cap/budget -> record |
 //! | [`console`] | the admin console: the `pgward` database answered by pgward itself |
 //! | [`server`] | listener, startup/TLS handshake, the session relay, cancel-key mapping |
@@ -41,6 +42,7 @@ pub mod eventlog;
 pub mod fdlimit;
 pub mod fingerprint;
 pub mod healthcheck;
+pub mod limits;
 pub mod net;
 pub mod pipeline;
 pub mod protocol;

@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
+use crate::limits::Limit;
 use crate::rules::{RuleSet, RulesError, load_rules};
 
 /// How often the rules file is checked for changes.
@@ -25,21 +26,42 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// A rule set with the runtime state that belongs to it.
 pub struct ActiveRules {
     pub set: RuleSet,
-    /// One limiter per rule with `max_concurrency`, by rule index.
-    pub limiters: Vec<Option<Arc<Semaphore>>>,
+    /// The limit each rule's statements are admitted under (its own `max_concurrency`, or
+    /// the shared one it names), by rule index.
+    pub limits: Vec<Option<Arc<Limit>>>,
+    /// The `[limits.<name>]` tables, as `RuleSet::limits`.
+    pub shared_limits: Vec<Arc<Limit>>,
     pub version: u64,
 }
 
 impl ActiveRules {
-    fn new(set: RuleSet, version: u64) -> Self {
-        let limiters = set
+    fn new(set: RuleSet, version: u64, previous: Option<&ActiveRules>) -> Self {
+        let now = Instant::now();
+        let shared_limits: Vec<Arc<Limit>> = set
+            .limits
+            .iter()
+            .map(|spec| {
+                let limit = Limit::shared(spec, now);
+                let old =
+                    previous.and_then(|p| p.shared_limits.iter().find(|l| l.name == spec.name));
+                if let Some(old) = old {
+                    limit.inherit(old, now);
+                }
+                Arc::new(limit)
+            })
+            .collect();
+        let limits = set
             .rules
             .iter()
-            .map(|r| r.max_concurrency.map(|n| Arc::new(Semaphore::new(n))))
+            .map(|rule| match rule.limit {
+                Some(index) => shared_limits.get(index).cloned(),
+                None => Limit::of_rule(rule).map(Arc::new),
+            })
             .collect();
         ActiveRules {
             set,
-            limiters,
+            limits,
+            shared_limits,
             version,
         }
     }
@@ -80,7 +102,7 @@ impl Rules {
             ..ReloadStatus::default()
         };
         Ok(Rules {
-            current: ArcSwap::from_pointee(ActiveRules::new(set, 1)),
+            current: ArcSwap::from_pointee(ActiveRules::new(set, 1, None)),
             path: path.map(Path::to_path_buf),
             status: Mutex::new(status),
             failures: AtomicU64::new(0),
@@ -130,7 +152,8 @@ impl Rules {
                 let version = current.version + 1;
                 let hash = set.source_hash.clone();
                 let count = set.rules.len();
-                self.current.store(Arc::new(ActiveRules::new(set, version)));
+                self.current
+                    .store(Arc::new(ActiveRules::new(set, version, Some(&current))));
                 self.set_status(|s| {
                     s.version = version;
                     s.loaded_at = Some(crate::stats::rfc3339(SystemTime::now()));

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["fingerprint", "upstream"],
     // what a DBA asked for; what may be answered from memory
     &["rules", "cache"],
-    &["stats", "sessions"],
+    &["stats", "sessions", "limits"],
     // the rules in force, with their reload
     &["reload"],
     // one statement's path through pgward

@@ -16,7 +16,8 @@ use super::fill::Fill;
 use super::phases::{Ctx, Flow, Frame};
 use super::queue::{Client, Running};
 use super::{Admitted, ClientAction, Fingerprinted, Gate, Matched, Pipeline, replies};
-use crate::rules::{Fallback, Mode};
+use crate::limits::{Limit, Reserved};
+use crate::rules::{Fallback, Mode, Rule};
 use crate::stats::FingerprintStats;
 
 /// A statement cleared to run: the cache fill it leads, its slot, and since when it counts
@@ -25,6 +26,8 @@ pub(super) struct Admission {
     pub fill: Option<Box<Fill>>,
     pub permit: Option<OwnedSemaphorePermit>,
     pub received: Instant,
+    /// The database time it reserved under its limit.
+    pub debit: Option<Debit>,
 }
 
 impl Pipeline {
@@ -37,7 +40,7 @@ impl Pipeline {
     ) -> Flow<Admission> {
         let capped = frame.statements.iter().find_map(|ctx| {
             let matched = ctx.matched.as_ref()?;
-            matched.rules.limiters.get(matched.index)?.as_ref()?;
+            matched.rules.limits.get(matched.index)?.as_ref()?;
             Some((ctx, matched))
         });
         let Some((ctx, matched)) = capped else {
@@ -45,16 +48,26 @@ impl Pipeline {
                 fill,
                 permit: None,
                 received: now,
+                debit: None,
             });
         };
         match self.take_slot(&ctx.statement, &ctx.handle, matched, now) {
-            Slot::Granted(permit, received) => Flow::Next(Admission {
+            Slot::Granted(permit, received, debit) => Flow::Next(Admission {
                 fill,
                 permit,
                 received,
+                debit,
             }),
             Slot::Wait(gate) => {
                 self.held.wait_for_slot(now, fill);
+                Flow::Done(ClientAction::Wait(gate))
+            }
+            Slot::WaitDbTime {
+                gate,
+                permit,
+                since,
+            } => {
+                self.held.wait_for_db_time(since, permit, fill);
                 Flow::Done(ClientAction::Wait(gate))
             }
             Slot::Shed(bytes) => {
@@ -75,12 +88,26 @@ impl Pipeline {
         now: Instant,
     ) -> ClientAction {
         let (handle, statement) = (&ctx.handle, &ctx.statement);
-        let permit = match matched.rules.limiters.get(matched.index) {
-            Some(Some(limiter)) => match limiter.clone().try_acquire_owned() {
+        let limit = matched.rules.limits.get(matched.index).cloned().flatten();
+        let permit = match limit.as_ref().and_then(|l| l.slots.as_ref()) {
+            Some((_, slots)) => match slots.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => return ClientAction::Drop,
             },
-            _ => None,
+            None => None,
+        };
+        // The refresh uses database time too: only when the limit has some now.
+        let debit = match limit {
+            Some(limit) => match limit.db_time.as_ref().map(|db| db.reserve(now)) {
+                Some(Ok(reserved)) => Some(Debit {
+                    reserved,
+                    admitted: now,
+                    limit,
+                }),
+                Some(Err(_)) => return ClientAction::Drop,
+                None => None,
+            },
+            None => None,
         };
         note(handle, Event::Refresh);
         let budget = matched.rule().map(|rule| {
@@ -89,6 +116,7 @@ impl Pipeline {
         let mut running = Running::new(handle.clone(), now, budget, permit);
         running.fill = Some(fill);
         running.client = Client::Answered;
+        running.debit = debit;
         self.expected.push_running(running);
         self.expected.push_detached_ready();
         ClientAction::Forward
@@ -140,7 +168,9 @@ impl Pipeline {
         true
     }
 
-    /// A concurrency slot for a capped rule: at once, after waiting at a gate, or shed.
+    /// Admission under the statement's limit: a concurrency slot (at once, after waiting at
+    /// a gate, or shed), then database time (at once, after waiting for the budget to refill
+    /// with the slot held, or shed).
     fn take_slot(
         &mut self,
         statement: &Fingerprinted,
@@ -148,63 +178,180 @@ impl Pipeline {
         matched: &Matched,
         now: Instant,
     ) -> Slot {
-        let (Some(rule), Some(Some(limiter))) =
-            (matched.rule(), matched.rules.limiters.get(matched.index))
+        let (Some(rule), Some(Some(limit))) =
+            (matched.rule(), matched.rules.limits.get(matched.index))
         else {
-            return Slot::Granted(None, now);
+            return Slot::Granted(None, now, None);
         };
-        if let Some((permit, since)) = self.held.take_admission() {
+        let (permit, since) = if let Some(back) = self.held.take_refilled() {
+            back
+        } else if let Some((permit, since)) = self.held.take_admission() {
             note(handle, Event::Queued(now.saturating_duration_since(since)));
-            return match permit {
-                Some(permit) => Slot::Granted(Some(permit), since),
-                None => {
-                    // The wait counts against the budget: when that ran out first, the
-                    // budget's 57014 is the answer, not a shed.
-                    let budget =
-                        Budget::for_statement(&matched.rules, Some(rule), statement.id, since)
-                            .filter(|b| !b.observe() && b.limit() <= rule.queue_timeout);
-                    if let Some(budget) = budget {
-                        note(handle, Event::BudgetPassed(Enforced::Yes));
-                        return Slot::Shed(budget.exceeded().into_bytes());
+            match permit {
+                Some(permit) => (Some(permit), since),
+                None => return self.slot_timed_out(statement, handle, matched, limit, since, now),
+            }
+        } else {
+            match &limit.slots {
+                None => (None, now),
+                Some((_, slots)) => match slots.clone().try_acquire_owned() {
+                    Ok(permit) => (Some(permit), now),
+                    Err(_) if rule.mode == Mode::Observe => {
+                        note(handle, Event::Shed(Enforced::Observed));
+                        (None, now)
                     }
-                    note(handle, Event::Shed(Enforced::Yes));
-                    if self.shared.events.first(&rule.name, "shed") {
-                        tracing::info!(fingerprint = %statement.id, rule = &*rule.name, "statement shed: no concurrency slot");
+                    Err(_) => {
+                        let wait =
+                            budget::slot_wait(rule.budget(&matched.rules.set), limit.queue_timeout);
+                        let slots = slots.clone();
+                        return Slot::Wait(Gate(Box::pin(async move {
+                            Admitted::Slot(
+                                tokio::time::timeout(wait, slots.acquire_owned())
+                                    .await
+                                    .ok()
+                                    .and_then(Result::ok),
+                            )
+                        })));
                     }
-                    let slots = rule.max_concurrency.unwrap_or(0);
-                    Slot::Shed(replies::shed(
-                        &rule.name,
-                        slots,
-                        now.saturating_duration_since(since),
-                        statement.id,
-                    ))
-                }
-            };
+                },
+            }
+        };
+        self.take_db_time(statement, handle, matched, limit, permit, since, now)
+    }
+
+    /// The slot wait passed queue_timeout (or the budget): the budget's 57014 when that ran
+    /// out first, otherwise the shed.
+    fn slot_timed_out(
+        &mut self,
+        statement: &Fingerprinted,
+        handle: &FingerprintStats,
+        matched: &Matched,
+        limit: &Limit,
+        since: Instant,
+        now: Instant,
+    ) -> Slot {
+        let Some(rule) = matched.rule() else {
+            return Slot::Granted(None, since, None);
+        };
+        if let Some(budget) = self.budget_first(matched, limit, statement, since) {
+            note(handle, Event::BudgetPassed(Enforced::Yes));
+            return Slot::Shed(budget);
         }
-        match limiter.clone().try_acquire_owned() {
-            Ok(permit) => Slot::Granted(Some(permit), now),
-            Err(_) if rule.mode == Mode::Observe => {
-                note(handle, Event::Shed(Enforced::Observed));
-                Slot::Granted(None, now)
+        note(handle, Event::Shed(Enforced::Yes));
+        if self.shared.events.first(&rule.name, "shed") {
+            tracing::info!(fingerprint = %statement.id, rule = &*rule.name, limit = &*limit.name, "statement shed: no concurrency slot");
+        }
+        let slots = limit.slots.as_ref().map_or(0, |(n, _)| *n);
+        let waited = now.saturating_duration_since(since);
+        Slot::Shed(replies::shed(
+            &limit_label(rule, limit),
+            slots,
+            waited,
+            statement.id,
+        ))
+    }
+
+    /// The budget's 57014, when the budget (not queue_timeout) bounded the wait.
+    fn budget_first(
+        &self,
+        matched: &Matched,
+        limit: &Limit,
+        statement: &Fingerprinted,
+        since: Instant,
+    ) -> Option<Vec<u8>> {
+        let budget = Budget::for_statement(&matched.rules, matched.rule(), statement.id, since)
+            .filter(|b| !b.observe() && b.limit() <= limit.queue_timeout)?;
+        Some(budget.exceeded().into_bytes())
+    }
+
+    /// Database time of the statement's limit, with its slot (`permit`) in hand.
+    #[allow(clippy::too_many_arguments)]
+    fn take_db_time(
+        &mut self,
+        statement: &Fingerprinted,
+        handle: &FingerprintStats,
+        matched: &Matched,
+        limit: &Arc<Limit>,
+        permit: Option<OwnedSemaphorePermit>,
+        since: Instant,
+        now: Instant,
+    ) -> Slot {
+        let (Some(rule), Some(db)) = (matched.rule(), &limit.db_time) else {
+            return Slot::Granted(permit, since, None);
+        };
+        let refill = match db.reserve(now) {
+            Ok(reserved) => {
+                let debit = Debit {
+                    limit: limit.clone(),
+                    reserved,
+                    admitted: now,
+                };
+                return Slot::Granted(permit, since, Some(debit));
             }
-            Err(_) => {
-                let wait = budget::slot_wait(rule.budget(&matched.rules.set), rule.queue_timeout);
-                let limiter = limiter.clone();
-                Slot::Wait(Gate(Box::pin(async move {
-                    Admitted::Slot(
-                        tokio::time::timeout(wait, limiter.acquire_owned())
-                            .await
-                            .ok()
-                            .and_then(Result::ok),
-                    )
-                })))
+            Err(refill) => refill,
+        };
+        if rule.mode == Mode::Observe {
+            note(handle, Event::Shed(Enforced::Observed));
+            return Slot::Granted(permit, since, None);
+        }
+        let bound = budget::slot_wait(rule.budget(&matched.rules.set), limit.queue_timeout);
+        let waited = now.saturating_duration_since(since);
+        if waited >= bound {
+            if let Some(budget) = self.budget_first(matched, limit, statement, since) {
+                note(handle, Event::BudgetPassed(Enforced::Yes));
+                return Slot::Shed(budget);
             }
+            note(handle, Event::Shed(Enforced::Yes));
+            if self.shared.events.first(&limit.name, "db_time") {
+                tracing::info!(fingerprint = %statement.id, rule = &*rule.name, limit = &*limit.name, "statement shed: database-time budget spent");
+            }
+            let who = limit_label(rule, limit);
+            return Slot::Shed(replies::shed_db_time(
+                &who,
+                db.spec.per_second,
+                waited,
+                statement.id,
+            ));
+        }
+        let wait = refill.min(bound - waited);
+        Slot::WaitDbTime {
+            gate: Gate(Box::pin(async move {
+                tokio::time::sleep(wait).await;
+                Admitted::DbTime
+            })),
+            permit,
+            since,
         }
     }
 }
 
+/// How a shed names what was full: the rule, and the shared limit it counts against.
+fn limit_label(rule: &Rule, limit: &Limit) -> String {
+    if limit.shared {
+        format!("limit \"{}\" (rule \"{}\")", limit.name, rule.name)
+    } else {
+        format!("rule \"{}\"", rule.name)
+    }
+}
+
+/// Database time an admitted statement reserved, paid at its completion with what it used.
+pub(super) struct Debit {
+    pub limit: Arc<Limit>,
+    pub reserved: Reserved,
+    /// When it was admitted: it could not run upstream before.
+    pub admitted: Instant,
+}
+
 enum Slot {
-    Granted(Option<tokio::sync::OwnedSemaphorePermit>, Instant),
+    /// Admitted: its slot, since when it waited, and the database time it reserved.
+    Granted(Option<OwnedSemaphorePermit>, Instant, Option<Debit>),
+    /// Wait for a slot.
     Wait(Gate),
+    /// Wait for database time, keeping the slot.
+    WaitDbTime {
+        gate: Gate,
+        permit: Option<OwnedSemaphorePermit>,
+        since: Instant,
+    },
     Shed(Vec<u8>),
 }

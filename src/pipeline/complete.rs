@@ -151,6 +151,14 @@ impl Pipeline {
         // one before it completed, not when the client sent it.
         let started = running.received.max(self.expected.last_completion);
         self.expected.last_completion = now;
+        if let Some(debit) = &running.debit
+            && let Some(db) = &debit.limit.db_time
+        {
+            // Database time: from when PostgreSQL could start on it (it was sent, and what was
+            // ahead of it on this connection had completed), not from its wait for admission.
+            let ran = now.saturating_duration_since(started.max(debit.admitted));
+            db.settle(debit.reserved, ran, now);
+        }
         let Some(stats) = &running.stats else {
             return;
         };

@@ -78,6 +78,8 @@ pub enum Admitted {
     Slot(Option<OwnedSemaphorePermit>),
     /// The identical query another session ran ended (or this one's budget passed).
     CacheFill,
+    /// The limit's database-time budget may have refilled (or the wait's bound passed).
+    DbTime,
 }
 
 /// Process-wide handles the per-session pipelines share.
@@ -212,6 +214,7 @@ impl Pipeline {
     pub fn admit(&mut self, admitted: Admitted) {
         match admitted {
             Admitted::Slot(permit) => self.held.slot_granted(permit, Instant::now()),
+            Admitted::DbTime => self.held.db_time_refilled(),
             // The held frame already says since when; it is simply offered again.
             Admitted::CacheFill => {}
         }

@@ -304,6 +304,7 @@ impl Pipeline {
             mut fill,
             mut permit,
             received,
+            mut debit,
         } = admission;
         match frame.input {
             Input::Query { sql } => self.follow_statements(sql, &frame.statements),
@@ -318,9 +319,12 @@ impl Pipeline {
         for (i, ctx) in frame.statements.into_iter().enumerate() {
             let rule = ctx.rule();
             let budget = Budget::for_statement(&frame.rules, rule, ctx.statement.id, received);
-            let permit = if i + 1 == count { permit.take() } else { None };
+            let last = i + 1 == count;
+            let permit = if last { permit.take() } else { None };
             let mut running = Running::new(ctx.handle, received, budget, permit);
             running.fill = fill.take();
+            // The limit is paid by the statement that holds its slot: the Query's last.
+            running.debit = if last { debit.take() } else { None };
             self.expected.push_running(running);
         }
         if let Input::Query { .. } = frame.input {

@@ -11,6 +11,7 @@ use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Undo;
+use super::admit::Debit;
 use super::budget::Budget;
 use super::fill::Fill;
 use crate::cache::{Entry, Shape};
@@ -41,6 +42,8 @@ pub(super) struct Running {
     /// Set when its result is being captured for the cache.
     pub fill: Option<Box<Fill>>,
     pub client: Client,
+    /// The database time it reserved under its limit, paid when it completes.
+    pub debit: Option<Debit>,
 }
 
 impl Running {
@@ -58,6 +61,7 @@ impl Running {
             _slot: slot,
             fill: None,
             client: Client::Waiting,
+            debit: None,
         }
     }
 
@@ -71,6 +75,7 @@ impl Running {
             _slot: None,
             fill: None,
             client: Client::Waiting,
+            debit: None,
         }
     }
 

@@ -39,7 +39,7 @@ impl Raised {
 
 /// 53000 for a statement that found no concurrency slot within queue_timeout.
 pub(super) fn shed(
-    rule: &str,
+    who: &str,
     slots: usize,
     waited: Duration,
     fingerprint: FingerprintId,
@@ -48,11 +48,34 @@ pub(super) fn shed(
         severity: Severity::Error,
         code: sqlstate::INSUFFICIENT_RESOURCES.into(),
         message: format!(
-            "pgward: too many concurrent statements for rule \"{rule}\": no slot of {slots} free within {}",
+            "pgward: too many concurrent statements for {who}: no slot of {slots} free within {}",
             format_duration(waited)
         ),
         detail: format!("fingerprint {fingerprint}"),
-        hint: Some("Retry later; the rule's max_concurrency protects the database from this query family."),
+        hint: Some(
+            "Retry later; the rule's max_concurrency protects the database from this query family.",
+        ),
+    }
+    .into_bytes()
+}
+
+/// The 53000 for a statement whose limit's database-time budget stayed spent while it waited.
+pub(super) fn shed_db_time(
+    who: &str,
+    per_second: Duration,
+    waited: Duration,
+    fingerprint: FingerprintId,
+) -> Vec<u8> {
+    Raised {
+        severity: Severity::Error,
+        code: sqlstate::INSUFFICIENT_RESOURCES.into(),
+        message: format!(
+            "pgward: the database-time budget of {who} ({}/s) is spent: none free within {}",
+            format_duration(per_second),
+            format_duration(waited)
+        ),
+        detail: format!("fingerprint {fingerprint}"),
+        hint: Some("Retry later; the limit's max_db_time keeps this query family to its share of the database."),
     }
     .into_bytes()
 }

@@ -29,18 +29,35 @@ pub(super) enum Held {
         since: Instant,
         fill: Option<Box<Fill>>,
     },
+    /// The frame waits, since `since`, for its limit's database-time budget to refill,
+    /// holding the slot it already has (`permit`, when the limit also caps concurrency).
+    ForDbTime {
+        since: Instant,
+        permit: Option<OwnedSemaphorePermit>,
+        fill: Option<Box<Fill>>,
+    },
+    /// That wait ended; the frame is offered again and the budget checked again.
+    Refilled {
+        since: Instant,
+        permit: Option<OwnedSemaphorePermit>,
+        fill: Option<Box<Fill>>,
+    },
 }
 
 impl Held {
-    /// True when the frame comes back from a slot wait: what it missed was counted already.
+    /// True when the frame comes back from a slot or database-time wait: what it missed was
+    /// counted already.
     pub fn readmitted(&self) -> bool {
-        matches!(self, Held::Admitted { .. })
+        matches!(self, Held::Admitted { .. } | Held::Refilled { .. })
     }
 
     /// The cache fill the frame already leads, taken out.
     pub fn take_fill(&mut self) -> Option<Box<Fill>> {
         match self {
-            Held::ForSlot { fill, .. } | Held::Admitted { fill, .. } => fill.take(),
+            Held::ForSlot { fill, .. }
+            | Held::Admitted { fill, .. }
+            | Held::ForDbTime { fill, .. }
+            | Held::Refilled { fill, .. } => fill.take(),
             Held::Nothing | Held::ForFill { .. } => None,
         }
     }
@@ -72,6 +89,49 @@ impl Held {
             since,
             fill,
         };
+    }
+
+    /// The frame starts waiting at `now` for database time, keeping `permit` and `fill`;
+    /// `since`: when its admission began.
+    pub fn wait_for_db_time(
+        &mut self,
+        since: Instant,
+        permit: Option<OwnedSemaphorePermit>,
+        fill: Option<Box<Fill>>,
+    ) {
+        *self = Held::ForDbTime {
+            since,
+            permit,
+            fill,
+        };
+    }
+
+    /// The database-time wait ended: check again.
+    pub fn db_time_refilled(&mut self) {
+        if let Held::ForDbTime {
+            since,
+            permit,
+            fill,
+        } = std::mem::take(self)
+        {
+            *self = Held::Refilled {
+                since,
+                permit,
+                fill,
+            };
+        }
+    }
+
+    /// Back from a database-time wait: the slot it holds and since when it waits.
+    pub fn take_refilled(&mut self) -> Option<(Option<OwnedSemaphorePermit>, Instant)> {
+        match std::mem::take(self) {
+            // Its fill, if any, was taken by the cache phase already (`take_fill`).
+            Held::Refilled { permit, since, .. } => Some((permit, since)),
+            other => {
+                *self = other;
+                None
+            }
+        }
     }
 
     /// The outcome of the slot wait, taken: the permit (None: timed out) and since when.

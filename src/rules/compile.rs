@@ -14,11 +14,12 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::cache_policy::compile_cache;
 use super::fields::{compile_action, compile_match};
+use super::limits::compile_limits;
 use super::rewrite::Rewrite;
 use super::schema::{
     CACHE_KEYS, DEFAULTS_KEYS, MATCH_KEYS, RULE_KEYS, RawDefaults, RawRule, TOP_KEYS,
 };
-use super::{Action, Budget, Mode, Problem, Rule, RuleSet};
+use super::{Action, Budget, LimitSpec, Mode, Problem, Rule, RuleSet};
 use crate::units::parse_duration;
 
 /// Default `cancel_grace`.
@@ -54,7 +55,7 @@ impl Ctx<'_> {
         });
     }
 
-    fn unknown_keys(
+    pub(super) fn unknown_keys(
         &mut self,
         table: &DeTable<'_>,
         known: &[&str],
@@ -144,6 +145,9 @@ pub(super) fn compile(text: &str) -> Result<RuleSet, Vec<Problem>> {
     if let Some(defaults) = root.get("defaults") {
         compile_defaults(&mut cx, defaults.clone(), &mut set);
     }
+    if let Some(limits) = root.get("limits") {
+        compile_limits(&mut cx, limits, &mut set);
+    }
     let mut names: HashMap<String, usize> = HashMap::new();
     match root.get("rule").map(|v| (v.span(), v.get_ref())) {
         None => {}
@@ -165,7 +169,9 @@ pub(super) fn compile(text: &str) -> Result<RuleSet, Vec<Problem>> {
                         }
                     }
                 }
-                set.rules.extend(compile_rule(&mut cx, raw.clone()));
+                let limits = &set.limits;
+                let rule = compile_rule(&mut cx, raw.clone(), limits);
+                set.rules.extend(rule);
             }
         }
         Some((span, _)) => cx.report(
@@ -238,7 +244,11 @@ fn peek_name(value: &DeValue<'_>) -> Option<String> {
     value.get("name")?.get_ref().as_str().map(str::to_owned)
 }
 
-fn compile_rule(cx: &mut Ctx<'_>, value: Spanned<DeValue<'_>>) -> Option<Rule> {
+fn compile_rule(
+    cx: &mut Ctx<'_>,
+    value: Spanned<DeValue<'_>>,
+    limits: &[LimitSpec],
+) -> Option<Rule> {
     let header = value.span();
     let peeked = peek_name(value.get_ref());
     let who = peeked.as_deref();
@@ -317,6 +327,29 @@ fn compile_rule(cx: &mut Ctx<'_>, value: Spanned<DeValue<'_>>) -> Option<Rule> {
             .unwrap_or(DEFAULT_QUEUE_TIMEOUT),
         None => DEFAULT_QUEUE_TIMEOUT,
     };
+    let limit = raw.limit.as_ref().and_then(|l| {
+        if raw.max_concurrency.is_some() {
+            let msg = "a rule has either its own max_concurrency or a shared limit, not both";
+            cx.report(l.span(), who, msg);
+            return None;
+        }
+        let index = limits.iter().position(|s| *s.name == **l.get_ref());
+        if index.is_none() {
+            let known: Vec<&str> = limits.iter().map(|s| &*s.name).collect();
+            let msg = format!(
+                "limit {:?} is not defined (defined: {}); add a [limits.{}] table",
+                l.get_ref(),
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                },
+                l.get_ref()
+            );
+            cx.report(l.span(), who, msg);
+        }
+        index
+    });
     let action = compile_action(cx, &raw, who);
     let mode = match raw.mode.as_ref().map(|m| (m.span(), m.get_ref().as_str())) {
         None | Some((_, "enforce")) => Mode::Enforce,
@@ -357,6 +390,7 @@ fn compile_rule(cx: &mut Ctx<'_>, value: Spanned<DeValue<'_>>) -> Option<Rule> {
         budget,
         max_concurrency,
         queue_timeout,
+        limit,
         rewrite,
         action: action?,
         mode,

@@ -18,6 +18,7 @@ mod describe;
 #[cfg(test)]
 mod evaluate_tests;
 mod fields;
+mod limits;
 mod rewrite;
 mod schema;
 #[cfg(test)]
@@ -36,6 +37,8 @@ pub struct RuleSet {
     pub cancel_grace: Duration,
     /// In file order; the first match wins.
     pub rules: Vec<Rule>,
+    /// `[limits.<name>]`, in name order; rules refer to them by index (`Rule::limit`).
+    pub limits: Vec<LimitSpec>,
     /// xxh3-64 hex of the file text (empty for [`RuleSet::empty`]).
     pub source_hash: String,
 }
@@ -61,6 +64,9 @@ pub struct Rule {
     pub max_concurrency: Option<usize>,
     /// How long a statement waits for a concurrency slot (counts against its budget).
     pub queue_timeout: Duration,
+    /// The shared `[limits.<name>]` its statements count against (index into
+    /// `RuleSet::limits`); a rule has either this or its own `max_concurrency`.
+    pub limit: Option<usize>,
     pub rewrite: Option<Rewrite>,
     pub action: Action,
     pub mode: Mode,
@@ -71,6 +77,27 @@ pub struct Rule {
     /// What a statement gets when Postgres fails it with class 08/53/57: the error, or a stale
     /// cached result.
     pub on_upstream_error: Fallback,
+}
+
+/// A `[limits.<name>]` table: one bulkhead for all the rules that name it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LimitSpec {
+    pub name: Arc<str>,
+    /// Statements of its rules in flight upstream at once, across all clients.
+    pub max_concurrency: Option<usize>,
+    /// How long a statement waits for a slot or for database time (counts against its
+    /// budget).
+    pub queue_timeout: Duration,
+    pub db_time: Option<DbTimeSpec>,
+}
+
+/// A database-time budget: a token bucket of upstream execution time, refilled at
+/// `per_second` per second of wall time up to `burst`, debited with each statement's measured
+/// time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DbTimeSpec {
+    pub per_second: Duration,
+    pub burst: Duration,
 }
 
 /// A rule's `cache` table.
@@ -199,6 +226,7 @@ impl RuleSet {
             default_budget: None,
             cancel_grace: DEFAULT_CANCEL_GRACE,
             rules: Vec::new(),
+            limits: Vec::new(),
             source_hash: String::new(),
         }
     }

@@ -8,7 +8,14 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// Keys allowed at the top of the file.
-pub(super) const TOP_KEYS: &[&str] = &["defaults", "rule"];
+pub(super) const TOP_KEYS: &[&str] = &["defaults", "limits", "rule"];
+/// Keys allowed in a `[limits.<name>]` table.
+pub(super) const LIMIT_KEYS: &[&str] = &[
+    "max_concurrency",
+    "queue_timeout",
+    "max_db_time",
+    "db_time_burst",
+];
 /// Keys allowed in `[defaults]`.
 pub(super) const DEFAULTS_KEYS: &[&str] = &["budget", "cancel_grace"];
 /// Keys allowed in a `[[rule]]` table.
@@ -18,6 +25,7 @@ pub(super) const RULE_KEYS: &[&str] = &[
     "budget",
     "max_concurrency",
     "queue_timeout",
+    "limit",
     "rewrite",
     "action",
     "message",
@@ -65,6 +73,8 @@ pub(super) struct RawRule {
     pub budget: Option<Spanned<String>>,
     pub max_concurrency: Option<Spanned<i64>>,
     pub queue_timeout: Option<Spanned<String>>,
+    /// The name of a `[limits.<name>]` this rule's statements count against.
+    pub limit: Option<Spanned<String>>,
     pub rewrite: Option<Spanned<String>>,
     pub action: Option<Spanned<String>>,
     pub message: Option<Spanned<String>>,
@@ -73,6 +83,17 @@ pub(super) struct RawRule {
     pub cache: Option<Spanned<RawCache>>,
     pub on_budget_exceeded: Option<Spanned<String>>,
     pub on_upstream_error: Option<Spanned<String>>,
+}
+
+/// One `[limits.<name>]`: a bulkhead several rules share.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimit {
+    pub max_concurrency: Option<Spanned<i64>>,
+    pub queue_timeout: Option<Spanned<String>>,
+    /// Database time per wall time: `"250ms/s"`.
+    pub max_db_time: Option<Spanned<String>>,
+    pub db_time_burst: Option<Spanned<String>>,
 }
 
 /// A rule's `cache` table: how long its results are fresh and usable.

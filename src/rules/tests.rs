@@ -437,3 +437,91 @@ fn reject_and_observe_rules_cannot_cache() {
         "observe-mode rule cannot cache",
     );
 }
+
+const LIMITED: &str = r#"
+[limits.reco]
+max_concurrency = 2
+max_db_time = "250ms/s"
+
+[limits.reports]
+max_db_time = "1s/2s"
+db_time_burst = "2s"
+queue_timeout = "200ms"
+
+[[rule]]
+name = "reco-a"
+match.pattern = "reco_a"
+limit = "reco"
+
+[[rule]]
+name = "reco-b"
+match.pattern = "reco_b"
+limit = "reco"
+"#;
+
+#[test]
+fn shared_limits_compile_and_rules_refer_to_them() {
+    let set = ok(LIMITED);
+    let names: Vec<&str> = set.limits.iter().map(|l| &*l.name).collect();
+    assert_eq!(names, ["reco", "reports"]);
+    let reco = &set.limits[0];
+    assert_eq!(reco.max_concurrency, Some(2));
+    let db = reco.db_time.unwrap();
+    assert_eq!(db.per_second, Duration::from_millis(250));
+    assert_eq!(
+        db.burst,
+        Duration::from_millis(250),
+        "one second's worth by default"
+    );
+    assert_eq!(reco.queue_timeout, DEFAULT_QUEUE_TIMEOUT);
+    let reports = &set.limits[1];
+    assert_eq!(
+        reports.db_time.unwrap().per_second,
+        Duration::from_millis(500)
+    );
+    assert_eq!(reports.db_time.unwrap().burst, Duration::from_secs(2));
+    assert_eq!(reports.queue_timeout, Duration::from_millis(200));
+    assert_eq!(set.rules[0].limit, Some(0));
+    assert_eq!(set.rules[1].limit, Some(0));
+}
+
+#[test]
+fn every_limit_mistake_is_reported() {
+    let rule = "[[rule]]\nname = \"r\"\nmatch.pattern = \"x\"\n";
+    one(
+        &format!("{rule}limit = \"nope\"\n"),
+        "limit \"nope\" is not defined (defined: none)",
+    );
+    one(
+        &format!("[limits.a]\nmax_concurrency = 1\n{rule}limit = \"a\"\nmax_concurrency = 2\n"),
+        "either its own max_concurrency or a shared limit",
+    );
+    one("[limits.a]\nmax_db_time = \"250ms\"\n", "like \"250ms/s\"");
+    one("[limits.a]\nmax_db_time = \"lots/s\"\n", "cannot read");
+    one(
+        "[limits.a]\nmax_db_time = \"100s/s\"\n",
+        "between 1ms/s and 64s/s",
+    );
+    one(
+        "[limits.a]\nmax_db_time = \"1ms/1h\"\n",
+        "between 1ms/s and 64s/s",
+    );
+    one(
+        "[limits.a]\nmax_concurrency = 1\ndb_time_burst = \"1s\"\n",
+        "only applies together with max_db_time",
+    );
+    one(
+        "[limits.a]\nmax_db_time = \"1s/s\"\ndb_time_burst = \"2m\"\n",
+        "between 1ms and 60s",
+    );
+    one("[limits.a]\nqueue_timeout = \"1s\"\n", "limits nothing");
+    one(
+        "[limits.a]\nmax_concurrency = 0\n",
+        "max_concurrency must be 1..=",
+    );
+    one(
+        "[limits.a]\nmax_rows = 3\n",
+        "unknown key `max_rows` in [limits.a]",
+    );
+    one("limits = 3\n", "must be a table of tables");
+}

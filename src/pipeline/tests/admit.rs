@@ -246,3 +246,119 @@ fn an_observed_cap_counts_what_it_would_shed_and_runs_it() {
     assert_eq!(counter(&shared, REPORT, Counter::WouldShed), 1);
     assert_eq!(counter(&shared, REPORT, Counter::Shed), 0);
 }
+
+const SHARED_LIMIT: &str = r#"
+[limits.reco]
+max_concurrency = 1
+queue_timeout = "1s"
+
+[[rule]]
+name = "reco-a"
+match.pattern = '^select\*from reco_a'
+limit = "reco"
+
+[[rule]]
+name = "reco-b"
+match.pattern = '^select\*from reco_b'
+limit = "reco"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn rules_sharing_a_limit_share_its_slots() {
+    let shared = shared(SHARED_LIMIT);
+    let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
+    let t0 = Instant::now();
+    a.send(&[query("select * from reco_a")], t0);
+    assert_wire!(a.take_upstream(), query("select * from reco_a"));
+    b.send(&[query("select * from reco_b")], t0);
+    assert!(
+        b.still_waiting(),
+        "the other rule's statement waits for the shared slot"
+    );
+    a.backend(&[complete("SELECT 0"), ready()], t0 + ms(5));
+    assert!(
+        b.pass_gate(t0 + ms(5)).await,
+        "it gets the slot the first released"
+    );
+    assert_wire!(b.take_upstream(), query("select * from reco_b"));
+}
+
+fn db_time_limit(queue_timeout: &str) -> String {
+    format!(
+        r#"
+[limits.reco]
+max_db_time = "250ms/s"
+queue_timeout = "{queue_timeout}"
+
+[[rule]]
+name = "reco-a"
+match.pattern = '^select\*from reco_a'
+limit = "reco"
+
+[[rule]]
+name = "reco-b"
+match.pattern = '^select\*from reco_b'
+limit = "reco"
+"#
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_database_time_budget_holds_statements_until_it_refills() {
+    let shared = shared(&db_time_limit("1s"));
+    let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
+    let t0 = Instant::now();
+    a.send(&[query("select * from reco_a")], t0);
+    assert_wire!(a.take_upstream(), query("select * from reco_a"));
+    // It ran 300 ms: the 250 ms burst is spent and 50 ms owed (200 ms of refill at 250ms/s).
+    a.backend(&[complete("SELECT 0"), ready()], t0 + ms(300));
+    b.send(&[query("select * from reco_b")], t0 + ms(300));
+    assert!(
+        b.still_waiting(),
+        "the limit's other rule waits for database time"
+    );
+    assert!(b.take_upstream().is_empty());
+    let clock = tokio::time::Instant::now();
+    b.pass_gate(t0 + ms(501)).await;
+    assert_eq!(
+        tokio::time::Instant::now() - clock,
+        ms(200),
+        "it waited for the refill"
+    );
+    assert_wire!(b.take_upstream(), query("select * from reco_b"));
+    assert!(b.take_client().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_database_time_budget_spent_past_queue_timeout_sheds_with_53000() {
+    let shared = shared(&db_time_limit("100ms"));
+    let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
+    let t0 = Instant::now();
+    a.send(&[query("select * from reco_a")], t0);
+    a.take_upstream();
+    a.backend(&[complete("SELECT 0"), ready()], t0 + ms(300));
+    let sql = "select * from reco_b";
+    b.send(&[query(sql)], t0 + ms(300));
+    assert!(b.still_waiting());
+    b.pass_gate(t0 + ms(400)).await;
+    assert!(
+        b.take_upstream().is_empty(),
+        "a shed statement never reaches PostgreSQL"
+    );
+    let id = fp(&shared, sql);
+    let expected = [
+        error(
+            Severity::Error,
+            "53000",
+            "pgward: the database-time budget of limit \"reco\" (rule \"reco-b\") (250ms/s) is \
+             spent: none free within 100ms",
+            &format!("fingerprint {id}"),
+            Some("Retry later; the limit's max_db_time keeps this query family to its share of the database."),
+        ),
+        ready(),
+    ]
+    .concat();
+    assert_wire!(b.take_client(), expected);
+    assert_eq!(counter(&shared, sql, Counter::Shed), 1);
+    assert!(!b.pipeline.busy());
+}
