@@ -67,6 +67,39 @@ impl Limit {
     }
 }
 
+/// A limit as ops see it now (`GET /rules`, metrics): its settings and its state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LimitState {
+    pub name: String,
+    pub max_concurrency: Option<usize>,
+    pub in_use: usize,
+    pub queue_timeout_ms: f64,
+    /// Database time per second of wall time, in milliseconds.
+    pub max_db_time_ms_per_s: Option<f64>,
+    pub db_time_burst_ms: Option<f64>,
+    /// Database time available now (negative: owed), in milliseconds.
+    pub db_time_available_ms: Option<f64>,
+    /// Database time its statements used since the limit exists, in milliseconds.
+    pub db_time_spent_ms: Option<f64>,
+}
+
+impl Limit {
+    pub fn state(&self, now: Instant) -> LimitState {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let db = self.db_time.as_ref();
+        LimitState {
+            name: self.name.to_string(),
+            max_concurrency: self.slots.as_ref().map(|(n, _)| *n),
+            in_use: self.in_use(),
+            queue_timeout_ms: ms(self.queue_timeout),
+            max_db_time_ms_per_s: db.map(|d| ms(d.spec.per_second)),
+            db_time_burst_ms: db.map(|d| ms(d.spec.burst)),
+            db_time_available_ms: db.map(|d| d.available(now) * 1000.0),
+            db_time_spent_ms: db.map(|d| d.spent() * 1000.0),
+        }
+    }
+}
+
 /// A database-time budget: a bucket of microseconds of upstream execution time.
 pub struct DbTime {
     pub spec: DbTimeSpec,

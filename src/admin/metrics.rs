@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::Handles;
 use super::routes::error;
 use crate::cache::CacheSnapshot;
+use crate::limits::LimitState;
 use crate::protocol::startup::encode_ssl_request;
 use crate::protocol::tag::ssl;
 use crate::stats::{Families, METRICS_CONTENT_TYPE, ProcessMetrics, QueryMetrics, one, render};
@@ -43,6 +44,10 @@ pub(super) async fn metrics(State(app): State<Arc<Handles>>) -> Response {
         budgets,
         reload_failures: status.reload_failures,
         reload_failing: status.last_error.is_some(),
+        limits: {
+            let now = std::time::Instant::now();
+            active.shared_limits.iter().map(|l| l.state(now)).collect()
+        },
     };
     let collectors: Vec<Box<dyn Collector>> = vec![
         Box::new(pgward),
@@ -97,6 +102,8 @@ struct PgwardMetrics {
     budgets: Vec<(String, f64)>,
     reload_failures: u64,
     reload_failing: bool,
+    /// The shared limits in force, as they stand at the scrape.
+    limits: Vec<LimitState>,
 }
 
 impl Collector for PgwardMetrics {
@@ -138,6 +145,36 @@ impl Collector for PgwardMetrics {
             "pgward_rules_reload_failing",
             "1 while the latest rules reload was rejected, else 0",
             one(u64::from(self.reload_failing)),
+        )?;
+        let by_limit = |value: fn(&LimitState) -> Option<f64>| {
+            self.limits
+                .iter()
+                .filter_map(move |l| Some(([("limit", l.name.as_str())], value(l)?)))
+        };
+        f.gauge(
+            "pgward_limit_in_use",
+            "Statements of each shared limit running upstream now",
+            by_limit(|l| Some(l.in_use as f64)),
+        )?;
+        f.gauge(
+            "pgward_limit_max_concurrency",
+            "max_concurrency of each shared limit that has one",
+            by_limit(|l| l.max_concurrency.map(|n| n as f64)),
+        )?;
+        f.gauge(
+            "pgward_limit_db_time_available_seconds",
+            "Database time each shared limit with max_db_time can still spend now (negative: owed)",
+            by_limit(|l| l.db_time_available_ms.map(|ms| ms / 1000.0)),
+        )?;
+        f.gauge(
+            "pgward_limit_max_db_time_ratio",
+            "max_db_time of each shared limit: seconds of database time per second",
+            by_limit(|l| l.max_db_time_ms_per_s.map(|ms| ms / 1000.0)),
+        )?;
+        f.counter(
+            "pgward_limit_db_time_seconds",
+            "Database time the statements of each shared limit used (measured upstream time)",
+            by_limit(|l| l.db_time_spent_ms.map(|ms| ms / 1000.0)),
         )
     }
 }

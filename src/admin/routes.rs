@@ -150,11 +150,14 @@ async fn rules(State(app): State<Arc<Handles>>) -> Response {
             described
         })
         .collect();
+    let now = std::time::Instant::now();
+    let limits: Vec<_> = active.shared_limits.iter().map(|l| l.state(now)).collect();
     Json(json!({
         "status": app.rules.status(),
         "default_budget": active.set.default_budget.map(|d| d.as_secs_f64() * 1000.0),
         "cancel_grace": active.set.cancel_grace.as_secs_f64() * 1000.0,
         "rules": rules,
+        "limits": limits,
     }))
     .into_response()
 }

@@ -25,6 +25,7 @@ pub fn describe(rule: &Rule, set: &RuleSet) -> Value {
         "budget_ms": rule.budget(set).map(|d| d.as_secs_f64() * 1000.0),
         "max_concurrency": rule.max_concurrency,
         "queue_timeout_ms": rule.queue_timeout.as_secs_f64() * 1000.0,
+        "limit": rule.limit.and_then(|i| set.limits.get(i)).map(|l| &*l.name),
         "rewrite": rule.rewrite.as_ref().map(|r| json!({ "replacement": r.replacement, "fingerprint": r.target.to_string() })),
         "action": action,
         "message": message,

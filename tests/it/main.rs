@@ -9,6 +9,7 @@ mod console;
 mod dashboard;
 mod faults;
 mod harness;
+mod limits;
 mod logs;
 mod metrics;
 mod packaging;
