@@ -155,6 +155,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             shutdown_rx.clone(),
         )),
         tokio::spawn(app.rules.clone().watch(shutdown_rx.clone())),
+        tokio::spawn(app.rules.clone().protect(shutdown_rx.clone())),
         tokio::spawn(crate::eventlog::summarize(
             app.events.clone(),
             shutdown_rx.clone(),

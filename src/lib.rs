@@ -21,6 +21,7 @@
 //! | [`rules`] | rules.toml: schema, validation with every problem, evaluation, rewrites |
 //! | [`cache`] | the result cache: entries, single flight, invalidation epochs, per-session keys |
 //! | [`limits`] | concurrency slots and database-time budgets of rules and shared limits |
+//! | [`protect`] | protected traffic's objectives; the controller lowering the other limits |
 //! | [`reload`] | the rules in force (ArcSwap), their limits, hot reload |
 //! | [`pipeline`] | the per-statement phases: fingerprint -> rules -> cache -> cap/budget -> record |
 //! | [`console`] | the admin console: the `pgward` database answered by pgward itself |
@@ -45,6 +46,7 @@ pub mod healthcheck;
 pub mod limits;
 pub mod net;
 pub mod pipeline;
+pub mod protect;
 pub mod protocol;
 pub mod reload;
 pub mod rules;

@@ -5,13 +5,16 @@
 //! measured time, refilled at the configured rate). The pipeline's admit phase asks it; the
 //! statement's completion pays for what it used.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
 use crate::rules::{DbTimeSpec, LimitSpec, Rule};
+
+/// A factor of 1 in per mille: the limit as configured.
+pub const FULL: u32 = 1000;
 
 /// One bulkhead: slots and/or a database-time budget.
 pub struct Limit {
@@ -24,6 +27,9 @@ pub struct Limit {
     /// How long a statement waits for a slot or for database time.
     pub queue_timeout: Duration,
     pub db_time: Option<DbTime>,
+    /// Per mille of the configured limit in force: lowered while protected traffic misses
+    /// its objective (`protect`); 0 admits nothing.
+    factor: AtomicU32,
 }
 
 impl Limit {
@@ -36,6 +42,23 @@ impl Limit {
                 .map(|n| (n, Arc::new(Semaphore::new(n)))),
             queue_timeout: spec.queue_timeout,
             db_time: spec.db_time.map(|spec| DbTime::new(spec, now)),
+            factor: AtomicU32::new(FULL),
+        }
+    }
+
+    /// Per mille of the configured limit in force now.
+    pub fn factor(&self) -> u32 {
+        self.factor.load(Relaxed)
+    }
+
+    /// The protection controller lowers or restores the limit (the slots it holds back are
+    /// its own business; this scales the database-time refill and says when nothing is
+    /// admitted).
+    pub fn set_factor(&self, factor: u32) {
+        let factor = factor.min(FULL);
+        self.factor.store(factor, Relaxed);
+        if let Some(db) = &self.db_time {
+            db.factor.store(factor, Relaxed);
         }
     }
 
@@ -48,6 +71,7 @@ impl Limit {
             slots: Some((n, Arc::new(Semaphore::new(n)))),
             queue_timeout: rule.queue_timeout,
             db_time: None,
+            factor: AtomicU32::new(FULL),
         })
     }
 
@@ -81,6 +105,9 @@ pub struct LimitState {
     pub db_time_available_ms: Option<f64>,
     /// Database time its statements used since the limit exists, in milliseconds.
     pub db_time_spent_ms: Option<f64>,
+    /// Per mille of its configured limit in force (below 1000 while protected traffic is
+    /// over its objective).
+    pub factor: u32,
 }
 
 impl Limit {
@@ -96,6 +123,7 @@ impl Limit {
             db_time_burst_ms: db.map(|d| ms(d.spec.burst)),
             db_time_available_ms: db.map(|d| d.available(now) * 1000.0),
             db_time_spent_ms: db.map(|d| d.spent() * 1000.0),
+            factor: self.factor(),
         }
     }
 }
@@ -109,6 +137,8 @@ pub struct DbTime {
     estimate_us: AtomicU64,
     /// Database time debited, in all (µs).
     spent_us: AtomicU64,
+    /// Per mille of `per_second` it refills at (the limit's factor).
+    factor: AtomicU32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -134,12 +164,14 @@ impl DbTime {
             }),
             estimate_us: AtomicU64::new(0),
             spent_us: AtomicU64::new(0),
+            factor: AtomicU32::new(FULL),
         }
     }
 
-    /// Database time per microsecond of wall time.
+    /// Database time per microsecond of wall time, as the limit's factor scales it.
     fn rate(&self) -> f64 {
-        micros(self.spec.per_second) / 1_000_000.0
+        let factor = f64::from(self.factor.load(Relaxed)) / f64::from(FULL);
+        micros(self.spec.per_second) / 1_000_000.0 * factor
     }
 
     fn refilled(&self, now: Instant) -> std::sync::MutexGuard<'_, Bucket> {
@@ -161,7 +193,12 @@ impl DbTime {
         }
         // Until the bucket is positive again (at least a millisecond, so a waiter does not
         // spin on a bucket that refills by microseconds).
-        let wait_us = (-bucket.tokens / self.rate()).max(1_000.0);
+        // With no refill at all (factor 0) the wait is the caller's bound.
+        let rate = self.rate();
+        if rate <= 0.0 {
+            return Err(Duration::MAX);
+        }
+        let wait_us = (-bucket.tokens / rate).max(1_000.0);
         Err(Duration::from_secs_f64(wait_us / 1_000_000.0))
     }
 

@@ -18,10 +18,13 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::limits::Limit;
+use crate::protect::Protection;
 use crate::rules::{RuleSet, RulesError, load_rules};
 
 /// How often the rules file is checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the protection controller compares protected traffic with its objectives.
+pub const PROTECT_STEP: Duration = Duration::from_secs(1);
 
 /// A rule set with the runtime state that belongs to it.
 pub struct ActiveRules {
@@ -31,6 +34,8 @@ pub struct ActiveRules {
     pub limits: Vec<Option<Arc<Limit>>>,
     /// The `[limits.<name>]` tables, as `RuleSet::limits`.
     pub shared_limits: Vec<Arc<Limit>>,
+    /// The `[[protect]]` objectives and the controller that lowers the other limits.
+    pub protection: Protection,
     pub version: u64,
 }
 
@@ -50,7 +55,7 @@ impl ActiveRules {
                 Arc::new(limit)
             })
             .collect();
-        let limits = set
+        let limits: Vec<Option<Arc<Limit>>> = set
             .rules
             .iter()
             .map(|rule| match rule.limit {
@@ -58,10 +63,15 @@ impl ActiveRules {
                 None => Limit::of_rule(rule).map(Arc::new),
             })
             .collect();
+        let protection = Protection::new(&set, &limits, now);
+        if let Some(previous) = previous {
+            protection.inherit(&previous.protection);
+        }
         ActiveRules {
             set,
             limits,
             shared_limits,
+            protection,
             version,
         }
     }
@@ -197,6 +207,34 @@ impl Rules {
             if settle.observe(file_signature(&path)) {
                 // A file that is still wrong is retried on its next change.
                 let _ = self.reload();
+            }
+        }
+    }
+}
+
+impl Rules {
+    /// Runs the protection controller of the rules in force once per [`PROTECT_STEP`] until
+    /// shutdown; each change of the other traffic's share is one log line.
+    pub async fn protect(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(PROTECT_STEP);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+            }
+            let active = self.current.load();
+            if !active.protection.active() {
+                continue;
+            }
+            if let Some(change) = active.protection.step(Instant::now()) {
+                tracing::warn!(
+                    from_permille = change.from,
+                    to_permille = change.to,
+                    reason = %change.reason,
+                    "protection: unprotected limits now at {}% of their configured values",
+                    change.to / 10
+                );
             }
         }
     }

@@ -15,6 +15,8 @@ const LAYERS: &[&[&str]] = &[
     // what a DBA asked for; what may be answered from memory
     &["rules", "cache"],
     &["stats", "sessions", "limits"],
+    // protected traffic and the controller that lowers the limits for it
+    &["protect"],
     // the rules in force, with their reload
     &["reload"],
     // one statement's path through pgward

@@ -36,6 +36,7 @@ pub(super) async fn metrics(State(app): State<Arc<Handles>>) -> Response {
         .iter()
         .filter_map(|r| Some((r.name.to_string(), r.budget(set)?.as_secs_f64())))
         .collect();
+    let now = std::time::Instant::now();
     let pgward = PgwardMetrics {
         version: env!("CARGO_PKG_VERSION"),
         upstream_up: up,
@@ -44,10 +45,24 @@ pub(super) async fn metrics(State(app): State<Arc<Handles>>) -> Response {
         budgets,
         reload_failures: status.reload_failures,
         reload_failing: status.last_error.is_some(),
-        limits: {
-            let now = std::time::Instant::now();
-            active.shared_limits.iter().map(|l| l.state(now)).collect()
-        },
+        limits: active.shared_limits.iter().map(|l| l.state(now)).collect(),
+        objectives: active
+            .protection
+            .objectives
+            .iter()
+            .map(|o| {
+                let seen = o.observe(now);
+                let p99 = seen
+                    .p99
+                    .filter(|_| seen.samples >= crate::protect::MIN_SAMPLES);
+                (
+                    o.name.to_string(),
+                    p99.map(|d| d.as_secs_f64()),
+                    o.p99.as_secs_f64(),
+                )
+            })
+            .collect(),
+        protection_factor: active.protection.factor(),
     };
     let collectors: Vec<Box<dyn Collector>> = vec![
         Box::new(pgward),
@@ -104,6 +119,10 @@ struct PgwardMetrics {
     reload_failing: bool,
     /// The shared limits in force, as they stand at the scrape.
     limits: Vec<LimitState>,
+    /// (objective, p99 seconds now, objective seconds) of each `[[protect]]`.
+    objectives: Vec<(String, Option<f64>, f64)>,
+    /// Per mille of their limits the unprotected limits get.
+    protection_factor: u32,
 }
 
 impl Collector for PgwardMetrics {
@@ -175,6 +194,30 @@ impl Collector for PgwardMetrics {
             "pgward_limit_db_time_seconds",
             "Database time the statements of each shared limit used (measured upstream time)",
             by_limit(|l| l.db_time_spent_ms.map(|ms| ms / 1000.0)),
+        )?;
+        f.gauge(
+            "pgward_limit_factor_ratio",
+            "Share of its configured limit each shared limit gets now (below 1 while protected traffic is over its objective)",
+            by_limit(|l| Some(f64::from(l.factor) / 1000.0)),
+        )?;
+        f.gauge(
+            "pgward_protect_p99_seconds",
+            "p99 latency of each protected traffic over its window (absent without enough statements)",
+            self.objectives
+                .iter()
+                .filter_map(|(name, p99, _)| Some(([("protect", name.as_str())], (*p99)?))),
+        )?;
+        f.gauge(
+            "pgward_protect_objective_seconds",
+            "The p99 objective of each protected traffic",
+            self.objectives
+                .iter()
+                .map(|(name, _, objective)| ([("protect", name.as_str())], *objective)),
+        )?;
+        f.gauge(
+            "pgward_protect_factor_ratio",
+            "Share of their configured limits the unprotected limits get now (1: untouched, 0: no database admissions)",
+            one(f64::from(self.protection_factor) / 1000.0),
         )
     }
 }

@@ -158,8 +158,35 @@ async fn rules(State(app): State<Arc<Handles>>) -> Response {
         "cancel_grace": active.set.cancel_grace.as_secs_f64() * 1000.0,
         "rules": rules,
         "limits": limits,
+        "protection": protection(&active, now),
     }))
     .into_response()
+}
+
+/// The protected objectives as they stand, and what the controller did last.
+fn protection(active: &crate::reload::ActiveRules, now: std::time::Instant) -> Value {
+    let p = &active.protection;
+    let objectives: Vec<Value> = p
+        .objectives
+        .iter()
+        .map(|o| {
+            let seen = o.observe(now);
+            json!({
+                "name": &*o.name,
+                "p99_objective_ms": o.p99.as_secs_f64() * 1000.0,
+                "window_ms": o.window.as_secs_f64() * 1000.0,
+                "p99_ms": seen.p99.map(|d| d.as_secs_f64() * 1000.0),
+                "samples": seen.samples,
+            })
+        })
+        .collect();
+    let yielding: Vec<&str> = p.yielding().map(|l| &*l.name).collect();
+    json!({
+        "objectives": objectives,
+        "factor_permille": p.factor(),
+        "yielding_limits": yielding,
+        "last_change": p.last_change(),
+    })
 }
 
 async fn reload_rules(State(app): State<Arc<Handles>>) -> Response {

@@ -183,6 +183,19 @@ impl Pipeline {
         else {
             return Slot::Granted(None, now, None);
         };
+        if limit.factor() == 0 && rule.mode == Mode::Enforce {
+            // Protected traffic is over its objective: nothing of this limit reaches the
+            // database now (a wait it was in ends here too).
+            let _ = (self.held.take_refilled(), self.held.take_admission());
+            note(handle, Event::Shed(Enforced::Yes));
+            if self.shared.events.first(&limit.name, "protected") {
+                tracing::info!(fingerprint = %statement.id, rule = &*rule.name, limit = &*limit.name, "statement shed: protected traffic over its objective");
+            }
+            return Slot::Shed(replies::shed_protected(
+                &limit_label(rule, limit),
+                statement.id,
+            ));
+        }
         let (permit, since) = if let Some(back) = self.held.take_refilled() {
             back
         } else if let Some((permit, since)) = self.held.take_admission() {

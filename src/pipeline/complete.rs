@@ -159,6 +159,9 @@ impl Pipeline {
             let ran = now.saturating_duration_since(started.max(debit.admitted));
             db.settle(debit.reserved, ran, now);
         }
+        if let Some(objective) = &running.objective {
+            objective.record(now.saturating_duration_since(started), now);
+        }
         let Some(stats) = &running.stats else {
             return;
         };

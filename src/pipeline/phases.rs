@@ -325,6 +325,11 @@ impl Pipeline {
             running.fill = fill.take();
             // The limit is paid by the statement that holds its slot: the Query's last.
             running.debit = if last { debit.take() } else { None };
+            if frame.rules.protection.active() {
+                let index = ctx.matched.as_ref().map(|m| m.index);
+                let app = &self.identity.application_name;
+                running.objective = frame.rules.protection.objective(index, app).cloned();
+            }
             self.expected.push_running(running);
         }
         if let Input::Query { .. } = frame.input {

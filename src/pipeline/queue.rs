@@ -15,6 +15,7 @@ use super::admit::Debit;
 use super::budget::Budget;
 use super::fill::Fill;
 use crate::cache::{Entry, Shape};
+use crate::protect::Objective;
 use crate::protocol::backend::TransactionStatus;
 use crate::stats::FingerprintStats;
 
@@ -44,6 +45,8 @@ pub(super) struct Running {
     pub client: Client,
     /// The database time it reserved under its limit, paid when it completes.
     pub debit: Option<Debit>,
+    /// The protected traffic whose objective its latency counts toward.
+    pub objective: Option<Arc<Objective>>,
 }
 
 impl Running {
@@ -62,6 +65,7 @@ impl Running {
             fill: None,
             client: Client::Waiting,
             debit: None,
+            objective: None,
         }
     }
 
@@ -76,6 +80,7 @@ impl Running {
             fill: None,
             client: Client::Waiting,
             debit: None,
+            objective: None,
         }
     }
 

@@ -80,6 +80,23 @@ pub(super) fn shed_db_time(
     .into_bytes()
 }
 
+/// The 53000 for a statement whose limit admits nothing while protected traffic is over its
+/// latency objective.
+pub(super) fn shed_protected(who: &str, fingerprint: FingerprintId) -> Vec<u8> {
+    Raised {
+        severity: Severity::Error,
+        code: sqlstate::INSUFFICIENT_RESOURCES.into(),
+        message: format!(
+            "pgward: {who} gives way to protected traffic, which is over its latency objective"
+        ),
+        detail: format!("fingerprint {fingerprint}"),
+        hint: Some(
+            "Retry later; pgward admits this query family again as the protected traffic recovers.",
+        ),
+    }
+    .into_bytes()
+}
+
 /// The rule's own SQLSTATE and message for a rejected statement.
 pub(super) fn rejected(
     rule: &str,

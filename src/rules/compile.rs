@@ -15,6 +15,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::cache_policy::compile_cache;
 use super::fields::{compile_action, compile_match};
 use super::limits::compile_limits;
+use super::protect::compile_protect;
 use super::rewrite::Rewrite;
 use super::schema::{
     CACHE_KEYS, DEFAULTS_KEYS, MATCH_KEYS, RULE_KEYS, RawDefaults, RawRule, TOP_KEYS,
@@ -179,6 +180,9 @@ pub(super) fn compile(text: &str) -> Result<RuleSet, Vec<Problem>> {
             None,
             "`rule` must be an array of tables: write each rule as [[rule]]",
         ),
+    }
+    if let Some(protect) = root.get("protect") {
+        compile_protect(&mut cx, protect, &mut set);
     }
     if cx.problems.is_empty() {
         Ok(set)

@@ -19,6 +19,7 @@ mod describe;
 mod evaluate_tests;
 mod fields;
 mod limits;
+mod protect;
 mod rewrite;
 mod schema;
 #[cfg(test)]
@@ -26,6 +27,7 @@ mod tests;
 
 pub use compile::{DEFAULT_CANCEL_GRACE, DEFAULT_QUEUE_TIMEOUT, DEFAULT_SQLSTATE};
 pub use describe::describe;
+pub use protect::DEFAULT_WINDOW;
 pub use rewrite::{Rewrite, TEXT_OID};
 
 /// A compiled rules file.
@@ -39,6 +41,8 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
     /// `[limits.<name>]`, in name order; rules refer to them by index (`Rule::limit`).
     pub limits: Vec<LimitSpec>,
+    /// `[[protect]]`: latency objectives the other traffic's limits give way to.
+    pub protect: Vec<ProtectSpec>,
     /// xxh3-64 hex of the file text (empty for [`RuleSet::empty`]).
     pub source_hash: String,
 }
@@ -98,6 +102,26 @@ pub struct LimitSpec {
 pub struct DbTimeSpec {
     pub per_second: Duration,
     pub burst: Duration,
+}
+
+/// A `[[protect]]`: what must stay fast, and how fast.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProtectSpec {
+    /// How ops see it: `rule:checkout` or `application_name:checkout-svc`.
+    pub name: Arc<str>,
+    pub traffic: Protected,
+    /// The objective: p99 latency of the protected statements over `window`.
+    pub p99: Duration,
+    pub window: Duration,
+}
+
+/// Which statements a `[[protect]]` covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Protected {
+    /// The statements a rule matches (index into `RuleSet::rules`).
+    Rule(usize),
+    /// Every statement of sessions with this `application_name`.
+    ApplicationName(String),
 }
 
 /// A rule's `cache` table.
@@ -227,6 +251,7 @@ impl RuleSet {
             cancel_grace: DEFAULT_CANCEL_GRACE,
             rules: Vec::new(),
             limits: Vec::new(),
+            protect: Vec::new(),
             source_hash: String::new(),
         }
     }

@@ -8,7 +8,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// Keys allowed at the top of the file.
-pub(super) const TOP_KEYS: &[&str] = &["defaults", "limits", "rule"];
+pub(super) const TOP_KEYS: &[&str] = &["defaults", "limits", "protect", "rule"];
+/// Keys allowed in a `[[protect]]` table.
+pub(super) const PROTECT_KEYS: &[&str] = &["rule", "application_name", "p99", "window"];
 /// Keys allowed in a `[limits.<name>]` table.
 pub(super) const LIMIT_KEYS: &[&str] = &[
     "max_concurrency",
@@ -94,6 +96,16 @@ pub(super) struct RawLimit {
     /// Database time per wall time: `"250ms/s"`.
     pub max_db_time: Option<Spanned<String>>,
     pub db_time_burst: Option<Spanned<String>>,
+}
+
+/// One `[[protect]]`: traffic whose latency objective the other traffic's limits give way to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProtect {
+    pub rule: Option<Spanned<String>>,
+    pub application_name: Option<Spanned<String>>,
+    pub p99: Option<Spanned<String>>,
+    pub window: Option<Spanned<String>>,
 }
 
 /// A rule's `cache` table: how long its results are fresh and usable.

@@ -525,3 +525,52 @@ fn every_limit_mistake_is_reported() {
     );
     one("limits = 3\n", "must be a table of tables");
 }
+
+#[test]
+fn protect_tables_name_a_rule_or_an_application() {
+    let set = ok(&format!(
+        "{LIMITED}\n[[protect]]\nrule = \"reco-a\"\np99 = \"20ms\"\n\n[[protect]]\napplication_name = \"checkout\"\np99 = \"500us\"\nwindow = \"10s\"\n"
+    ));
+    assert_eq!(set.protect.len(), 2);
+    assert_eq!(set.protect[0].traffic, Protected::Rule(0));
+    assert_eq!(&*set.protect[0].name, "rule:reco-a");
+    assert_eq!(set.protect[0].window, DEFAULT_WINDOW);
+    assert_eq!(set.protect[1].p99, Duration::from_micros(500));
+    assert_eq!(&*set.protect[1].name, "application_name:checkout");
+    let rule = "[[rule]]\nname = \"r\"\nmatch.pattern = \"x\"\n";
+    one(
+        &format!("{rule}[[protect]]\nrule = \"nope\"\np99 = \"20ms\"\n"),
+        "rule \"nope\" is not defined",
+    );
+    one(
+        &format!("{rule}[[protect]]\nrule = \"r\"\n"),
+        "needs its objective",
+    );
+    one(
+        &format!("{rule}[[protect]]\np99 = \"20ms\"\n"),
+        "exactly one of rule",
+    );
+    one(
+        &format!("{rule}[[protect]]\nrule = \"r\"\napplication_name = \"a\"\np99 = \"1s\"\n"),
+        "exactly one of rule",
+    );
+    one(
+        &format!("{rule}[[protect]]\nrule = \"r\"\np99 = \"2m\"\n"),
+        "p99 must be between",
+    );
+    one(
+        &format!("{rule}[[protect]]\nrule = \"r\"\np99 = \"1s\"\nwindow = \"5m\"\n"),
+        "window must be between 1s and 60s",
+    );
+    one(
+        &format!("{rule}[[protect]]\nrule = \"r\"\np99 = \"1s\"\nslo = 1\n"),
+        "unknown key `slo`",
+    );
+    one(
+        &format!(
+            "{rule}[[protect]]\nrule = \"r\"\np99 = \"1s\"\n[[protect]]\nrule = \"r\"\np99 = \"2s\"\n"
+        ),
+        "protected twice",
+    );
+    one("[protect]\nrule = \"r\"\n", "must be an array of tables");
+}

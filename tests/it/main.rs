@@ -14,6 +14,7 @@ mod logs;
 mod metrics;
 mod packaging;
 mod passthrough;
+mod protect;
 mod reliability;
 mod rules;
 mod slow_log;
