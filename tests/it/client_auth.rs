@@ -255,3 +255,39 @@ async fn a_failed_console_login_waits_the_delay_too() {
         assert!(took >= DELAY, "{user}: {took:?}");
     }
 }
+
+/// `pgward check` refuses an `[auth]` that cannot work, naming the key (and the users file's
+/// line, without the secret), with the config's exit status 2.
+#[test]
+fn pgward_check_names_bad_auth_settings() {
+    let users = temp_file("bad-userlist.txt", "\"ok\" \"pw\"\n\"app\" topsecret\n");
+    let cases = [
+        (
+            "[auth]\nfailed_login_delay = \"1m\"\n".to_owned(),
+            "auth.failed_login_delay: 60s is out of range",
+        ),
+        (
+            "[auth]\nauth_query = \"SELECT usename, passwd FROM pg_shadow WHERE usename = $1\"\n"
+                .to_owned(),
+            "auth.auth_user: auth_query needs auth_user",
+        ),
+        (
+            format!("[auth]\nauth_file = \"{}\"\n", users.display()),
+            "bad-userlist.txt:2: expected \"user\" \"secret\"",
+        ),
+    ];
+    for (text, expected) in cases {
+        let config = temp_file("auth-check.toml", &text);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgward"))
+            .args(["check", "--config"])
+            .arg(&config)
+            .env_remove("PGWARD_CONFIG")
+            .env_remove("PGWARD_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+        assert!(!stderr.contains("topsecret"), "{stderr}");
+    }
+}
