@@ -4,22 +4,20 @@
 //! success. A user pgward does not know goes through the same exchange against a made-up secret
 //! (salt stable per user, as a real verifier's is) and fails the same way as a wrong password,
 //! so the answer never tells which users exist. A failed login waits `failed_login_delay`
-//! before its FATAL error, so guessing online is slow.
+//! before its FATAL error, so guessing online is slow. A plaintext secret's SCRAM keys are
+//! derived at the user's first login and kept while the password stays the same ([`Policy`]).
 
 use std::borrow::Cow;
-use std::sync::Arc;
-use std::time::Duration;
 
-use ring::hmac;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::AuthError;
 use super::md5;
-use super::scram::{self, ITERATIONS, base64_encode};
-use super::secret::{KEY_LEN, Md5Hash, ScramVerifier, Secret};
+use super::policy::{Policy, random};
+use super::scram::{self, base64_encode};
+use super::secret::{Md5Hash, ScramVerifier, Secret};
 use super::settings::Method;
-use crate::eventlog::EventLog;
 use crate::protocol::backend::auth as code;
 use crate::protocol::build::{self, Report};
 use crate::protocol::frame::{self, HEADER_LEN};
@@ -30,75 +28,6 @@ use crate::protocol::tag::frontend as tag;
 const MECHANISM: &[u8] = b"SCRAM-SHA-256";
 /// Largest authentication message a client may send: PostgreSQL's `PG_MAX_AUTH_TOKEN_LENGTH`.
 const MAX_MESSAGE: usize = 65_535;
-/// Bytes of the salt a made-up verifier has, as PostgreSQL's (`SCRAM_DEFAULT_SALT_LEN`).
-const SALT_LEN: usize = 16;
-
-/// How logins are conducted: the challenge for plaintext secrets and unknown users, the delay
-/// after a failure, and the key that makes up stable secrets for unknown users.
-pub struct Policy {
-    method: Method,
-    failed_login_delay: Duration,
-    /// Random per process: made-up salts are stable per user, and unpredictable.
-    mock_key: hmac::Key,
-    /// Failed logins are logged through it (one line, then counts) when set.
-    events: Option<Arc<EventLog>>,
-}
-
-impl Policy {
-    pub fn new(
-        method: Method,
-        failed_login_delay: Duration,
-        events: Option<Arc<EventLog>>,
-    ) -> Result<Policy, AuthError> {
-        let seed = random::<KEY_LEN>()?;
-        Ok(Policy {
-            method,
-            failed_login_delay,
-            mock_key: hmac::Key::new(hmac::HMAC_SHA256, &seed),
-            events,
-        })
-    }
-
-    pub fn failed_login_delay(&self) -> Duration {
-        self.failed_login_delay
-    }
-
-    /// A keyed hash of `purpose` and `user`: stable within this process, unguessable outside.
-    fn made_up(&self, purpose: &[u8], user: &str) -> hmac::Tag {
-        let mut context = hmac::Context::with_key(&self.mock_key);
-        context.update(purpose);
-        context.update(&[0]);
-        context.update(user.as_bytes());
-        context.sign()
-    }
-
-    fn salt_for(&self, user: &str) -> Vec<u8> {
-        let tag = self.made_up(b"salt", user);
-        tag.as_ref().iter().take(SALT_LEN).copied().collect()
-    }
-
-    /// A verifier no password matches: keys from the process key, which no client knows.
-    fn mock_verifier(&self, user: &str) -> ScramVerifier {
-        let key = |purpose| {
-            let mut out = [0u8; KEY_LEN];
-            for (o, b) in out.iter_mut().zip(self.made_up(purpose, user).as_ref()) {
-                *o = *b;
-            }
-            out
-        };
-        ScramVerifier {
-            iterations: ITERATIONS,
-            salt: self.salt_for(user),
-            stored_key: key(b"stored key"),
-            server_key: key(b"server key"),
-        }
-    }
-
-    fn mock_md5(&self, user: &str) -> Md5Hash {
-        let text = base64_encode(self.made_up(b"md5", user).as_ref());
-        md5::hash(&text, user)
-    }
-}
 
 /// What the client is challenged with, and against what.
 enum Plan<'a> {
@@ -107,11 +36,14 @@ enum Plan<'a> {
 }
 
 fn plan<'a>(user: &str, secret: Option<&'a Secret>, policy: &Policy) -> Plan<'a> {
-    match (secret, policy.method) {
+    match (secret, policy.method()) {
         (Some(Secret::Scram(verifier)), _) => Plan::Scram(Cow::Borrowed(verifier)),
         (Some(Secret::Md5(hash)), _) => Plan::Md5(Cow::Borrowed(hash)),
         (Some(Secret::Plain(password)), Method::ScramSha256) => Plan::Scram(Cow::Owned(
-            scram::derive(&password.0, &policy.salt_for(user), ITERATIONS),
+            policy
+                .plaintext_verifier(user, &password.0)
+                .verifier
+                .clone(),
         )),
         (Some(Secret::Plain(password)), Method::Md5) => {
             Plan::Md5(Cow::Owned(md5::hash(&password.0, user)))
@@ -168,13 +100,13 @@ where
         AuthError::ClientLeft | AuthError::Io(_) => return Err(error),
         AuthError::Failed { known } => {
             note_failure(policy, user, *known);
-            tokio::time::sleep(policy.failed_login_delay).await;
+            tokio::time::sleep(policy.failed_login_delay()).await;
             let message = format!("password authentication failed for user \"{user}\"");
             (sqlstate::INVALID_PASSWORD, message)
         }
         AuthError::Protocol(message) => {
             tracing::info!(error = %message, "client authentication: protocol violation");
-            tokio::time::sleep(policy.failed_login_delay).await;
+            tokio::time::sleep(policy.failed_login_delay()).await;
             (sqlstate::PROTOCOL_VIOLATION, message.clone())
         }
         AuthError::Timeout => {
@@ -200,10 +132,7 @@ where
 
 /// The first failed login of a flood is logged with its user; the rest are counted.
 fn note_failure(policy: &Policy, user: &str, known: bool) {
-    let first = policy
-        .events
-        .as_ref()
-        .is_none_or(|events| events.first("client authentication", "login_failed"));
+    let first = policy.first_failure();
     if first {
         let reason = if known {
             "wrong password"
@@ -313,10 +242,4 @@ where
         Ok(n) if n == header.body_len => Ok(body),
         _ => Err(AuthError::ClientLeft),
     }
-}
-
-fn random<const N: usize>() -> Result<[u8; N], AuthError> {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(|e| AuthError::Random(e.to_string()))?;
-    Ok(bytes)
 }

@@ -9,6 +9,7 @@
 
 pub mod exchange;
 pub mod md5;
+pub mod policy;
 pub mod query;
 pub mod scram;
 pub mod secret;
@@ -27,7 +28,8 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-pub use exchange::{Policy, login};
+pub use exchange::login;
+pub use policy::Policy;
 pub use query::{AuthQuery, LookupError};
 pub use secret::Secret;
 pub use settings::{AuthSettings, Method, SettingsError};
