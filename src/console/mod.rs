@@ -1,9 +1,9 @@
 //! The admin console: a client that connects to pgward's own listener with the database name
 //! [`DATABASE`] is answered by pgward itself, as PgBouncer answers its `pgbouncer` database,
 //! and never reaches PostgreSQL. It is off unless `[console]` names admin users and a password;
-//! they log in with SCRAM-SHA-256 through the shared client authentication (`crate::auth`). Commands ([`commands`]) arrive as simple Query
-//! messages and are answered with ordinary RowDescription / DataRow / CommandComplete in text
-//! format, so psql shows them as tables.
+//! they log in with SCRAM-SHA-256 through the shared client authentication (`crate::auth`).
+//! Commands ([`commands`]) arrive as simple Query messages and are answered with ordinary
+//! RowDescription / DataRow / CommandComplete in text format, so psql shows them as tables.
 
 mod auth;
 mod commands;
