@@ -72,6 +72,7 @@ async fn auth_listener(auth: Authenticator) -> SocketAddr {
                     return;
                 }
                 let mut out = Vec::new();
+                build::parameter_status(&mut out, "server_version", "15.0");
                 build::backend_key_data(&mut out, 1, &[0, 0, 0, 1]);
                 build::ready_for_query(&mut out, TransactionStatus::Idle);
                 let _ = socket.write_all(&out).await;
@@ -163,6 +164,57 @@ async fn a_users_file_with_postgresql_secrets_logs_clients_in_by_scram_and_md5()
         ],
     )
     .await;
+}
+
+/// libpq (psql, with its default `channel_binding=prefer`) logs in by SCRAM and md5, and reads
+/// a wrong password's FATAL as PostgreSQL's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_logs_in_by_scram_and_md5_and_is_refused_in_postgresql_words() {
+    let cluster = shared();
+    let file = temp_file(
+        "psql-userlist.txt",
+        &format!(
+            "\"{SCRAM_USER}\" \"{}\"\n\"{MD5_USER}\" \"{}\"\n",
+            stored_secret(cluster, SCRAM_USER),
+            stored_secret(cluster, MD5_USER)
+        ),
+    );
+    let settings = AuthSettings {
+        auth_file: Some(file),
+        failed_login_delay: pgward::units::HumanDuration(Duration::ZERO),
+        ..AuthSettings::default()
+    };
+    let auth = Authenticator::from_settings(&settings, upstream(cluster), None)
+        .unwrap()
+        .unwrap();
+    let addr = auth_listener(auth).await;
+    let psql = async |user: &str, password: &str| {
+        tokio::process::Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={} user={user} dbname=postgres sslmode=disable",
+                addr.port()
+            ))
+            .args(["-X", "-c", "\\conninfo"])
+            .env("PGPASSWORD", password)
+            .output()
+            .await
+            .unwrap()
+    };
+    for (user, password) in [(SCRAM_USER, SCRAM_PASSWORD), (MD5_USER, MD5_PASSWORD)] {
+        let out = psql(user, password).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{user}: {stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(&format!("as user \"{user}\"")), "{stdout}");
+        for wrong_user in [user, "nobody_here"] {
+            let out = psql(wrong_user, "wrong-password").await;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{stderr}");
+            let expected =
+                format!("FATAL:  password authentication failed for user \"{wrong_user}\"");
+            assert!(stderr.contains(&expected), "{stderr}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
