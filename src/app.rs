@@ -20,7 +20,7 @@ use crate::server::client_tls_acceptor;
 use crate::sessions::Sessions;
 use crate::stats::Stats;
 use crate::upstream::Upstream;
-use crate::{admin, console, server};
+use crate::{admin, auth, console, server};
 
 /// How many distinct statement texts keep their fingerprints cached.
 const FINGERPRINT_CACHE_TEXTS: usize = 20_000;
@@ -63,6 +63,14 @@ impl App {
             cache: cache.clone(),
             sessions: sessions.clone(),
             config: console::settings(&serde_json::to_value(&config).unwrap_or_default()),
+            // The console's one password is plaintext: always SCRAM, so it never crosses the
+            // wire; the failed-login delay is [auth]'s, as for every client pgward logs in.
+            login: auth::Policy::new(
+                auth::Method::ScramSha256,
+                config.auth.failed_login_delay.0,
+                Some(events.clone()),
+            )
+            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?,
         };
         let console = console::Console::new(&config.console, parts).map_err(|e| {
             Error::Config(crate::config::ConfigError::Invalid {

@@ -29,6 +29,8 @@ pub struct Config {
     pub log: LogSettings,
     /// The admin console (the `pgward` database on the client listener).
     pub console: ConsoleSettings,
+    /// Client authentication by pgward itself (users file, auth_query).
+    pub auth: crate::auth::AuthSettings,
     /// Path of the rules file; relative paths are resolved against the config file's folder.
     pub rules: Option<PathBuf>,
 }
@@ -158,6 +160,10 @@ impl Config {
                 key: e.key,
                 message: e.message,
             })?;
+        self.auth.validate().map_err(|e| ConfigError::Invalid {
+            key: e.key,
+            message: e.message,
+        })?;
         if crate::upstream::split_host_port(&self.upstream.address).is_none() {
             return invalid(
                 "upstream.address",

@@ -18,6 +18,7 @@
 //! | [`sessions`] | the registry of client sessions ops list (`/sessions`, `SHOW SESSIONS`) and end |
 //! | [`net`] | the plain-or-TLS byte stream under each leg |
 //! | [`upstream`] | connecting to Postgres (TCP, TLS) and cancelling its queries |
+//! | [`auth`] | client authentication by pgward: users file, `auth_query`, SCRAM-SHA-256 / md5 server side |
 //! | [`rules`] | rules.toml: schema, validation with every problem, evaluation, rewrites |
 //! | [`cache`] | the result cache: entries, single flight, invalidation epochs, per-session keys |
 //! | [`limits`] | concurrency slots and database-time budgets of rules and shared limits |
@@ -34,6 +35,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod cache;
 pub mod check;
 pub mod config;

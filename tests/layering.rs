@@ -12,6 +12,8 @@ const LAYERS: &[&[&str]] = &[
     &["units", "secret", "net", "protocol", "eventlog", "fdlimit"],
     // what a statement is; how to reach PostgreSQL
     &["fingerprint", "upstream"],
+    // who a client is: secrets (users file, auth_query) and the login exchange
+    &["auth"],
     // what a DBA asked for; what may be answered from memory
     &["rules", "cache"],
     &["stats", "sessions", "limits"],

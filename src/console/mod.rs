@@ -1,13 +1,12 @@
 //! The admin console: a client that connects to pgward's own listener with the database name
 //! [`DATABASE`] is answered by pgward itself, as PgBouncer answers its `pgbouncer` database,
 //! and never reaches PostgreSQL. It is off unless `[console]` names admin users and a password;
-//! they log in with SCRAM-SHA-256 ([`auth`]). Commands ([`commands`]) arrive as simple Query
-//! messages and are answered with ordinary RowDescription / DataRow / CommandComplete in text
-//! format, so psql shows them as tables.
+//! they log in with SCRAM-SHA-256 through the shared client authentication (`crate::auth`).
+//! Commands ([`commands`]) arrive as simple Query messages and are answered with ordinary
+//! RowDescription / DataRow / CommandComplete in text format, so psql shows them as tables.
 
 mod auth;
 mod commands;
-mod scram;
 mod session;
 mod table;
 
@@ -17,6 +16,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::auth::secret::Plaintext;
+use crate::auth::{Policy, Secret};
 use crate::cache::ResultCache;
 use crate::reload::Rules;
 use crate::sessions::Sessions;
@@ -99,7 +100,9 @@ impl ConsoleSettings {
 pub struct Console {
     users: Vec<String>,
     /// `None`: the console is off and every login is refused.
-    password: Option<String>,
+    password: Option<Secret>,
+    /// How logins go: SCRAM for the password, the failed-login delay.
+    login: Policy,
     pub stats: Arc<Stats>,
     pub rules: Arc<Rules>,
     pub cache: Arc<ResultCache>,
@@ -116,13 +119,18 @@ pub struct Parts {
     pub cache: Arc<ResultCache>,
     pub sessions: Arc<Sessions>,
     pub config: Vec<(String, String)>,
+    /// `[auth]`'s login policy (its failed-login delay applies to the console too).
+    pub login: Policy,
 }
 
 impl Console {
     pub fn new(settings: &ConsoleSettings, parts: Parts) -> Result<Console, ConsoleError> {
         Ok(Console {
             users: settings.users.clone(),
-            password: settings.resolve_password()?,
+            password: settings
+                .resolve_password()?
+                .map(|p| Secret::Plain(Plaintext(p))),
+            login: parts.login,
             stats: parts.stats,
             rules: parts.rules,
             cache: parts.cache,

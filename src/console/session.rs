@@ -75,15 +75,8 @@ pub async fn serve(
         client,
         out: Vec::new(),
     };
-    let user = startup.user();
-    match tokio::time::timeout_at(deadline, auth::login(console, &mut io, user)).await {
-        Ok(true) => {}
-        Ok(false) => return,
-        Err(_) => {
-            let message = "canceling authentication due to timeout (pgward auth_timeout)";
-            fail(&mut io.client, sqlstate::QUERY_CANCELED, message).await;
-            return;
-        }
+    if !auth::login(console, &mut io, startup.user(), deadline).await {
+        return;
     }
     tracing::info!("console session opened");
     greet(io.out(), startup.param("application_name").unwrap_or(""));

@@ -74,12 +74,57 @@ impl<'a> Backend<'a> {
 /// Authentication request codes in an 'R' message.
 pub mod auth {
     pub const OK: i32 = 0;
+    pub const CLEARTEXT_PASSWORD: i32 = 3;
+    pub const MD5_PASSWORD: i32 = 5;
     pub const SASL: i32 = 10;
+    pub const SASL_CONTINUE: i32 = 11;
+    pub const SASL_FINAL: i32 = 12;
 }
 
 /// The code of an authentication request ('R').
 pub fn auth_code(body: &[u8]) -> Option<i32> {
     take_i32(body).map(|(code, _)| code)
+}
+
+/// The data after an authentication request's code: the md5 salt, a SASL challenge or outcome.
+pub fn auth_data(body: &[u8]) -> &[u8] {
+    take_i32(body).map_or(&[], |(_, data)| data)
+}
+
+/// The message field ('M') of an ErrorResponse or NoticeResponse.
+pub fn error_message(body: &[u8]) -> Option<&[u8]> {
+    let mut rest = body;
+    while let Some((&kind, after)) = rest.split_first() {
+        if kind == 0 {
+            return None;
+        }
+        let (value, after) = take_cstr(after)?;
+        if kind == b'M' {
+            return Some(value);
+        }
+        rest = after;
+    }
+    None
+}
+
+/// The columns of a DataRow ('D'), `None` for SQL NULL; `None` overall when the body does not
+/// hold the columns it counts.
+pub fn data_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let (count, mut rest) = super::take_u16(body)?;
+    let mut columns = Vec::new();
+    for _ in 0..count {
+        let (len, after) = take_i32(rest)?;
+        if len == -1 {
+            columns.push(None);
+            rest = after;
+            continue;
+        }
+        let len = usize::try_from(len).ok()?;
+        let value = after.get(..len)?;
+        columns.push(Some(value));
+        rest = after.get(len..)?;
+    }
+    rest.is_empty().then_some(columns)
 }
 
 /// Iterates the mechanism names of an AuthenticationSASL body (after the code).
@@ -189,6 +234,23 @@ mod tests {
         assert_eq!(command_rows(b"CREATE TABLE\0"), 0);
         assert_eq!(command_rows(b"12\0"), 0);
         assert_eq!(command_rows(b""), 0);
+    }
+
+    #[test]
+    fn data_rows_messages_and_auth_data() {
+        assert_eq!(
+            data_row(b"\0\x02\0\0\0\x02ab\xff\xff\xff\xff"),
+            Some(vec![Some(&b"ab"[..]), None])
+        );
+        assert_eq!(data_row(b"\0\x01\0\0\0\x05ab"), None);
+        assert_eq!(data_row(b"\0\x00extra"), None);
+        let body = b"SFATAL\0C28P01\0Mpassword authentication failed\0\0";
+        assert_eq!(
+            error_message(body),
+            Some(&b"password authentication failed"[..])
+        );
+        assert_eq!(error_message(b"SERROR\0\0"), None);
+        assert_eq!(auth_data(b"\0\0\0\x05salt"), b"salt");
     }
 
     #[test]

@@ -69,6 +69,13 @@ pub fn sasl_initial_response(body: &[u8]) -> Option<(&[u8], &[u8])> {
     }
 }
 
+/// PasswordMessage ('p' after AuthenticationMD5Password or CleartextPassword): the password or
+/// md5 response, without its terminating NUL.
+pub fn password_message(body: &[u8]) -> Option<&[u8]> {
+    let (password, rest) = take_cstr(body)?;
+    rest.is_empty().then_some(password)
+}
+
 /// `Parse` ('P'): statement name (empty = unnamed), SQL text, declared parameter types.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parse<'a> {

@@ -5,6 +5,7 @@ mod auth_tls;
 mod cache;
 mod cache_isolation;
 mod cli;
+mod client_auth;
 mod console;
 mod dashboard;
 mod faults;
