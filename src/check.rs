@@ -77,11 +77,14 @@ pub fn check(
     match RulesSource::pick(rules_argument, config) {
         RulesSource::Argument(path) | RulesSource::Config(path) => {
             let set = crate::rules::load_rules(&path)?;
-            report.push(format!(
-                "{}: ok, {} rule(s)",
-                path.display(),
-                set.rules.len()
-            ));
+            let mut line = format!("{}: ok, {} rule(s)", path.display(), set.rules.len());
+            if !set.limits.is_empty() {
+                line.push_str(&format!(", {} shared limit(s)", set.limits.len()));
+            }
+            if !set.protect.is_empty() {
+                line.push_str(&format!(", {} protected", set.protect.len()));
+            }
+            report.push(line);
         }
         RulesSource::None => report.push(
             "no rules file: none given and the config names none (`rules = \"...\"`), so \

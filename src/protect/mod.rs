@@ -274,7 +274,9 @@ impl Protection {
     pub fn step(&self, now: Instant) -> Option<Change> {
         let seen: Vec<Observed> = self.objectives.iter().map(|o| o.observe(now)).collect();
         let broken = self.objectives.iter().zip(&seen).find_map(|(o, seen)| {
-            let p99 = seen.p99.filter(|p| seen.samples >= MIN_SAMPLES && *p > o.p99)?;
+            let p99 = seen
+                .p99
+                .filter(|p| seen.samples >= MIN_SAMPLES && *p > o.p99)?;
             Some(format!(
                 "{} p99 {:.1}ms over its objective of {:.1}ms ({} statements in {}s)",
                 o.name,

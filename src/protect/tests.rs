@@ -149,7 +149,11 @@ fn too_few_samples_never_move_the_factor() {
     }
     assert_eq!(p.step(t0 + ms(10_000)).map(|c| c.to), Some(500));
     p.objectives[0].record(ms(1), t0 + ms(20_000));
-    assert_eq!(p.step(t0 + ms(20_000)), None, "one statement in the window says too little");
+    assert_eq!(
+        p.step(t0 + ms(20_000)),
+        None,
+        "one statement in the window says too little"
+    );
     assert_eq!(p.factor(), 500);
     // None at all: the protected traffic is idle, the share grows back.
     assert_eq!(p.step(t0 + ms(30_000)).map(|c| c.to), Some(600));

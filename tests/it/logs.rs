@@ -69,6 +69,17 @@ async fn a_flood_of_budget_events_is_one_line_and_a_count() {
         assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("57014"));
     }
     drop(client);
+    // pgward relayed the Terminate once PostgreSQL's backend of the session is gone; only then
+    // is the session's ending the client's, not the shutdown's.
+    eventually(
+        "the it-logs backend to end",
+        async || {
+            shared()
+                .psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'it-logs'")
+        },
+        |n| n == "0",
+    )
+    .await;
     // Read to EOF after SIGTERM: every line pgward will write, the last summary included.
     let mut pipe = child.0.stderr.take().unwrap();
     let reader = tokio::task::spawn_blocking(move || {
