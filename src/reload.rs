@@ -124,6 +124,12 @@ impl Rules {
         self.current.load_full()
     }
 
+    /// Whether any rule is in force: a guard of the current set, no reference count touched
+    /// (asked once per extended-protocol batch).
+    pub fn any(&self) -> bool {
+        !self.current.load().set.rules.is_empty()
+    }
+
     pub fn status(&self) -> ReloadStatus {
         let mut status = self
             .status

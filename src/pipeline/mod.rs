@@ -226,7 +226,7 @@ impl Pipeline {
     /// answer must wait behind the ones PostgreSQL owes for the messages before it.
     fn batch_tracked(&mut self) -> bool {
         if self.batch == state::Batch::Idle {
-            let tracked = !self.shared.rules.snapshot().set.rules.is_empty();
+            let tracked = self.shared.rules.any();
             self.batch = state::Batch::open(tracked);
         }
         self.batch.tracked()
