@@ -18,6 +18,7 @@ use super::{cache_routes, clip};
 use crate::fingerprint::FingerprintId;
 use crate::secret::constant_time_eq;
 use crate::stats::SortKey;
+use crate::stats::{Window, WindowStats};
 
 const DEFAULT_LIMIT: usize = 100;
 
@@ -82,10 +83,13 @@ async fn list_queries(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     for key in params.keys() {
-        if key != "sort" && key != "limit" {
+        if !["sort", "limit", "window"].contains(&key.as_str()) {
             return error(
                 StatusCode::BAD_REQUEST,
-                format!("unknown parameter {:?}; use sort and limit", clip(key)),
+                format!(
+                    "unknown parameter {:?}; use sort, limit and window",
+                    clip(key)
+                ),
             );
         }
     }
@@ -104,12 +108,57 @@ async fn list_queries(
             );
         }
     };
+    let window = match params.get("window").map(|w| Window::parse(w)) {
+        None => None,
+        Some(Some(window)) => Some(window),
+        Some(None) => {
+            return error(StatusCode::BAD_REQUEST, "window must be 1m or 5m".into());
+        }
+    };
     let snapshot = app.stats.snapshot();
-    let queries = snapshot.sorted(sort, limit);
+    let queries = match window {
+        None => json!(snapshot.sorted(sort, limit)),
+        Some(window) => json!(windowed(&app, &snapshot, window, sort, limit)),
+    };
     Json(
         json!({ "proxy": snapshot.proxy, "stats_reset": snapshot.stats_reset, "queries": queries }),
     )
     .into_response()
+}
+
+/// The fingerprints that ran in the last `window`, each with its `window` statistics, sorted
+/// by the window's values (`mean_exec_time`: the window's total over its calls).
+fn windowed(
+    app: &Handles,
+    snapshot: &crate::stats::Snapshot,
+    window: Window,
+    sort: SortKey,
+    limit: usize,
+) -> Vec<Value> {
+    let mut rows: Vec<(&crate::stats::FingerprintSnapshot, WindowStats)> = snapshot
+        .fingerprints
+        .iter()
+        .filter_map(|fp| {
+            let stats = app.stats.existing(fp.id)?.window(window);
+            (stats.calls > 0).then_some((fp, stats))
+        })
+        .collect();
+    let key = |w: &WindowStats| match sort {
+        SortKey::TotalExecTime => w.total_exec_time,
+        SortKey::Calls => w.calls as f64,
+        SortKey::MeanExecTime => w.total_exec_time / w.calls.max(1) as f64,
+        SortKey::P99ExecTime => w.p99_exec_time.unwrap_or(0.0),
+        SortKey::Errors => w.errors as f64,
+    };
+    rows.sort_by(|(a, wa), (b, wb)| key(wb).total_cmp(&key(wa)).then_with(|| a.id.cmp(&b.id)));
+    rows.truncate(limit);
+    rows.into_iter()
+        .map(|(fp, stats)| {
+            let mut row = json!(fp);
+            row["window"] = json!(stats);
+            row
+        })
+        .collect()
 }
 
 async fn one_query(State(app): State<Arc<Handles>>, Path(fingerprint): Path<String>) -> Response {

@@ -50,10 +50,18 @@ fn example_file_in_the_repository_is_valid() {
     assert_eq!(rule, Some("reco-also-bought"));
     let reco = &set.rules[0];
     assert_eq!(reco.budget(&set), Some(Duration::from_millis(150)));
+    // The recommendation families share one bulkhead; checkout is protected.
+    let limit = reco.limit.and_then(|i| set.limits.get(i)).expect("reco has a limit");
     assert_eq!(
-        (reco.max_concurrency, reco.queue_timeout),
-        (Some(1), Duration::from_millis(150))
+        (&*limit.name, limit.max_concurrency, limit.queue_timeout),
+        ("reco", Some(1), Duration::from_millis(150))
     );
+    assert_eq!(
+        limit.db_time.map(|d| d.per_second),
+        Some(Duration::from_millis(500))
+    );
+    assert_eq!(set.protect.len(), 1);
+    assert_eq!(set.protect[0].p99, Duration::from_millis(10));
     let cache = reco.cache.expect("the reco rule caches");
     assert_eq!(
         (cache.ttl, cache.stale_for, cache.invalidate),

@@ -23,6 +23,7 @@ mod snapshot;
 mod table_tests;
 #[cfg(test)]
 mod tests;
+mod window;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,6 +45,7 @@ pub use record::{
     LATENCY_BUCKETS_MICROS, LatencyBuckets, MAX_STORED_QUERY,
 };
 pub use snapshot::{FingerprintSnapshot, Outcomes, Snapshot, SortKey, Totals, UnknownSortKey};
+pub use window::{Window, WindowStats};
 
 /// `[stats]` configuration.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 
 use super::clock::{now_micros, rfc3339_micros};
 use super::snapshot::{FingerprintSnapshot, Outcomes};
+use super::window::{Window, WindowStats, Windows};
 use crate::cache::MissReason;
 use crate::fingerprint::FingerprintId;
 
@@ -176,6 +177,8 @@ struct Timing {
     error_classes: Vec<([u8; 2], u64)>,
     /// Total time spent queued, in nanoseconds.
     queue_ns: u128,
+    /// The last five minutes (`window.rs`).
+    windows: Windows,
 }
 
 impl Timing {
@@ -200,10 +203,12 @@ impl Timing {
             errors: 0,
             error_classes: Vec::new(),
             queue_ns: 0,
+            windows: Windows::default(),
         }
     }
 
-    fn add(&mut self, elapsed: Duration, error: Option<[u8; 5]>) {
+    fn add(&mut self, elapsed: Duration, error: Option<[u8; 5]>, now_secs: u64) {
+        self.windows.record(elapsed, error.is_some(), now_secs);
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         if self.count == 0 {
             self.min_ns = ns;
@@ -359,11 +364,14 @@ impl FingerprintStats {
     /// Records one execution. Every execution counts towards calls and
     /// timing, failed ones too; failures also count in `errors`.
     pub fn record(&self, outcome: &Execution) {
-        self.timing().add(outcome.elapsed, outcome.error_sqlstate);
+        // One clock read for the window and last_seen.
+        let now = now_micros();
+        self.timing()
+            .add(outcome.elapsed, outcome.error_sqlstate, now / 1_000_000);
         self.calls.fetch_add(1, Relaxed);
         self.rows.fetch_add(outcome.rows, Relaxed);
         self.bytes_sent.fetch_add(outcome.bytes_sent, Relaxed);
-        self.touch();
+        self.last_seen_micros.fetch_max(now, Relaxed);
     }
 
     /// Increments one outcome counter.
@@ -429,6 +437,12 @@ impl FingerprintStats {
     /// Calls recorded so far (lock-free read).
     pub fn calls(&self) -> u64 {
         self.calls.load(Relaxed)
+    }
+
+    /// Its statistics over the last `window`, ending now.
+    pub fn window(&self, window: Window) -> WindowStats {
+        let now_secs = now_micros() / 1_000_000;
+        self.timing().windows.stats(window, now_secs)
     }
 
     /// True once this record was evicted or dropped by a reset.

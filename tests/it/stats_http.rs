@@ -240,3 +240,37 @@ async fn health_token_errors_and_reset() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("reason"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_minute_window_has_the_recent_calls_and_their_percentiles() {
+    let proxy = start_proxy(config_for(shared())).await;
+    let admin = proxy.admin_addr.unwrap();
+    let client = connect(proxy.proxy_addr, TRUST_USER, None).await.unwrap();
+    for i in 0..30 {
+        client
+            .simple_query(&format!("SELECT {i} AS windowed_call"))
+            .await
+            .unwrap();
+    }
+    let _ = client.simple_query("SELECT 1/0 AS windowed_call").await;
+    let stats = json(admin, "/stats/queries?window=1m&sort=calls").await;
+    let row = stats["queries"]
+        .as_array()
+        .and_then(|q| q.iter().find(|q| q["query"] == "select $1 as windowed_call"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{stats}"));
+    let window = &row["window"];
+    assert_eq!(window["seconds"], 60, "{row}");
+    assert_eq!(window["calls"], 30, "{row}");
+    assert!(window["p99_exec_time"].as_f64().unwrap() > 0.0, "{row}");
+    assert!(window["total_exec_time"].as_f64().unwrap() > 0.0, "{row}");
+    let failed = stats["queries"]
+        .as_array()
+        .and_then(|q| q.iter().find(|q| q["query"] == "select $1/$2 as windowed_call"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert_eq!(failed["window"]["errors"], 1, "{failed}");
+    let (status, body) = http(admin, "GET", "/stats/queries?window=10m", None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("window must be 1m or 5m"), "{body}");
+}
