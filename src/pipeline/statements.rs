@@ -14,6 +14,11 @@ use super::{Fingerprinted, Pipeline};
 use crate::protocol::frame;
 use crate::protocol::frontend::{self, Bind};
 
+/// Named statements (and portals) a session's registry follows. Past it, new names are not
+/// followed — their statements run as always, only never from the cache — so a client that
+/// prepares without end cannot grow pgward's memory without bound (PostgreSQL keeps them all).
+pub(super) const MAX_NAMES: usize = 10_000;
+
 /// A prepared statement or portal: its fingerprint (rules are evaluated again at each
 /// Execute, so a reload applies to long-lived prepared statements too).
 #[derive(Clone)]
@@ -119,6 +124,10 @@ impl Pipeline {
                 }
                 // The Bind goes upstream (or is held to go in order); a hit marks it answered.
                 portal.upstream = Upstream::Sent;
+                let full = self.portals.len() >= MAX_NAMES;
+                if full && !bind.portal.is_empty() && !self.portals.contains_key(bind.portal) {
+                    return;
+                }
                 self.portals.insert(bind.portal.into(), portal)
             }
             None => self.portals.remove(bind.portal),
@@ -127,6 +136,11 @@ impl Pipeline {
 
     /// Records a statement under its name, keeping what the name meant for [`Undo`].
     pub(super) fn record_statement(&mut self, name: &[u8], statement: Statement) {
+        let full = self.prepared.len() >= MAX_NAMES;
+        // The unnamed statement is always followed: it is what most drivers use.
+        if full && !name.is_empty() && !self.prepared.contains_key(name) {
+            return;
+        }
         let previous = self.prepared.insert(name.into(), statement);
         self.note_undo(name, previous);
     }

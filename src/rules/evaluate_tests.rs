@@ -51,7 +51,10 @@ fn example_file_in_the_repository_is_valid() {
     let reco = &set.rules[0];
     assert_eq!(reco.budget(&set), Some(Duration::from_millis(150)));
     // The recommendation families share one bulkhead; checkout is protected.
-    let limit = reco.limit.and_then(|i| set.limits.get(i)).expect("reco has a limit");
+    let limit = reco
+        .limit
+        .and_then(|i| set.limits.get(i))
+        .expect("reco has a limit");
     assert_eq!(
         (&*limit.name, limit.max_concurrency, limit.queue_timeout),
         ("reco", Some(1), Duration::from_millis(150))

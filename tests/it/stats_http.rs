@@ -256,7 +256,10 @@ async fn the_last_minute_window_has_the_recent_calls_and_their_percentiles() {
     let stats = json(admin, "/stats/queries?window=1m&sort=calls").await;
     let row = stats["queries"]
         .as_array()
-        .and_then(|q| q.iter().find(|q| q["query"] == "select $1 as windowed_call"))
+        .and_then(|q| {
+            q.iter()
+                .find(|q| q["query"] == "select $1 as windowed_call")
+        })
         .cloned()
         .unwrap_or_else(|| panic!("{stats}"));
     let window = &row["window"];
@@ -266,7 +269,10 @@ async fn the_last_minute_window_has_the_recent_calls_and_their_percentiles() {
     assert!(window["total_exec_time"].as_f64().unwrap() > 0.0, "{row}");
     let failed = stats["queries"]
         .as_array()
-        .and_then(|q| q.iter().find(|q| q["query"] == "select $1/$2 as windowed_call"))
+        .and_then(|q| {
+            q.iter()
+                .find(|q| q["query"] == "select $1/$2 as windowed_call")
+        })
         .cloned()
         .unwrap_or_else(|| panic!("{stats}"));
     assert_eq!(failed["window"]["errors"], 1, "{failed}");

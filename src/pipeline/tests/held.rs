@@ -253,3 +253,22 @@ fn a_hit_and_a_miss_in_one_batch_answer_in_order() {
     assert_wire!(s.take_client(), answer.concat());
     assert!(!s.pipeline.busy());
 }
+
+#[test]
+fn past_the_registry_bound_new_names_are_passed_through_unfollowed() {
+    let shared = shared(ITEMS_CACHED);
+    let mut s = Session::new(&shared);
+    let t0 = Instant::now();
+    let names: Vec<Vec<u8>> = (0..crate::pipeline::statements::MAX_NAMES)
+        .map(|i| parse(&format!("s{i}"), ITEMS))
+        .collect();
+    s.send(&names, t0);
+    s.send(&[sync()], t0);
+    s.take_upstream();
+    // One more name: not followed, so not held back for the cache either.
+    s.send(&[parse("one_too_many", ITEMS)], t0);
+    assert_wire!(s.take_upstream(), parse("one_too_many", ITEMS));
+    // The unnamed statement, which it follows, is still held until its Execute.
+    s.send(&[sync(), parse("", ITEMS)], t0);
+    assert_wire!(s.take_upstream(), sync());
+}
