@@ -180,6 +180,12 @@ async fn dashboard_renders_fingerprints_rules_and_connections_in_chromium() {
         "never",
         "no refresh finished in {browser:?}"
     );
+    // The limits and protection section rendered from /rules (none configured here).
+    assert!(
+        dom.contains("no shared limits ([limits.&lt;name&gt;] in the rules file)"),
+        "{dom}"
+    );
+    assert!(dom.contains("unprotected limits at 100 %"), "{dom}");
 
     let plain = row(&dom, "data-fingerprint", &id(PLAIN));
     assert!(plain.contains("dashboard_probe_plain"), "{plain}");
