@@ -18,6 +18,7 @@
 //! | [`sessions`] | the registry of client sessions ops list (`/sessions`, `SHOW SESSIONS`) and end |
 //! | [`net`] | the plain-or-TLS byte stream under each leg |
 //! | [`upstream`] | connecting to Postgres (TCP, TLS) and cancelling its queries |
+//! | [`pool`] | transaction mode's server connections: pgward's own login, pools per (database, user), their stats |
 //! | [`rules`] | rules.toml: schema, validation with every problem, evaluation, rewrites |
 //! | [`cache`] | the result cache: entries, single flight, invalidation epochs, per-session keys |
 //! | [`reload`] | the rules in force (ArcSwap), their concurrency limiters, hot reload |
@@ -43,6 +44,7 @@ pub mod fingerprint;
 pub mod healthcheck;
 pub mod net;
 pub mod pipeline;
+pub mod pool;
 pub mod protocol;
 pub mod reload;
 pub mod rules;

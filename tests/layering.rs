@@ -12,6 +12,8 @@ const LAYERS: &[&[&str]] = &[
     &["units", "secret", "net", "protocol", "eventlog", "fdlimit"],
     // what a statement is; how to reach PostgreSQL
     &["fingerprint", "upstream"],
+    // server connections pgward logs in itself and shares between clients
+    &["pool"],
     // what a DBA asked for; what may be answered from memory
     &["rules", "cache"],
     &["stats", "sessions"],

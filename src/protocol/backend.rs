@@ -74,7 +74,11 @@ impl<'a> Backend<'a> {
 /// Authentication request codes in an 'R' message.
 pub mod auth {
     pub const OK: i32 = 0;
+    pub const CLEARTEXT_PASSWORD: i32 = 3;
+    pub const MD5_PASSWORD: i32 = 5;
     pub const SASL: i32 = 10;
+    pub const SASL_CONTINUE: i32 = 11;
+    pub const SASL_FINAL: i32 = 12;
 }
 
 /// The code of an authentication request ('R').
@@ -154,6 +158,22 @@ impl ErrorFields<'_> {
     }
 }
 
+/// The primary message ('M' field) of an ErrorResponse or NoticeResponse.
+pub fn error_message(body: &[u8]) -> Option<&[u8]> {
+    let mut rest = body;
+    while let Some((&kind, after)) = rest.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let (value, after) = take_cstr(after)?;
+        if kind == b'M' {
+            return Some(value);
+        }
+        rest = after;
+    }
+    None
+}
+
 pub fn error_fields(body: &[u8]) -> ErrorFields<'_> {
     let mut fields = ErrorFields {
         severity: b"ERROR",
@@ -198,6 +218,12 @@ mod tests {
         assert_eq!(f.code, Some(*b"28P01"));
         assert!(f.is_fatal());
         assert_eq!(error_fields(b"garbage").code, None);
+        assert_eq!(
+            error_message(body),
+            Some(&b"password authentication failed"[..])
+        );
+        assert_eq!(error_message(b"C28P01\0"), None);
+        assert_eq!(error_message(b"C28P01"), None);
     }
 
     #[test]
