@@ -1,4 +1,5 @@
-//! [`App`]: every shared handle of one pgward instance (config, stats, rules, result cache, and
+//! [`App`]: every shared handle of one pgward instance (config, stats, rules, result cache, the
+//! server connection pools of transaction mode, and
 //! the narrower handle sets of the sessions and the admin endpoint), built from a [`Config`] with
 //! no globals, so tests can run many proxies in one process. [`start`] binds the listeners and
 //! returns a [`Running`] handle. The app is the top layer: nothing below imports it.
@@ -15,6 +16,7 @@ use crate::config::Config;
 use crate::error::{Error, listen_addr};
 use crate::eventlog::EventLog;
 use crate::pipeline::{self, FingerprintCache};
+use crate::pool::{PoolMode, Pools};
 use crate::reload::Rules;
 use crate::server::client_tls_acceptor;
 use crate::sessions::Sessions;
@@ -36,6 +38,8 @@ pub struct App {
     pub events: Arc<EventLog>,
     pub server: Arc<server::Handles>,
     pub admin: Arc<admin::Handles>,
+    /// The server connection pools, made in `pool_mode = "transaction"` only.
+    pub pools: Option<Arc<Pools>>,
 }
 
 impl App {
@@ -57,12 +61,24 @@ impl App {
             events: events.clone(),
         });
         let sessions = Arc::new(Sessions::new(config.server.max_client_connections));
+        let pools = match config.pool.pool_mode {
+            PoolMode::Session => None,
+            PoolMode::Transaction => Some(Arc::new(
+                Pools::new(&config.pool, upstream.clone()).map_err(|e| {
+                    Error::Config(crate::config::ConfigError::Invalid {
+                        key: e.key,
+                        message: e.message,
+                    })
+                })?,
+            )),
+        };
         let parts = console::Parts {
             stats: stats.clone(),
             rules: rules.clone(),
             cache: cache.clone(),
             sessions: sessions.clone(),
             config: console::settings(&serde_json::to_value(&config).unwrap_or_default()),
+            pools: pools.clone(),
         };
         let console = console::Console::new(&config.console, parts).map_err(|e| {
             Error::Config(crate::config::ConfigError::Invalid {
@@ -70,13 +86,16 @@ impl App {
                 message: e.message,
             })
         })?;
-        let server = Arc::new(server::Handles::new(
-            config.server.clone(),
-            upstream.clone(),
-            client_tls,
-            pipeline,
-            Arc::new(console),
-        ));
+        let server = Arc::new(
+            server::Handles::new(
+                config.server.clone(),
+                upstream.clone(),
+                client_tls,
+                pipeline,
+                Arc::new(console),
+            )
+            .with_pools(pools.clone()),
+        );
         let admin = Arc::new(admin::Handles {
             settings: config.admin.clone(),
             metrics_top: config.stats.metrics_top,
@@ -85,6 +104,7 @@ impl App {
             cache: cache.clone(),
             upstream,
             sessions,
+            pools: pools.clone(),
         });
         Ok(App {
             config,
@@ -94,6 +114,7 @@ impl App {
             events,
             server,
             admin,
+            pools,
         })
     }
 }
@@ -160,6 +181,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             shutdown_rx.clone(),
         )),
     ];
+    if let Some(pools) = &app.pools {
+        tasks.push(tokio::spawn(pools.clone().maintain(shutdown_rx.clone())));
+    }
     let admin_addr = match crate::admin::bind(&app.config.admin).await? {
         Some(admin) => {
             let addr = admin.local_addr()?;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cache::ResultCache;
+use crate::pool::Pools;
 use crate::reload::Rules;
 use crate::sessions::Sessions;
 use crate::stats::Stats;
@@ -107,6 +108,8 @@ pub struct Console {
     /// `SHOW CONFIG`: every setting as a dotted key and its value, secrets masked
     /// ([`settings`]).
     pub config: Vec<(String, String)>,
+    /// `SHOW POOLS`; `None` in session mode.
+    pub pools: Option<Arc<Pools>>,
 }
 
 /// The handles [`Console::new`] takes besides its settings.
@@ -116,6 +119,7 @@ pub struct Parts {
     pub cache: Arc<ResultCache>,
     pub sessions: Arc<Sessions>,
     pub config: Vec<(String, String)>,
+    pub pools: Option<Arc<Pools>>,
 }
 
 impl Console {
@@ -128,6 +132,7 @@ impl Console {
             cache: parts.cache,
             sessions: parts.sessions,
             config: parts.config,
+            pools: parts.pools,
         })
     }
 

@@ -13,6 +13,7 @@ mod logs;
 mod metrics;
 mod packaging;
 mod passthrough;
+mod pool;
 mod reliability;
 mod rules;
 mod slow_log;
