@@ -394,3 +394,28 @@ async fn pools_are_shown_on_the_admin_endpoint_metrics_and_console() {
     held.release(Release::Clean);
     let _ = std::fs::remove_file(&dir);
 }
+
+/// What the reset costs: checkout, `SELECT 1`, release, N times, on a pool of one, so each
+/// checkout after a dirty release waits for its `DISCARD ALL`. Prints microseconds per cycle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: cargo test --test it pool::measure -- --ignored --nocapture"]
+async fn measure_reset_cost() {
+    const CYCLES: u32 = 2000;
+    let pool = pool(TRUST_USER, None, limits(1));
+    for how in [
+        Release::Clean,
+        Release::Dirty,
+        Release::Clean,
+        Release::Dirty,
+    ] {
+        let started = std::time::Instant::now();
+        for _ in 0..CYCLES {
+            let mut server = pool.checkout().await.unwrap();
+            query(&mut server, "SELECT 1").await.unwrap();
+            server.release(how);
+        }
+        let per = started.elapsed().as_secs_f64() * 1e6 / f64::from(CYCLES);
+        println!("{how:?}: {per:.1} us per checkout + SELECT 1 + release ({CYCLES} cycles)");
+    }
+    assert_eq!(pool.snapshot().servers_opened, 1);
+}
