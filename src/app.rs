@@ -196,7 +196,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         }
         None => None,
     };
-    tracing::info!(%proxy_addr, ?admin_addr, upstream = app.server.upstream.address(), "pgward listening");
+    tracing::info!(%proxy_addr, ?admin_addr, upstream = app.server.upstream.address(), pool_mode = ?app.config.pool.pool_mode, "pgward listening");
     Ok(Running {
         app,
         proxy_addr,

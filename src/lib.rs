@@ -25,7 +25,7 @@
 //! | [`pipeline`] | the per-statement phases: fingerprint -> rules -> cache -> cap/budget -> record |
 //! | [`console`] | the admin console: the `pgward` database answered by pgward itself |
 //! | [`server`] | listener, startup/TLS handshake, the session relay, cancel-key mapping |
-//! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/rules`, `/cache`, `/sessions`, `/healthz`, the dashboard page `/` |
+//! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/rules`, `/cache`, `/sessions`, `/pools`, `/healthz`, the dashboard page `/` |
 //! | [`config`], [`app`], [`error`] | config loading, the shared handles, top-level errors |
 //! | [`check`], [`healthcheck`] | `pgward check`: the config, its TLS files and the rules file, loaded without starting; `pgward healthcheck`: probe a running instance |
 //!
