@@ -242,10 +242,10 @@ impl<C: Connector> Pool<C> {
         server.release(how);
     }
 
-    /// Nothing open, nothing waiting: the registry may drop this pool for another.
+    /// Nobody but this handle holds the pool (no other handle, no checked-out server, no
+    /// waiting client) and it has no connection: the registry may drop it for another.
     pub fn is_unused(&self) -> bool {
-        let st = self.shared.lock();
-        st.total() == 0 && st.waiters.is_empty()
+        Arc::strong_count(&self.shared) == 1 && self.shared.lock().total() == 0
     }
 
     pub fn snapshot(&self) -> PoolSnapshot {

@@ -20,8 +20,8 @@ use crate::upstream::Upstream;
 /// idle timeout and lifetime of an idle connection are enforced within this of falling due.
 pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// (database, user).
-type Key = (String, String);
+/// Pools by database, then by user: looked up by `&str`, so finding a pool allocates nothing.
+type Map = HashMap<String, HashMap<String, Pool>>;
 
 /// Every pool of one pgward.
 pub struct Pools {
@@ -32,7 +32,7 @@ pub struct Pools {
     passwords: HashMap<String, Password>,
     parameters: Vec<(String, String)>,
     login_timeout: Duration,
-    pools: Mutex<HashMap<Key, Pool>>,
+    pools: Mutex<Map>,
 }
 
 impl Pools {
@@ -58,36 +58,28 @@ impl Pools {
         self.mode
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Pool>> {
+    fn lock(&self) -> MutexGuard<'_, Map> {
         self.pools.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The pool of `database` and `user`, made now if there is none.
+    fn all(&self) -> Vec<Pool> {
+        self.lock()
+            .values()
+            .flat_map(|users| users.values().cloned())
+            .collect()
+    }
+
+    /// The pool of `database` and `user`, made now if there is none. A session may keep the
+    /// returned handle: a pool somebody holds is never dropped from the registry.
     pub fn get(&self, database: &str, user: &str) -> Result<Pool, PoolError> {
         let mut pools = self.lock();
-        // Looked up without allocating a key: pools are few, and this runs per transaction.
-        if let Some(pool) = pools
-            .iter()
-            .find(|((d, u), _)| d == database && u == user)
-            .map(|(_, p)| p)
-        {
+        if let Some(pool) = pools.get(database).and_then(|users| users.get(user)) {
             return Ok(pool.clone());
         }
-        if pools.len() >= self.max_pools {
-            let unused = pools
-                .iter()
-                .find(|(_, p)| p.is_unused())
-                .map(|(k, _)| k.clone());
-            match unused {
-                Some(key) => {
-                    pools.remove(&key);
-                }
-                None => {
-                    return Err(PoolError::TooManyPools {
-                        max: self.max_pools,
-                    });
-                }
-            }
+        if count(&pools) >= self.max_pools && !evict_one(&mut pools) {
+            return Err(PoolError::TooManyPools {
+                max: self.max_pools,
+            });
         }
         let spec = LoginSpec {
             user: user.to_owned(),
@@ -97,13 +89,25 @@ impl Pools {
         };
         let connector = PgConnector::new(self.upstream.clone(), spec, self.login_timeout);
         let pool = Pool::new(database, user, self.limits.clone(), connector);
-        pools.insert((database.to_owned(), user.to_owned()), pool.clone());
+        pools
+            .entry(database.to_owned())
+            .or_default()
+            .insert(user.to_owned(), pool.clone());
         Ok(pool)
+    }
+
+    /// Pools in the registry.
+    pub fn len(&self) -> usize {
+        count(&self.lock())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Every pool's snapshot, by database then user.
     pub fn snapshot(&self) -> Vec<PoolSnapshot> {
-        let pools: Vec<Pool> = self.lock().values().cloned().collect();
+        let pools = self.all();
         let mut out: Vec<PoolSnapshot> = pools.iter().map(Pool::snapshot).collect();
         out.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
         out
@@ -116,8 +120,7 @@ impl Pools {
         loop {
             tokio::select! {
                 _ = interval.tick() => {
-                    let pools: Vec<Pool> = self.lock().values().cloned().collect();
-                    for pool in pools {
+                    for pool in self.all() {
                         pool.tick();
                     }
                 }
@@ -133,9 +136,32 @@ impl Pools {
 
     /// Closes every pool (idle connections get Terminate; waiting clients get an error).
     pub async fn close(&self) {
-        let pools: Vec<Pool> = self.lock().values().cloned().collect();
-        for pool in pools {
+        for pool in self.all() {
             pool.close().await;
         }
     }
+}
+
+fn count(pools: &Map) -> usize {
+    pools.values().map(HashMap::len).sum()
+}
+
+/// Drops one pool that nobody holds and that has no connection; false when there is none.
+fn evict_one(pools: &mut Map) -> bool {
+    let found = pools.iter().find_map(|(database, users)| {
+        users
+            .iter()
+            .find(|(_, pool)| pool.is_unused())
+            .map(|(user, _)| (database.clone(), user.clone()))
+    });
+    let Some((database, user)) = found else {
+        return false;
+    };
+    if let Some(users) = pools.get_mut(&database) {
+        users.remove(&user);
+        if users.is_empty() {
+            pools.remove(&database);
+        }
+    }
+    true
 }

@@ -367,3 +367,23 @@ async fn closing_fails_waiters_and_closes_idle_connections() {
     settle("closed", || backend.closed.load(SeqCst) == 2).await;
     assert_eq!(pool.snapshot().servers_closed.pool_closed, 2);
 }
+
+#[tokio::test]
+async fn the_registry_is_bounded_and_never_drops_a_pool_in_use() {
+    let settings = PoolSettings {
+        max_pools: 1,
+        ..PoolSettings::default()
+    };
+    let upstream = crate::upstream::Upstream::new(crate::upstream::UpstreamSettings::default());
+    let pools = Pools::new(&settings, Arc::new(upstream.unwrap())).unwrap();
+    let shop = pools.get("shop", "app").unwrap();
+    assert!(pools.get("shop", "app").is_ok(), "the same pool again");
+    let e = pools.get("crm", "app").err().unwrap();
+    assert!(matches!(e, PoolError::TooManyPools { max: 1 }), "{e}");
+    assert_eq!(e.sqlstate(), "53300");
+    drop(shop);
+    let crm = pools.get("crm", "app").unwrap();
+    assert_eq!((pools.len(), crm.database()), (1, "crm"));
+    let names: Vec<_> = pools.snapshot().into_iter().map(|p| p.database).collect();
+    assert_eq!(names, ["crm"]);
+}
