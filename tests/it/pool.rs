@@ -2,8 +2,8 @@
 //! and trust users (a wrong password refused with 28P01, an unreachable server a network
 //! error), checkout and release reusing one backend, `pool_size` held with the next client
 //! served by the next release, the wait timeout, a backend terminated while idle replaced,
-//! `server_lifetime` at release, the reset query clearing a `SET`, and the pools on `/pools`,
-//! `/metrics` (promtool) and `SHOW POOLS`.
+//! `server_lifetime` at release, the reset query clearing a `SET`, login and dead-idle detection
+//! over TLS, and the pools on `/pools`, `/metrics` (promtool) and `SHOW POOLS`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -418,4 +418,28 @@ async fn measure_reset_cost() {
         println!("{how:?}: {per:.1} us per checkout + SELECT 1 + release ({CYCLES} cycles)");
     }
     assert_eq!(pool.snapshot().servers_opened, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_login_works_and_a_dead_idle_server_is_noticed() {
+    let mut settings = config_for(shared()).upstream;
+    settings.tls = pgward::upstream::UpstreamTlsMode::Require;
+    let upstream = Arc::new(Upstream::new(settings).unwrap());
+    let spec = spec(SCRAM_USER, Some(SCRAM_PASSWORD));
+    let connector = PgConnector::new(upstream, spec, Duration::from_secs(10));
+    let pool = Pool::new("postgres", SCRAM_USER, limits(1), connector);
+    let mut server = pool.checkout().await.unwrap();
+    assert!(server.stream().is_tls());
+    let ssl = query(
+        &mut server,
+        "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    );
+    assert_eq!(ssl.await.unwrap(), ["true"]);
+    let old = pid(&mut server).await;
+    pool.release(server, Release::Clean);
+    shared().psql(&format!("SELECT pg_terminate_backend({old})"));
+    await_gone(old).await;
+    let mut fresh = pool.checkout().await.unwrap();
+    assert_ne!(pid(&mut fresh).await, old);
+    assert_eq!(pool.snapshot().servers_closed.died_idle, 1);
 }
