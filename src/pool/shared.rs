@@ -110,6 +110,27 @@ pub(super) struct Shared<C: Connector> {
     pub(super) login_failing: AtomicBool,
 }
 
+/// The caller's end of an open. A caller that goes away before taking its connection leaves
+/// it to the pool: the channel is closed first, so a connection is either refused by it (and
+/// handed on by `open_one`) or taken out of it here, never dropped uncounted inside it.
+struct Opened<C: Connector> {
+    shared: Arc<Shared<C>>,
+    rx: oneshot::Receiver<Result<Pooled<C::Conn>, LoginError>>,
+    done: bool,
+}
+
+impl<C: Connector> Drop for Opened<C> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.rx.close();
+        if let Ok(Ok(pooled)) = self.rx.try_recv() {
+            self.shared.free_server(&mut self.shared.lock(), pooled);
+        }
+    }
+}
+
 /// A place in the wait queue; leaving it (a timeout, a dropped checkout) takes the entry
 /// out, and hands on whatever was granted meanwhile.
 pub(super) struct Waiting<C: Connector> {
@@ -261,7 +282,14 @@ impl<C: Connector> Shared<C> {
     pub(super) async fn open_for_caller(self: &Arc<Self>) -> Result<Pooled<C::Conn>, PoolError> {
         let (tx, rx) = oneshot::channel();
         tokio::spawn(self.clone().open_one(Some(tx)));
-        match rx.await {
+        let mut opened = Opened {
+            shared: self.clone(),
+            rx,
+            done: false,
+        };
+        let result = (&mut opened.rx).await;
+        opened.done = true;
+        match result {
             Ok(Ok(pooled)) => Ok(pooled),
             Ok(Err(e)) => Err(PoolError::Login(e)),
             Err(_) => Err(self.closed_error()),

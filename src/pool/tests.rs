@@ -387,3 +387,21 @@ async fn the_registry_is_bounded_and_never_drops_a_pool_in_use() {
     let names: Vec<_> = pools.snapshot().into_iter().map(|p| p.database).collect();
     assert_eq!(names, ["crm"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_leaves_while_its_connection_opens_leaves_it_to_the_pool() {
+    let (pool, backend) = pool(limits(1));
+    let gone = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.checkout().await }
+    });
+    settle("opening", || pool.snapshot().sv_login == 1).await;
+    gone.abort();
+    settle("opened and idle", || pool.snapshot().sv_idle == 1).await;
+    let s = pool.snapshot();
+    assert_eq!(
+        (s.sv_active, s.sv_login, backend.opened.load(SeqCst)),
+        (0, 0, 1)
+    );
+    assert_eq!(pool.checkout().await.unwrap().n, 1);
+}
