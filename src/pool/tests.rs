@@ -405,3 +405,43 @@ async fn a_client_that_leaves_while_its_connection_opens_leaves_it_to_the_pool()
     );
     assert_eq!(pool.checkout().await.unwrap().n, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn many_clients_churning_never_exceed_pool_size_and_leave_nothing_behind() {
+    let (pool, backend) = pool(limits(3));
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..40u32 {
+        let pool = pool.clone();
+        clients.spawn(async move {
+            for round in 0..25u32 {
+                let server = pool.checkout().await.expect("within query_wait_timeout");
+                let s = pool.snapshot();
+                assert!(
+                    s.sv_active + s.sv_idle + s.sv_login + s.sv_tested <= 3,
+                    "{s:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(u64::from((client + round) % 4))).await;
+                match (client + round) % 7 {
+                    0 => server.release(Release::Dirty),
+                    1 => drop(server),
+                    2 => server.release(Release::Broken),
+                    _ => server.release(Release::Clean),
+                }
+            }
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
+    settle("resets done", || pool.snapshot().sv_tested == 0).await;
+    let s = pool.snapshot();
+    assert_eq!((s.sv_active, s.cl_waiting, s.sv_login), (0, 0, 0), "{s:?}");
+    assert!(s.sv_idle <= 3, "{s:?}");
+    assert_eq!(s.checkouts, 1000);
+    let closed: u64 = s.servers_closed.by_reason().iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        backend.opened.load(SeqCst),
+        closed + s.sv_idle as u64,
+        "{s:?}"
+    );
+}
