@@ -57,13 +57,18 @@ fn with<'a>(
 impl Collector for PoolMetrics {
     fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
         let mut f = Families::new(encoder);
-        let pools = &self.0;
-        f.gauge(
-            "pgward_pools",
-            "Server connection pools (transaction mode)",
-            one(pools.len() as u64),
-        )?;
-        f.gauge(
+        gauges(&mut f, &self.0)?;
+        counters(&mut f, &self.0)
+    }
+}
+
+fn gauges(f: &mut Families, pools: &[PoolSnapshot]) -> fmt::Result {
+    f.gauge(
+        "pgward_pools",
+        "Server connection pools (transaction mode)",
+        one(pools.len() as u64),
+    )?;
+    f.gauge(
             "pgward_pool_servers",
             "Server connections of a pool by state: active (held by a client), idle, login (opening), tested (running the reset query)",
             pools.iter().flat_map(|p| {
@@ -75,70 +80,73 @@ impl Collector for PoolMetrics {
                 ]
             }),
         )?;
-        f.gauge(
-            "pgward_pool_clients_waiting",
-            "Clients waiting for a server connection",
-            pools.iter().map(|p| (labels(p), p.cl_waiting as u64)),
-        )?;
-        f.gauge(
-            "pgward_pool_max_wait_seconds",
-            "How long the oldest waiting client has waited",
-            pools
-                .iter()
-                .map(|p| (labels(p), p.maxwait as f64 + p.maxwait_us as f64 / 1e6)),
-        )?;
-        f.gauge(
-            "pgward_pool_size",
-            "pool_size: the most server connections of the pool",
-            pools.iter().map(|p| (labels(p), p.pool_size as u64)),
-        )?;
-        f.counter(
-            "pgward_pool_checkouts",
-            "Checkouts that returned a server connection",
-            pools.iter().map(|p| (labels(p), p.checkouts)),
-        )?;
-        f.histogram(
-            "pgward_pool_wait_seconds",
-            "Time clients waited for a server connection (checkouts that found none idle)",
-            &WAIT_BUCKETS_SECONDS,
-            pools.iter().map(|p| {
-                let sum = p.wait_time_us as f64 / 1e6;
-                (labels(p), sum, p.waits, p.wait_buckets.to_vec())
-            }),
-        )?;
-        f.counter(
-            "pgward_pool_checkout_timeouts",
-            "Checkouts that failed after query_wait_timeout",
-            pools.iter().map(|p| (labels(p), p.checkout_timeouts)),
-        )?;
-        f.counter(
-            "pgward_pool_queue_full",
-            "Checkouts refused at once: max_waiting_clients were waiting",
-            pools.iter().map(|p| (labels(p), p.queue_full)),
-        )?;
-        f.counter(
-            "pgward_pool_servers_opened",
-            "Server connections opened (logged in)",
-            pools.iter().map(|p| (labels(p), p.servers_opened)),
-        )?;
-        f.counter(
-            "pgward_pool_server_login_failures",
-            "Server connections that could not be opened or logged in",
-            pools.iter().map(|p| (labels(p), p.server_login_failures)),
-        )?;
-        f.counter(
-            "pgward_pool_resets",
-            "Reset queries (server_reset_query) that succeeded",
-            pools.iter().map(|p| (labels(p), p.resets)),
-        )?;
-        f.counter(
-            "pgward_pool_servers_closed",
-            "Server connections closed, by reason",
-            pools.iter().flat_map(|p| {
-                p.servers_closed
-                    .by_reason()
-                    .map(|(reason, n)| (with(p, "reason", reason), n))
-            }),
-        )
-    }
+    f.gauge(
+        "pgward_pool_clients_waiting",
+        "Clients waiting for a server connection",
+        pools.iter().map(|p| (labels(p), p.cl_waiting as u64)),
+    )?;
+    f.gauge(
+        "pgward_pool_max_wait_seconds",
+        "How long the oldest waiting client has waited",
+        pools
+            .iter()
+            .map(|p| (labels(p), p.maxwait as f64 + p.maxwait_us as f64 / 1e6)),
+    )?;
+    f.gauge(
+        "pgward_pool_size",
+        "pool_size: the most server connections of the pool",
+        pools.iter().map(|p| (labels(p), p.pool_size as u64)),
+    )?;
+    Ok(())
+}
+
+fn counters(f: &mut Families, pools: &[PoolSnapshot]) -> fmt::Result {
+    f.counter(
+        "pgward_pool_checkouts",
+        "Checkouts that returned a server connection",
+        pools.iter().map(|p| (labels(p), p.checkouts)),
+    )?;
+    f.histogram(
+        "pgward_pool_wait_seconds",
+        "Time clients waited for a server connection (checkouts that found none idle)",
+        &WAIT_BUCKETS_SECONDS,
+        pools.iter().map(|p| {
+            let sum = p.wait_time_us as f64 / 1e6;
+            (labels(p), sum, p.waits, p.wait_buckets.to_vec())
+        }),
+    )?;
+    f.counter(
+        "pgward_pool_checkout_timeouts",
+        "Checkouts that failed after query_wait_timeout",
+        pools.iter().map(|p| (labels(p), p.checkout_timeouts)),
+    )?;
+    f.counter(
+        "pgward_pool_queue_full",
+        "Checkouts refused at once: max_waiting_clients were waiting",
+        pools.iter().map(|p| (labels(p), p.queue_full)),
+    )?;
+    f.counter(
+        "pgward_pool_servers_opened",
+        "Server connections opened (logged in)",
+        pools.iter().map(|p| (labels(p), p.servers_opened)),
+    )?;
+    f.counter(
+        "pgward_pool_server_login_failures",
+        "Server connections that could not be opened or logged in",
+        pools.iter().map(|p| (labels(p), p.server_login_failures)),
+    )?;
+    f.counter(
+        "pgward_pool_resets",
+        "Reset queries (server_reset_query) that succeeded",
+        pools.iter().map(|p| (labels(p), p.resets)),
+    )?;
+    f.counter(
+        "pgward_pool_servers_closed",
+        "Server connections closed, by reason",
+        pools.iter().flat_map(|p| {
+            p.servers_closed
+                .by_reason()
+                .map(|(reason, n)| (with(p, "reason", reason), n))
+        }),
+    )
 }

@@ -138,16 +138,9 @@ pub async fn login(upstream: &Upstream, spec: &LoginSpec) -> Result<PgConnection
         address: address.clone(),
         source,
     };
-    let mut params = vec![
-        ("user".to_owned(), spec.user.clone()),
-        ("database".to_owned(), spec.database.clone()),
-    ];
-    params.extend(spec.parameters.iter().cloned());
-    let startup = StartupMessage {
-        protocol: PROTOCOL_3_0,
-        params,
-    };
-    send(&mut stream, &startup.encode()).await.map_err(io)?;
+    send(&mut stream, &startup_message(spec))
+        .await
+        .map_err(io)?;
     let mut frames = Frames::new(LOGIN_MAX_MESSAGE);
     let mut state = Auth::Pending;
     let mut key = None;
@@ -197,6 +190,20 @@ pub async fn login(upstream: &Upstream, spec: &LoginSpec) -> Result<PgConnection
     }
     let key = key.ok_or_else(|| protocol(&address, "no BackendKeyData before ReadyForQuery"))?;
     Ok(PgConnection::new(stream, key, parameters))
+}
+
+/// The StartupMessage of `spec`: user, database, then the configured parameters.
+fn startup_message(spec: &LoginSpec) -> Vec<u8> {
+    let mut params = vec![
+        ("user".to_owned(), spec.user.clone()),
+        ("database".to_owned(), spec.database.clone()),
+    ];
+    params.extend(spec.parameters.iter().cloned());
+    StartupMessage {
+        protocol: PROTOCOL_3_0,
+        params,
+    }
+    .encode()
 }
 
 fn protocol(address: &str, message: &str) -> LoginError {
