@@ -73,12 +73,12 @@ impl App {
             )),
         };
         let parts = console::Parts {
+            pools: pools.clone(),
             stats: stats.clone(),
             rules: rules.clone(),
             cache: cache.clone(),
             sessions: sessions.clone(),
             config: console::settings(&serde_json::to_value(&config).unwrap_or_default()),
-            pools: pools.clone(),
         };
         let console = console::Console::new(&config.console, parts).map_err(|e| {
             Error::Config(crate::config::ConfigError::Invalid {

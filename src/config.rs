@@ -27,11 +27,11 @@ pub struct Config {
     pub admin: AdminSettings,
     pub stats: StatsSettings,
     pub cache: CacheSettings,
+    /// `pool_mode` and the server connection pools of transaction mode.
+    pub pool: PoolSettings,
     pub log: LogSettings,
     /// The admin console (the `pgward` database on the client listener).
     pub console: ConsoleSettings,
-    /// `pool_mode` and the server connection pools of transaction mode.
-    pub pool: PoolSettings,
     /// Path of the rules file; relative paths are resolved against the config file's folder.
     pub rules: Option<PathBuf>,
 }

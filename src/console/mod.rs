@@ -114,12 +114,13 @@ pub struct Console {
 
 /// The handles [`Console::new`] takes besides its settings.
 pub struct Parts {
+    /// `SHOW POOLS`; `None` in session mode.
+    pub pools: Option<Arc<Pools>>,
     pub stats: Arc<Stats>,
     pub rules: Arc<Rules>,
     pub cache: Arc<ResultCache>,
     pub sessions: Arc<Sessions>,
     pub config: Vec<(String, String)>,
-    pub pools: Option<Arc<Pools>>,
 }
 
 impl Console {

@@ -86,6 +86,47 @@ pub fn auth_code(body: &[u8]) -> Option<i32> {
     take_i32(body).map(|(code, _)| code)
 }
 
+/// The data after an authentication request's code: the md5 salt, a SASL challenge or outcome.
+pub fn auth_data(body: &[u8]) -> &[u8] {
+    take_i32(body).map_or(&[], |(_, data)| data)
+}
+
+/// The message field ('M') of an ErrorResponse or NoticeResponse.
+pub fn error_message(body: &[u8]) -> Option<&[u8]> {
+    let mut rest = body;
+    while let Some((&kind, after)) = rest.split_first() {
+        if kind == 0 {
+            return None;
+        }
+        let (value, after) = take_cstr(after)?;
+        if kind == b'M' {
+            return Some(value);
+        }
+        rest = after;
+    }
+    None
+}
+
+/// The columns of a DataRow ('D'), `None` for SQL NULL; `None` overall when the body does not
+/// hold the columns it counts.
+pub fn data_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let (count, mut rest) = super::take_u16(body)?;
+    let mut columns = Vec::new();
+    for _ in 0..count {
+        let (len, after) = take_i32(rest)?;
+        if len == -1 {
+            columns.push(None);
+            rest = after;
+            continue;
+        }
+        let len = usize::try_from(len).ok()?;
+        let value = after.get(..len)?;
+        columns.push(Some(value));
+        rest = after.get(len..)?;
+    }
+    rest.is_empty().then_some(columns)
+}
+
 /// Iterates the mechanism names of an AuthenticationSASL body (after the code).
 pub fn sasl_mechanisms(body: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
@@ -158,22 +199,6 @@ impl ErrorFields<'_> {
     }
 }
 
-/// The primary message ('M' field) of an ErrorResponse or NoticeResponse.
-pub fn error_message(body: &[u8]) -> Option<&[u8]> {
-    let mut rest = body;
-    while let Some((&kind, after)) = rest.split_first() {
-        if kind == 0 {
-            break;
-        }
-        let (value, after) = take_cstr(after)?;
-        if kind == b'M' {
-            return Some(value);
-        }
-        rest = after;
-    }
-    None
-}
-
 pub fn error_fields(body: &[u8]) -> ErrorFields<'_> {
     let mut fields = ErrorFields {
         severity: b"ERROR",
@@ -212,18 +237,29 @@ mod tests {
     }
 
     #[test]
+    fn data_rows_messages_and_auth_data() {
+        assert_eq!(
+            data_row(b"\0\x02\0\0\0\x02ab\xff\xff\xff\xff"),
+            Some(vec![Some(&b"ab"[..]), None])
+        );
+        assert_eq!(data_row(b"\0\x01\0\0\0\x05ab"), None);
+        assert_eq!(data_row(b"\0\x00extra"), None);
+        let body = b"SFATAL\0C28P01\0Mpassword authentication failed\0\0";
+        assert_eq!(
+            error_message(body),
+            Some(&b"password authentication failed"[..])
+        );
+        assert_eq!(error_message(b"SERROR\0\0"), None);
+        assert_eq!(auth_data(b"\0\0\0\x05salt"), b"salt");
+    }
+
+    #[test]
     fn error_fields_are_found() {
         let body = b"SERROR\0VFATAL\0C28P01\0Mpassword authentication failed\0\0";
         let f = error_fields(body);
         assert_eq!(f.code, Some(*b"28P01"));
         assert!(f.is_fatal());
         assert_eq!(error_fields(b"garbage").code, None);
-        assert_eq!(
-            error_message(body),
-            Some(&b"password authentication failed"[..])
-        );
-        assert_eq!(error_message(b"C28P01\0"), None);
-        assert_eq!(error_message(b"C28P01"), None);
     }
 
     #[test]
