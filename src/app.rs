@@ -1,4 +1,5 @@
-//! [`App`]: every shared handle of one pgward instance (config, stats, rules, result cache, and
+//! [`App`]: every shared handle of one pgward instance (config, stats, rules, result cache, the
+//! server connection pools of transaction mode, and
 //! the narrower handle sets of the sessions and the admin endpoint), built from a [`Config`] with
 //! no globals, so tests can run many proxies in one process. [`start`] binds the listeners and
 //! returns a [`Running`] handle. The app is the top layer: nothing below imports it.
@@ -15,6 +16,7 @@ use crate::config::Config;
 use crate::error::{Error, listen_addr};
 use crate::eventlog::EventLog;
 use crate::pipeline::{self, FingerprintCache};
+use crate::pool::{PoolMode, Pools};
 use crate::reload::Rules;
 use crate::server::client_tls_acceptor;
 use crate::sessions::Sessions;
@@ -36,6 +38,8 @@ pub struct App {
     pub events: Arc<EventLog>,
     pub server: Arc<server::Handles>,
     pub admin: Arc<admin::Handles>,
+    /// The server connection pools, made in `pool_mode = "transaction"` only.
+    pub pools: Option<Arc<Pools>>,
 }
 
 impl App {
@@ -57,7 +61,19 @@ impl App {
             events: events.clone(),
         });
         let sessions = Arc::new(Sessions::new(config.server.max_client_connections));
+        let pools = match config.pool.pool_mode {
+            PoolMode::Session => None,
+            PoolMode::Transaction => Some(Arc::new(
+                Pools::new(&config.pool, upstream.clone()).map_err(|e| {
+                    Error::Config(crate::config::ConfigError::Invalid {
+                        key: e.key,
+                        message: e.message,
+                    })
+                })?,
+            )),
+        };
         let parts = console::Parts {
+            pools: pools.clone(),
             stats: stats.clone(),
             rules: rules.clone(),
             cache: cache.clone(),
@@ -78,13 +94,16 @@ impl App {
                 message: e.message,
             })
         })?;
-        let server = Arc::new(server::Handles::new(
-            config.server.clone(),
-            upstream.clone(),
-            client_tls,
-            pipeline,
-            Arc::new(console),
-        ));
+        let server = Arc::new(
+            server::Handles::new(
+                config.server.clone(),
+                upstream.clone(),
+                client_tls,
+                pipeline,
+                Arc::new(console),
+            )
+            .with_pools(pools.clone()),
+        );
         let admin = Arc::new(admin::Handles {
             settings: config.admin.clone(),
             metrics_top: config.stats.metrics_top,
@@ -93,6 +112,7 @@ impl App {
             cache: cache.clone(),
             upstream,
             sessions,
+            pools: pools.clone(),
         });
         Ok(App {
             config,
@@ -102,6 +122,7 @@ impl App {
             events,
             server,
             admin,
+            pools,
         })
     }
 }
@@ -169,6 +190,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             shutdown_rx.clone(),
         )),
     ];
+    if let Some(pools) = &app.pools {
+        tasks.push(tokio::spawn(pools.clone().maintain(shutdown_rx.clone())));
+    }
     let admin_addr = match crate::admin::bind(&app.config.admin).await? {
         Some(admin) => {
             let addr = admin.local_addr()?;
@@ -181,7 +205,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         }
         None => None,
     };
-    tracing::info!(%proxy_addr, ?admin_addr, upstream = app.server.upstream.address(), "pgward listening");
+    tracing::info!(%proxy_addr, ?admin_addr, upstream = app.server.upstream.address(), pool_mode = ?app.config.pool.pool_mode, "pgward listening");
     Ok(Running {
         app,
         proxy_addr,

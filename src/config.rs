@@ -11,6 +11,7 @@ use thiserror::Error;
 use crate::admin::AdminSettings;
 use crate::cache::CacheSettings;
 use crate::console::ConsoleSettings;
+use crate::pool::PoolSettings;
 use crate::server::{ClientTlsMode, ServerSettings};
 use crate::stats::StatsSettings;
 use crate::units::DurationOrOff;
@@ -26,6 +27,8 @@ pub struct Config {
     pub admin: AdminSettings,
     pub stats: StatsSettings,
     pub cache: CacheSettings,
+    /// `pool_mode` and the server connection pools of transaction mode.
+    pub pool: PoolSettings,
     pub log: LogSettings,
     /// The admin console (the `pgward` database on the client listener).
     pub console: ConsoleSettings,
@@ -192,6 +195,10 @@ impl Config {
                 "tls.mode = \"require\" needs tls.cert and tls.key".into(),
             );
         }
+        self.pool.validate().map_err(|e| ConfigError::Invalid {
+            key: e.key,
+            message: e.message,
+        })?;
         self.check_ranges()
     }
 
@@ -378,7 +385,7 @@ mod tests {
 
     #[test]
     fn numeric_keys_outside_their_range_are_refused_by_name() {
-        let cases: [(&str, &str); 9] = [
+        let cases: [(&str, &str); 11] = [
             ("[admin]\nheader_timeout = \"0s\"", "admin.header_timeout"),
             ("[admin]\nheader_timeout = \"1h\"", "admin.header_timeout"),
             ("[admin]\nmax_connections = 0", "admin.max_connections"),
@@ -394,6 +401,11 @@ mod tests {
                 "upstream.connect_timeout",
             ),
             ("[log]\nslow_statement = \"100d\"", "log.slow_statement"),
+            ("[pool]\npool_size = 0", "pool.pool_size"),
+            (
+                "[pool]\nquery_wait_timeout = \"0s\"",
+                "pool.query_wait_timeout",
+            ),
         ];
         for (text, key) in cases {
             let c = Config::parse(Path::new("pgward.toml"), text).unwrap();

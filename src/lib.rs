@@ -19,6 +19,7 @@
 //! | [`net`] | the plain-or-TLS byte stream under each leg |
 //! | [`upstream`] | connecting to Postgres (TCP, TLS) and cancelling its queries |
 //! | [`auth`] | client authentication by pgward: users file, `auth_query`, SCRAM-SHA-256 / md5 server side |
+//! | [`pool`] | transaction mode's server connections: pgward's own login, pools per (database, user), their stats |
 //! | [`rules`] | rules.toml: schema, validation with every problem, evaluation, rewrites |
 //! | [`cache`] | the result cache: entries, single flight, invalidation epochs, per-session keys |
 //! | [`limits`] | concurrency slots and database-time budgets of rules and shared limits |
@@ -27,7 +28,7 @@
 //! | [`pipeline`] | the per-statement phases: fingerprint -> rules -> cache -> cap/budget -> record |
 //! | [`console`] | the admin console: the `pgward` database answered by pgward itself |
 //! | [`server`] | listener, startup/TLS handshake, the session relay, cancel-key mapping |
-//! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/rules`, `/cache`, `/sessions`, `/healthz`, the dashboard page `/` |
+//! | [`admin`] | HTTP: `/stats/queries`, `/metrics`, `/rules`, `/cache`, `/sessions`, `/pools`, `/healthz`, the dashboard page `/` |
 //! | [`config`], [`app`], [`error`] | config loading, the shared handles, top-level errors |
 //! | [`check`], [`healthcheck`] | `pgward check`: the config, its TLS files and the rules file, loaded without starting; `pgward healthcheck`: probe a running instance |
 //!
@@ -49,6 +50,7 @@ pub mod limits;
 pub mod net;
 pub mod pipeline;
 pub mod protect;
+pub mod pool;
 pub mod protocol;
 pub mod reload;
 pub mod rules;

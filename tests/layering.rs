@@ -12,8 +12,9 @@ const LAYERS: &[&[&str]] = &[
     &["units", "secret", "net", "protocol", "eventlog", "fdlimit"],
     // what a statement is; how to reach PostgreSQL
     &["fingerprint", "upstream"],
-    // who a client is: secrets (users file, auth_query) and the login exchange
-    &["auth"],
+    // who a client is (secrets, the login exchange); server connections pgward logs in itself
+    // and shares between clients
+    &["auth", "pool"],
     // what a DBA asked for; what may be answered from memory
     &["rules", "cache"],
     &["stats", "sessions", "limits"],

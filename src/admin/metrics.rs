@@ -1,5 +1,6 @@
 //! `GET /metrics`: gathers the snapshots of one scrape (query statistics, the result cache,
-//! the rules and their reloads, whether the upstream answers, `/proc/self`) and encodes them
+//! the rules and their reloads, the server connection pools, whether the upstream answers,
+//! `/proc/self`) and encodes them
 //! with the `prometheus-client` crate as Prometheus text 0.0.4. The cache, rules and build
 //! families are written here; the query and process families live in [`crate::stats`].
 
@@ -68,6 +69,7 @@ pub(super) async fn metrics(State(app): State<Arc<Handles>>) -> Response {
         Box::new(pgward),
         Box::new(QueryMetrics::new(app.stats.snapshot(), app.metrics_top)),
         Box::new(CacheMetrics(app.cache.snapshot(0))),
+        Box::new(super::pools::PoolMetrics::new(app.pools.as_deref())),
         Box::new(ProcessMetrics::read()),
     ];
     match render(collectors) {

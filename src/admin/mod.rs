@@ -1,5 +1,5 @@
 //! The admin HTTP endpoint for ops (axum): query stats as JSON, Prometheus metrics, rules,
-//! the result cache, client sessions, health, and a dashboard page at `/`. Binds loopback by default; a bearer
+//! the result cache, client sessions, server connection pools, health, and a dashboard page at `/`. Binds loopback by default; a bearer
 //! token (required off loopback) guards everything but `/healthz` and the page itself (whose
 //! script sends the token); foreign `Host` names and cross-site POSTs are refused
 //! ([`guard`]).
@@ -9,6 +9,7 @@ mod dashboard;
 pub mod guard;
 mod listener;
 mod metrics;
+mod pools;
 mod routes;
 mod stall;
 
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 use thiserror::Error;
 
 use crate::cache::ResultCache;
+use crate::pool::Pools;
 use crate::reload::Rules;
 use crate::sessions::Sessions;
 use crate::stats::Stats;
@@ -73,6 +75,8 @@ pub struct Handles {
     pub upstream: Arc<Upstream>,
     /// For `/sessions`.
     pub sessions: Arc<Sessions>,
+    /// For `/pools` and the pool families of `/metrics`; `None` in session mode.
+    pub pools: Option<Arc<Pools>>,
 }
 
 /// Longest user-given value (a parameter, a name) that logs and error messages repeat.

@@ -34,6 +34,7 @@ pub fn router(app: Arc<Handles>, guard: Arc<Guard>) -> Router {
         .route("/cache/invalidate", post(cache_routes::invalidate))
         .route("/sessions", get(sessions))
         .route("/sessions/{id}/terminate", post(terminate_session))
+        .route("/pools", get(super::pools::pools))
         .route_layer(middleware::from_fn_with_state(guard.clone(), require_token));
     // Unguarded: /healthz for probes, and the dashboard page, which holds no data (its script
     // calls the guarded endpoints with the token from the page URL).

@@ -24,6 +24,10 @@ const HELP: &[(&str, &str)] = &[
     ("SHOW RULES", "the rules in force (GET /rules)"),
     ("SHOW CACHE", "result cache size and counters (GET /cache)"),
     ("SHOW SESSIONS", "client sessions (GET /sessions)"),
+    (
+        "SHOW POOLS",
+        "server connection pools of transaction mode (GET /pools)",
+    ),
     ("SHOW CONFIG", "the settings in force, secrets masked"),
     ("SHOW VERSION", "pgward's version"),
     ("SHOW HELP", "this list"),
@@ -110,6 +114,7 @@ fn show(console: &Console, what: &str) -> Result<Table, Refusal> {
                 "state",
             ],
         ),
+        "POOLS" => pools(console),
         "CONFIG" => {
             let mut table = Table::new(&["key", "value"]);
             for (key, value) in &console.config {
@@ -137,6 +142,44 @@ fn show(console: &Console, what: &str) -> Result<Table, Refusal> {
             return Err(refuse(sqlstate::SYNTAX_ERROR, message));
         }
     })
+}
+
+/// The columns of `SHOW POOLS`, in PgBouncer's spirit; `GET /pools` has every counter.
+const POOL_COLUMNS: [&str; 11] = [
+    "database",
+    "user",
+    "cl_active",
+    "cl_waiting",
+    "sv_active",
+    "sv_idle",
+    "sv_login",
+    "sv_tested",
+    "maxwait",
+    "maxwait_us",
+    "pool_mode",
+];
+
+fn pools(console: &Console) -> Table {
+    let mut table = Table::new(&POOL_COLUMNS);
+    let Some(pools) = &console.pools else {
+        return table;
+    };
+    for p in pools.snapshot() {
+        table.push(vec![
+            Some(p.database),
+            Some(p.user),
+            Some(p.cl_active.to_string()),
+            Some(p.cl_waiting.to_string()),
+            Some(p.sv_active.to_string()),
+            Some(p.sv_idle.to_string()),
+            Some(p.sv_login.to_string()),
+            Some(p.sv_tested.to_string()),
+            Some(p.maxwait.to_string()),
+            Some(p.maxwait_us.to_string()),
+            Some("transaction".to_owned()),
+        ]);
+    }
+    table
 }
 
 /// A user-given value as errors and logs repeat it: at most 64 characters.

@@ -19,6 +19,7 @@ use thiserror::Error;
 use crate::auth::secret::Plaintext;
 use crate::auth::{Policy, Secret};
 use crate::cache::ResultCache;
+use crate::pool::Pools;
 use crate::reload::Rules;
 use crate::sessions::Sessions;
 use crate::stats::Stats;
@@ -110,10 +111,14 @@ pub struct Console {
     /// `SHOW CONFIG`: every setting as a dotted key and its value, secrets masked
     /// ([`settings`]).
     pub config: Vec<(String, String)>,
+    /// `SHOW POOLS`; `None` in session mode.
+    pub pools: Option<Arc<Pools>>,
 }
 
 /// The handles [`Console::new`] takes besides its settings.
 pub struct Parts {
+    /// `SHOW POOLS`; `None` in session mode.
+    pub pools: Option<Arc<Pools>>,
     pub stats: Arc<Stats>,
     pub rules: Arc<Rules>,
     pub cache: Arc<ResultCache>,
@@ -136,6 +141,7 @@ impl Console {
             cache: parts.cache,
             sessions: parts.sessions,
             config: parts.config,
+            pools: parts.pools,
         })
     }
 

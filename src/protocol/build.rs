@@ -200,6 +200,34 @@ pub fn authentication(out: &mut Vec<u8>, code: i32, data: &[u8]) {
     finish(out, start);
 }
 
+/// Appends a PasswordMessage ('p'): a cleartext password or an md5 response, as a client
+/// answers AuthenticationCleartextPassword / AuthenticationMD5Password.
+pub fn password_message(out: &mut Vec<u8>, password: &[u8]) {
+    let start = begin(out, super::tag::frontend::PASSWORD);
+    out.extend(password.iter().copied().filter(|&b| b != 0));
+    out.push(0);
+    finish(out, start);
+}
+
+/// Appends a SASLInitialResponse ('p'): the chosen mechanism and the client-first message;
+/// `None` (nothing appended) when `data` does not fit the protocol's 32-bit length.
+pub fn sasl_initial_response(out: &mut Vec<u8>, mechanism: &str, data: &[u8]) -> Option<()> {
+    let len = i32::try_from(data.len()).ok()?;
+    let start = begin(out, super::tag::frontend::PASSWORD);
+    cstr(out, mechanism);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(data);
+    finish(out, start);
+    Some(())
+}
+
+/// Appends a SASLResponse ('p') carrying one SASL message of the client.
+pub fn sasl_response(out: &mut Vec<u8>, data: &[u8]) {
+    let start = begin(out, super::tag::frontend::PASSWORD);
+    out.extend_from_slice(data);
+    finish(out, start);
+}
+
 /// Appends ParameterStatus ('S').
 pub fn parameter_status(out: &mut Vec<u8>, name: &str, value: &str) {
     let start = begin(out, b'S');
@@ -322,5 +350,18 @@ mod tests {
             backend::sasl_mechanisms(&out[5..]),
             vec![&b"SCRAM-SHA-256"[..]]
         );
+    }
+
+    #[test]
+    fn client_auth_messages() {
+        let mut out = Vec::new();
+        password_message(&mut out, b"md5abc");
+        assert_eq!(out, b"p\0\0\0\x0bmd5abc\0");
+        out.clear();
+        sasl_initial_response(&mut out, "SCRAM-SHA-256", b"n,,n=,r=x").unwrap();
+        assert_eq!(out, b"p\0\0\0\x1fSCRAM-SHA-256\0\0\0\0\x09n,,n=,r=x");
+        out.clear();
+        sasl_response(&mut out, b"c=biws");
+        assert_eq!(out, b"p\0\0\0\x0ac=biws");
     }
 }

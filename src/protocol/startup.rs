@@ -10,6 +10,8 @@ const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
 const CANCEL_REQUEST: u32 = 80_877_102;
 const PROTOCOL_MAJOR_3: u32 = 3;
+/// Protocol 3.0, what pgward asks for when it logs in to PostgreSQL itself.
+pub const PROTOCOL_3_0: u32 = 196_608;
 
 /// One decoded startup-phase packet.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! [`Handles`]: what client sessions use of the process, and nothing more: the server settings,
 //! the upstream, client TLS, cancel keys, stats, the pipeline's shared state, the session
-//! registry and the console, and the two
+//! registry, the console, the pools of transaction mode, and the two
 //! admission counters (sessions under `max_client_connections`, sockets under that plus
 //! [`HANDSHAKE_RESERVE`]). The app builds one; sessions never see the whole app.
 
@@ -13,6 +13,7 @@ use super::CancelKeys;
 use super::{HANDSHAKE_RESERVE, ServerSettings};
 use crate::console::Console;
 use crate::pipeline;
+use crate::pool::Pools;
 use crate::sessions::Sessions;
 use crate::stats::Stats;
 use crate::upstream::Upstream;
@@ -29,6 +30,8 @@ pub struct Handles {
     pub sessions: Arc<Sessions>,
     /// Answers clients that ask for the `pgward` database.
     pub console: Arc<Console>,
+    /// The server connection pools of `pool_mode = "transaction"`; `None` in session mode.
+    pub pools: Option<Arc<Pools>>,
     clients: AtomicUsize,
     /// Accepted sockets, sessions or not (bounded at accept).
     connections: AtomicUsize,
@@ -51,9 +54,16 @@ impl Handles {
             pipeline,
             sessions: console.sessions.clone(),
             console,
+            pools: None,
             clients: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
         }
+    }
+
+    /// The same handles with the pools of transaction mode.
+    pub fn with_pools(mut self, pools: Option<Arc<Pools>>) -> Self {
+        self.pools = pools;
+        self
     }
 
     /// Takes a client slot; false when max_client_connections are already in use.

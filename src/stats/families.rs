@@ -116,6 +116,33 @@ impl<'a> Families<'a> {
         Ok(())
     }
 
+    /// A histogram family with the upper `bounds` given (`+Inf` added); each sample is
+    /// (labels, sum, count, per-bucket counts, not cumulative: one per bound, then the
+    /// overflow). The crate makes the counts cumulative.
+    pub fn histogram<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        bounds: &[f64],
+        samples: impl IntoIterator<Item = (L, f64, u64, Vec<u64>)>,
+    ) -> fmt::Result {
+        let mut family = self
+            .0
+            .encode_descriptor(name, help, None, MetricType::Histogram)?;
+        for (labels, sum, count, counts) in samples {
+            let buckets: Vec<(f64, u64)> = bounds
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(counts)
+                .collect();
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+        Ok(())
+    }
+
     /// A latency histogram family in seconds; buckets are [`LATENCY_BUCKETS_MICROS`].
     pub fn latency<L: EncodeLabelSet>(
         &mut self,

@@ -104,7 +104,11 @@ async fn every_command_answers_and_the_session_survives_bad_ones() {
     assert_eq!(setting("console.password"), "(set)");
     assert_eq!(setting("upstream.address"), shared().addr());
     assert!(!config.iter().any(|r| cell(r, "value").contains(PASSWORD)));
-    assert_eq!(rows(&admin, "SHOW HELP").await.len(), 10);
+    assert_eq!(rows(&admin, "SHOW HELP").await.len(), 11);
+    assert!(
+        rows(&admin, "SHOW POOLS").await.is_empty(),
+        "no pools in session mode"
+    );
     for done in ["RELOAD", "INVALIDATE ALL", "INVALIDATE public.orders"] {
         let messages = admin.simple_query(done).await.unwrap();
         assert!(

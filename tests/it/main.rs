@@ -16,6 +16,7 @@ mod metrics;
 mod packaging;
 mod passthrough;
 mod protect;
+mod pool;
 mod reliability;
 mod rules;
 mod slow_log;

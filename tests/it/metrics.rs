@@ -20,7 +20,7 @@ budget = "10s"
 "#;
 
 /// promtool's verdict on `text`, or `None` when promtool is not installed.
-fn promtool_check(text: &str) -> Option<(bool, String)> {
+pub(crate) fn promtool_check(text: &str) -> Option<(bool, String)> {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
