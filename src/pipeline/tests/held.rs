@@ -272,3 +272,70 @@ fn past_the_registry_bound_new_names_are_passed_through_unfollowed() {
     s.send(&[sync(), parse("", ITEMS)], t0);
     assert_wire!(s.take_upstream(), sync());
 }
+
+#[test]
+fn discard_all_forgets_every_statement_and_a_pipelined_deallocate_all_keeps_the_later_one() {
+    let shared = shared(ITEMS_CACHED);
+    let mut s = Session::new(&shared);
+    let t0 = Instant::now();
+    miss(
+        &mut s,
+        &[parse("s1", ITEMS), sync()],
+        &[parse_complete(), ready()],
+        t0,
+    );
+    let run = [bind("", "s1", &["1"]), execute(""), sync()];
+    miss(
+        &mut s,
+        &run,
+        &[bind_complete(), rows(), ready()],
+        t0 + ms(1),
+    );
+    s.send(&run, t0 + ms(2));
+    assert_wire!(s.take_upstream(), [], "a hit while PostgreSQL has s1");
+    s.take_client();
+    s.send(&[query("DISCARD ALL")], t0 + ms(3));
+    assert_wire!(s.take_upstream(), query("DISCARD ALL"));
+    s.backend(&[complete("DISCARD ALL"), ready()], t0 + ms(4));
+    s.take_client();
+    // s1 is gone upstream: its Bind must reach PostgreSQL, which answers 26000.
+    s.send(&run, t0 + ms(5));
+    assert_wire!(
+        s.take_upstream(),
+        run.concat(),
+        "never a hit for a statement PostgreSQL dropped"
+    );
+    s.backend(
+        &[
+            pg_error("26000", "prepared statement \"s1\" does not exist"),
+            ready(),
+        ],
+        t0 + ms(6),
+    );
+    s.take_client();
+    // DEALLOCATE ALL pipelined before a new Parse of s1: the later statement is kept.
+    s.send(
+        &[query("DEALLOCATE ALL"), parse("s1", ITEMS), sync()],
+        t0 + ms(7),
+    );
+    assert_wire!(
+        s.take_upstream(),
+        [query("DEALLOCATE ALL"), parse("s1", ITEMS), sync()].concat()
+    );
+    s.backend(
+        &[
+            complete("DEALLOCATE ALL"),
+            ready(),
+            parse_complete(),
+            ready(),
+        ],
+        t0 + ms(8),
+    );
+    s.take_client();
+    s.send(&run, t0 + ms(9));
+    assert_wire!(
+        s.take_upstream(),
+        [],
+        "s1 from after the DEALLOCATE ALL hits again"
+    );
+}
