@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::rules::{DbTimeSpec, LimitSpec, Rule};
+use crate::rules::{DbTimeSpec, LimitSpec, Rule, RuleSet};
 
 /// A factor of 1 in per mille: the limit as configured.
 pub const FULL: u32 = 1000;
@@ -89,6 +89,18 @@ impl Limit {
             .as_ref()
             .map_or(0, |(n, s)| n.saturating_sub(s.available_permits()))
     }
+}
+
+/// The limit each rule of `set` is admitted under, by rule index: the shared one it names
+/// (from `shared`, as `RuleSet::limits`), or its own `max_concurrency`.
+pub fn by_rule(set: &RuleSet, shared: &[Arc<Limit>]) -> Vec<Option<Arc<Limit>>> {
+    set.rules
+        .iter()
+        .map(|rule| match rule.limit {
+            Some(index) => shared.get(index).cloned(),
+            None => Limit::of_rule(rule).map(Arc::new),
+        })
+        .collect()
 }
 
 /// A limit as ops see it now (`GET /rules`, metrics): its settings and its state.

@@ -55,14 +55,7 @@ impl ActiveRules {
                 Arc::new(limit)
             })
             .collect();
-        let limits: Vec<Option<Arc<Limit>>> = set
-            .rules
-            .iter()
-            .map(|rule| match rule.limit {
-                Some(index) => shared_limits.get(index).cloned(),
-                None => Limit::of_rule(rule).map(Arc::new),
-            })
-            .collect();
+        let limits = crate::limits::by_rule(&set, &shared_limits);
         let protection = Protection::new(&set, &limits, now);
         if let Some(previous) = previous {
             protection.inherit(&previous.protection);

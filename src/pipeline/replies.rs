@@ -44,19 +44,13 @@ pub(super) fn shed(
     waited: Duration,
     fingerprint: FingerprintId,
 ) -> Vec<u8> {
-    Raised {
-        severity: Severity::Error,
-        code: sqlstate::INSUFFICIENT_RESOURCES.into(),
-        message: format!(
-            "pgward: too many concurrent statements for {who}: no slot of {slots} free within {}",
-            format_duration(waited)
-        ),
-        detail: format!("fingerprint {fingerprint}"),
-        hint: Some(
-            "Retry later; the rule's max_concurrency protects the database from this query family.",
-        ),
-    }
-    .into_bytes()
+    let message = format!(
+        "pgward: too many concurrent statements for {who}: no slot of {slots} free within {}",
+        format_duration(waited)
+    );
+    let hint =
+        "Retry later; the rule's max_concurrency protects the database from this query family.";
+    insufficient_resources(message, hint, fingerprint)
 }
 
 /// The 53000 for a statement whose limit's database-time budget stayed spent while it waited.
@@ -66,33 +60,38 @@ pub(super) fn shed_db_time(
     waited: Duration,
     fingerprint: FingerprintId,
 ) -> Vec<u8> {
-    Raised {
-        severity: Severity::Error,
-        code: sqlstate::INSUFFICIENT_RESOURCES.into(),
-        message: format!(
-            "pgward: the database-time budget of {who} ({}/s) is spent: none free within {}",
-            format_duration(per_second),
-            format_duration(waited)
-        ),
-        detail: format!("fingerprint {fingerprint}"),
-        hint: Some("Retry later; the limit's max_db_time keeps this query family to its share of the database."),
-    }
-    .into_bytes()
+    let message = format!(
+        "pgward: the database-time budget of {who} ({}/s) is spent: none free within {}",
+        format_duration(per_second),
+        format_duration(waited)
+    );
+    let hint = "Retry later; the limit's max_db_time keeps this query family to its share of the database.";
+    insufficient_resources(message, hint, fingerprint)
 }
 
 /// The 53000 for a statement whose limit admits nothing while protected traffic is over its
 /// latency objective.
 pub(super) fn shed_protected(who: &str, fingerprint: FingerprintId) -> Vec<u8> {
+    let message = format!(
+        "pgward: {who} gives way to protected traffic, which is over its latency objective"
+    );
+    let hint =
+        "Retry later; pgward admits this query family again as the protected traffic recovers.";
+    insufficient_resources(message, hint, fingerprint)
+}
+
+/// A shed: 53000 (insufficient_resources), the statement's fingerprint as the detail.
+fn insufficient_resources(
+    message: String,
+    hint: &'static str,
+    fingerprint: FingerprintId,
+) -> Vec<u8> {
     Raised {
         severity: Severity::Error,
         code: sqlstate::INSUFFICIENT_RESOURCES.into(),
-        message: format!(
-            "pgward: {who} gives way to protected traffic, which is over its latency objective"
-        ),
+        message,
         detail: format!("fingerprint {fingerprint}"),
-        hint: Some(
-            "Retry later; pgward admits this query family again as the protected traffic recovers.",
-        ),
+        hint: Some(hint),
     }
     .into_bytes()
 }

@@ -39,14 +39,7 @@ fn protection(t0: Instant) -> (Protection, Vec<Option<Arc<Limit>>>) {
         .iter()
         .map(|s| Arc::new(Limit::shared(s, t0)))
         .collect();
-    let limits: Vec<Option<Arc<Limit>>> = set
-        .rules
-        .iter()
-        .map(|r| match r.limit {
-            Some(i) => shared.get(i).cloned(),
-            None => Limit::of_rule(r).map(Arc::new),
-        })
-        .collect();
+    let limits = crate::limits::by_rule(&set, &shared);
     (Protection::new(&set, &limits, t0), limits)
 }
 

@@ -93,6 +93,26 @@ impl Ctx<'_> {
         }
     }
 
+    /// A `max_concurrency`: 1..=[`MAX_CONCURRENCY`]. `key` is how messages name it.
+    pub(super) fn concurrency(
+        &mut self,
+        value: &Spanned<i64>,
+        key: &str,
+        rule: Option<&str>,
+    ) -> Option<usize> {
+        match usize::try_from(*value.get_ref()) {
+            Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Some(n),
+            _ => {
+                let msg = format!(
+                    "{key} must be 1..={MAX_CONCURRENCY} (got {})",
+                    value.get_ref()
+                );
+                self.report(value.span(), rule, msg);
+                None
+            }
+        }
+    }
+
     /// A budget: "off" or a duration greater than zero.
     fn budget(&mut self, v: &Spanned<String>, key: &str, rule: Option<&str>) -> Option<Budget> {
         if v.get_ref().trim() == "off" {
@@ -300,23 +320,10 @@ fn compile_rule(
         Some(b) => cx.budget(b, "budget", who).unwrap_or(Budget::Inherit),
         None => Budget::Inherit,
     };
-    let max_concurrency =
-        raw.max_concurrency
-            .as_ref()
-            .and_then(|m| match usize::try_from(*m.get_ref()) {
-                Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Some(n),
-                _ => {
-                    cx.report(
-                        m.span(),
-                        who,
-                        format!(
-                            "max_concurrency must be 1..={MAX_CONCURRENCY} (got {})",
-                            m.get_ref()
-                        ),
-                    );
-                    None
-                }
-            });
+    let max_concurrency = raw
+        .max_concurrency
+        .as_ref()
+        .and_then(|m| cx.concurrency(m, "max_concurrency", who));
     let queue_timeout = match &raw.queue_timeout {
         Some(q) if raw.max_concurrency.is_none() => {
             cx.report(

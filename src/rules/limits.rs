@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeValue, ValueDeserializer};
 
-use super::compile::{Ctx, DEFAULT_QUEUE_TIMEOUT, MAX_CONCURRENCY};
+use super::compile::{Ctx, DEFAULT_QUEUE_TIMEOUT};
 use super::schema::{LIMIT_KEYS, RawLimit};
 use super::{DbTimeSpec, LimitSpec, RuleSet};
 
@@ -72,20 +72,11 @@ fn compile_limit(cx: &mut Ctx<'_>, name: &str, value: &Spanned<DeValue<'_>>) -> 
         }
     };
     let before = cx.problems.len();
-    let max_concurrency =
-        raw.max_concurrency
-            .as_ref()
-            .and_then(|m| match usize::try_from(*m.get_ref()) {
-                Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Some(n),
-                _ => {
-                    let msg = format!(
-                        "{what}: max_concurrency must be 1..={MAX_CONCURRENCY} (got {})",
-                        m.get_ref()
-                    );
-                    cx.report(m.span(), None, msg);
-                    None
-                }
-            });
+    let key = format!("{what}: max_concurrency");
+    let max_concurrency = raw
+        .max_concurrency
+        .as_ref()
+        .and_then(|m| cx.concurrency(m, &key, None));
     let queue_timeout = match &raw.queue_timeout {
         Some(q) => cx
             .duration(q, "queue_timeout", None)

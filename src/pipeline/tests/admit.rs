@@ -247,10 +247,12 @@ fn an_observed_cap_counts_what_it_would_shed_and_runs_it() {
     assert_eq!(counter(&shared, REPORT, Counter::Shed), 0);
 }
 
-const SHARED_LIMIT: &str = r#"
+/// Two rules sharing `[limits.reco]` with these keys.
+fn reco_limit(keys: &str) -> String {
+    format!(
+        r#"
 [limits.reco]
-max_concurrency = 1
-queue_timeout = "1s"
+{keys}
 
 [[rule]]
 name = "reco-a"
@@ -261,11 +263,13 @@ limit = "reco"
 name = "reco-b"
 match.pattern = '^select\*from reco_b'
 limit = "reco"
-"#;
+"#
+    )
+}
 
 #[tokio::test(start_paused = true)]
 async fn rules_sharing_a_limit_share_its_slots() {
-    let shared = shared(SHARED_LIMIT);
+    let shared = shared(&reco_limit("max_concurrency = 1\nqueue_timeout = \"1s\""));
     let (mut a, mut b) = (Session::new(&shared), Session::new(&shared));
     let t0 = Instant::now();
     a.send(&[query("select * from reco_a")], t0);
@@ -284,23 +288,9 @@ async fn rules_sharing_a_limit_share_its_slots() {
 }
 
 fn db_time_limit(queue_timeout: &str) -> String {
-    format!(
-        r#"
-[limits.reco]
-max_db_time = "250ms/s"
-queue_timeout = "{queue_timeout}"
-
-[[rule]]
-name = "reco-a"
-match.pattern = '^select\*from reco_a'
-limit = "reco"
-
-[[rule]]
-name = "reco-b"
-match.pattern = '^select\*from reco_b'
-limit = "reco"
-"#
-    )
+    reco_limit(&format!(
+        "max_db_time = \"250ms/s\"\nqueue_timeout = \"{queue_timeout}\""
+    ))
 }
 
 #[tokio::test(start_paused = true)]

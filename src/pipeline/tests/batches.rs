@@ -42,14 +42,16 @@ fn after_pgwards_own_error_the_batch_is_skipped_up_to_its_sync() {
     assert_wire!(s.take_upstream(), next.concat());
 }
 
-const ITEMS_CACHED: &str = r#"
+/// A rule caching `ITEMS` (also used by `held.rs`).
+pub(super) const ITEMS_CACHED: &str = r#"
 [[rule]]
 name = "items"
 match.pattern = '^select\*from items'
 cache.ttl = "10m"
 "#;
 
-const ITEMS: &str = "select * from items where id = $1";
+/// An extended-protocol statement `ITEMS_CACHED` caches.
+pub(super) const ITEMS: &str = "select * from items where id = $1";
 
 /// Fills the cache with the extended-protocol result of `ITEMS` for id 1; returns that result
 /// (rows and completion: what a hit answers an Execute with).

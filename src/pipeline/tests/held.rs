@@ -6,14 +6,7 @@
 
 use super::*;
 
-const ITEMS_CACHED: &str = r#"
-[[rule]]
-name = "items"
-match.pattern = '^select\*from items'
-cache.ttl = "10m"
-"#;
-
-const ITEMS: &str = "select * from items where id = $1";
+use super::batches::{ITEMS, ITEMS_CACHED};
 
 fn rows() -> Vec<u8> {
     [data_row(&["1", "lamp"]), complete("SELECT 1")].concat()
