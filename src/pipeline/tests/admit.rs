@@ -352,3 +352,62 @@ async fn a_database_time_budget_spent_past_queue_timeout_sheds_with_53000() {
     assert_eq!(counter(&shared, sql, Counter::Shed), 1);
     assert!(!b.pipeline.busy());
 }
+
+const PROTECTED: &str = r#"
+[limits.reco]
+max_concurrency = 2
+
+[[rule]]
+name = "checkout"
+match.pattern = '^select\*from orders'
+
+[[rule]]
+name = "reco"
+match.pattern = '^select\*from reco'
+limit = "reco"
+
+[[protect]]
+rule = "checkout"
+p99 = "20ms"
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn protected_latencies_reach_their_window_and_a_limit_at_zero_sheds_at_once() {
+    let shared = shared(PROTECTED);
+    let mut s = Session::new(&shared);
+    let t0 = Instant::now();
+    s.send(&[query("select * from orders")], t0);
+    assert_wire!(s.take_upstream(), query("select * from orders"));
+    s.backend(&[complete("SELECT 0"), ready()], t0 + ms(50));
+    s.take_client();
+    let rules = shared.rules.snapshot();
+    let seen = rules.protection.objectives[0].observe(t0 + ms(50));
+    assert_eq!(
+        seen.samples, 1,
+        "the protected statement's latency is in its window"
+    );
+    assert!(seen.p99.unwrap() >= ms(50), "{seen:?}");
+    // The controller holds the unprotected limit at zero: its statement is shed at once.
+    rules.shared_limits[0].set_factor(0);
+    let sql = "select * from reco";
+    s.send(&[query(sql)], t0 + ms(60));
+    assert!(!s.still_waiting(), "no wait at zero");
+    assert!(s.take_upstream().is_empty());
+    let id = fp(&shared, sql);
+    let expected = [
+        error(
+            Severity::Error,
+            "53000",
+            "pgward: limit \"reco\" (rule \"reco\") gives way to protected traffic, which is over \
+             its latency objective",
+            &format!("fingerprint {id}"),
+            Some("Retry later; pgward admits this query family again as the protected traffic recovers."),
+        ),
+        ready(),
+    ]
+    .concat();
+    assert_wire!(s.take_client(), expected);
+    // The protected rule itself is never held back.
+    s.send(&[query("select * from orders")], t0 + ms(70));
+    assert_wire!(s.take_upstream(), query("select * from orders"));
+}
