@@ -167,6 +167,13 @@ impl Collector for PgwardMetrics {
             "1 while the latest rules reload was rejected, else 0",
             one(u64::from(self.reload_failing)),
         )?;
+        self.encode_limits(&mut f)
+    }
+}
+
+impl PgwardMetrics {
+    /// The shared limits' and the protection's families.
+    fn encode_limits(&self, f: &mut Families<'_>) -> fmt::Result {
         let by_limit = |value: fn(&LimitState) -> Option<f64>| {
             self.limits
                 .iter()

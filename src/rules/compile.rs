@@ -14,7 +14,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::cache_policy::compile_cache;
 use super::fields::{compile_action, compile_match};
-use super::limits::compile_limits;
+use super::limits::{compile_limits, resolve_limit};
 use super::protect::compile_protect;
 use super::rewrite::Rewrite;
 use super::schema::{
@@ -338,29 +338,10 @@ fn compile_rule(
             .unwrap_or(DEFAULT_QUEUE_TIMEOUT),
         None => DEFAULT_QUEUE_TIMEOUT,
     };
-    let limit = raw.limit.as_ref().and_then(|l| {
-        if raw.max_concurrency.is_some() {
-            let msg = "a rule has either its own max_concurrency or a shared limit, not both";
-            cx.report(l.span(), who, msg);
-            return None;
-        }
-        let index = limits.iter().position(|s| *s.name == **l.get_ref());
-        if index.is_none() {
-            let known: Vec<&str> = limits.iter().map(|s| &*s.name).collect();
-            let msg = format!(
-                "limit {:?} is not defined (defined: {}); add a [limits.{}] table",
-                l.get_ref(),
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                },
-                l.get_ref()
-            );
-            cx.report(l.span(), who, msg);
-        }
-        index
-    });
+    let limit = raw
+        .limit
+        .as_ref()
+        .and_then(|l| resolve_limit(cx, l, raw.max_concurrency.is_some(), limits, who));
     let action = compile_action(cx, &raw, who);
     let mode = match raw.mode.as_ref().map(|m| (m.span(), m.get_ref().as_str())) {
         None | Some((_, "enforce")) => Mode::Enforce,

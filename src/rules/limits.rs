@@ -118,6 +118,38 @@ fn compile_limit(cx: &mut Ctx<'_>, name: &str, value: &Spanned<DeValue<'_>>) -> 
     })
 }
 
+/// A rule's `limit = "<name>"`: the index of that `[limits.<name>]`, which must exist; a rule
+/// with its own `max_concurrency` cannot also name one.
+pub(super) fn resolve_limit(
+    cx: &mut Ctx<'_>,
+    name: &Spanned<String>,
+    own_cap: bool,
+    limits: &[LimitSpec],
+    rule: Option<&str>,
+) -> Option<usize> {
+    if own_cap {
+        let msg = "a rule has either its own max_concurrency or a shared limit, not both";
+        cx.report(name.span(), rule, msg);
+        return None;
+    }
+    let index = limits.iter().position(|s| *s.name == **name.get_ref());
+    if index.is_none() {
+        let known: Vec<&str> = limits.iter().map(|s| &*s.name).collect();
+        let defined = if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        };
+        let msg = format!(
+            "limit {:?} is not defined (defined: {defined}); add a [limits.{}] table",
+            name.get_ref(),
+            name.get_ref()
+        );
+        cx.report(name.span(), rule, msg);
+    }
+    index
+}
+
 /// `max_db_time`: `<duration>/<duration>` (`"250ms/s"`, `"1s/2s"`), as database time per
 /// second of wall time.
 fn rate(cx: &mut Ctx<'_>, value: &Spanned<String>, what: &str) -> Option<Duration> {
