@@ -170,7 +170,22 @@ impl Config {
         if crate::upstream::split_host_port(&self.upstream.address).is_none() {
             return invalid(
                 "upstream.address",
-                format!("{:?} is not HOST:PORT", self.upstream.address),
+                format!(
+                    "{:?} is not HOST:PORT (or SOCKET_DIRECTORY:PORT for a Unix socket)",
+                    self.upstream.address
+                ),
+            );
+        }
+        if crate::upstream::unix_socket_path(&self.upstream.address).is_some()
+            && matches!(
+                self.upstream.tls,
+                crate::upstream::UpstreamTlsMode::Require
+                    | crate::upstream::UpstreamTlsMode::VerifyFull
+            )
+        {
+            return invalid(
+                "upstream.tls",
+                "a Unix socket has no TLS (PostgreSQL offers none there): use tls = \"disable\" or \"prefer\", or a HOST:PORT address".into(),
             );
         }
         if self.server.tls.cert.is_some() != self.server.tls.key.is_some() {

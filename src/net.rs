@@ -1,4 +1,5 @@
-//! The byte stream under a session leg: plain TCP, or TLS toward a client or toward Postgres.
+//! The byte stream under a session leg: plain TCP, TLS toward a client or toward Postgres, or
+//! a Unix-domain socket toward a Postgres on the same host.
 //! One enum rather than boxed trait objects so the hot path has no virtual calls.
 
 use std::io;
@@ -13,11 +14,13 @@ pub enum Stream {
     Plain(TcpStream),
     ClientTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     UpstreamTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
 }
 
 impl Stream {
     pub fn is_tls(&self) -> bool {
-        !matches!(self, Stream::Plain(_))
+        matches!(self, Stream::ClientTls(_) | Stream::UpstreamTls(_))
     }
 }
 
@@ -31,6 +34,8 @@ impl AsyncRead for Stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::ClientTls(s) => Pin::new(s).poll_read(cx, buf),
             Stream::UpstreamTls(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -45,6 +50,8 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::ClientTls(s) => Pin::new(s).poll_write(cx, buf),
             Stream::UpstreamTls(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -53,6 +60,8 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::ClientTls(s) => Pin::new(s).poll_flush(cx),
             Stream::UpstreamTls(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(unix)]
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -61,6 +70,8 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::ClientTls(s) => Pin::new(s).poll_shutdown(cx),
             Stream::UpstreamTls(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(unix)]
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -92,7 +92,7 @@ pub(super) async fn metrics(State(app): State<Arc<Handles>>) -> Response {
 /// server within [`PROBE_TIMEOUT`]; the reason otherwise.
 pub(super) async fn probe_upstream(upstream: &Upstream) -> Result<(), String> {
     let probe = async {
-        let mut tcp = upstream.connect_tcp().await.map_err(|e| e.to_string())?;
+        let mut tcp = upstream.connect_plain().await.map_err(|e| e.to_string())?;
         tcp.write_all(&encode_ssl_request())
             .await
             .map_err(|e| e.to_string())?;

@@ -133,6 +133,9 @@ impl PgConnection {
             Stream::Plain(tcp) => Some(tcp),
             Stream::UpstreamTls(tls) => Some(tls.get_ref().0),
             Stream::ClientTls(_) => None,
+            // A Unix socket to a local PostgreSQL: no peek; a dead one fails at first use.
+            #[cfg(unix)]
+            Stream::Unix(_) => None,
         }
     }
 }

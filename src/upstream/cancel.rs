@@ -20,7 +20,7 @@ impl CancelTarget {
     /// Sends a CancelRequest for this backend and waits until Postgres closes the connection
     /// (it answers nothing; closing means it has acted), within the connect timeout.
     pub async fn cancel(&self, upstream: &Upstream) -> Result<(), UpstreamError> {
-        let mut tcp = upstream.connect_tcp().await?;
+        let mut tcp = upstream.connect_plain().await?;
         let io_err = |source| UpstreamError::Connect {
             address: upstream.address().to_owned(),
             source,

@@ -10,7 +10,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
 
-use super::{UpstreamError, UpstreamSettings, UpstreamTlsMode, split_host_port};
+use super::{UpstreamError, UpstreamSettings, UpstreamTlsMode, split_host_port, unix_socket_path};
 use crate::net::Stream;
 use crate::protocol::startup::encode_ssl_request;
 use crate::protocol::tag::ssl;
@@ -52,26 +52,40 @@ impl Upstream {
         self.settings.connect_timeout.0
     }
 
-    /// Opens a TCP connection (no TLS); used for CancelRequests and health checks.
-    pub async fn connect_tcp(&self) -> Result<TcpStream, UpstreamError> {
+    /// The Unix-domain socket PostgreSQL listens on, when `address` names a directory
+    /// (`/var/run/postgresql:5432` -> `/var/run/postgresql/.s.PGSQL.5432`, as libpq reads a
+    /// host that starts with `/`).
+    pub fn unix_socket(&self) -> Option<std::path::PathBuf> {
+        unix_socket_path(&self.settings.address)
+    }
+
+    /// Opens a connection without TLS (TCP, or the Unix socket); used for CancelRequests,
+    /// health checks, and under TLS negotiation.
+    pub async fn connect_plain(&self) -> Result<Stream, UpstreamError> {
         let address = &self.settings.address;
         let timeout = self.settings.connect_timeout.0;
+        let err = |source| UpstreamError::Connect {
+            address: address.clone(),
+            source,
+        };
+        let timed_out = |_| UpstreamError::Timeout {
+            address: address.clone(),
+            timeout,
+        };
+        #[cfg(unix)]
+        if let Some(path) = self.unix_socket() {
+            let unix = tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path))
+                .await
+                .map_err(timed_out)?
+                .map_err(err)?;
+            return Ok(Stream::Unix(unix));
+        }
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(address))
             .await
-            .map_err(|_| UpstreamError::Timeout {
-                address: address.clone(),
-                timeout,
-            })?
-            .map_err(|source| UpstreamError::Connect {
-                address: address.clone(),
-                source,
-            })?;
-        tcp.set_nodelay(true)
-            .map_err(|source| UpstreamError::Connect {
-                address: address.clone(),
-                source,
-            })?;
-        Ok(tcp)
+            .map_err(timed_out)?
+            .map_err(err)?;
+        tcp.set_nodelay(true).map_err(err)?;
+        Ok(Stream::Plain(tcp))
     }
 
     /// Opens a session connection, negotiating TLS as configured.
@@ -84,9 +98,14 @@ impl Upstream {
     }
 
     async fn connect_inner(&self) -> Result<Stream, UpstreamError> {
-        let mut tcp = self.connect_tcp().await?;
+        let plain = self.connect_plain().await?;
         let Some(tls) = &self.tls else {
-            return Ok(Stream::Plain(tcp));
+            return Ok(plain);
+        };
+        let mut tcp = match plain {
+            Stream::Plain(tcp) => tcp,
+            // No TLS over a Unix socket (PostgreSQL and libpq do not offer it either).
+            other => return Ok(other),
         };
         let address = &self.settings.address;
         let io_err = |source| UpstreamError::Connect {

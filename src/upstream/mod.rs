@@ -90,9 +90,29 @@ pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
     (!host.is_empty()).then_some((host, port))
 }
 
+/// The socket file of a `DIRECTORY:PORT` address (a host starting with `/`, as libpq reads it):
+/// `DIRECTORY/.s.PGSQL.PORT`; `None` for a network address.
+pub fn unix_socket_path(address: &str) -> Option<std::path::PathBuf> {
+    let (host, port) = split_host_port(address)?;
+    host.starts_with('/')
+        .then(|| std::path::Path::new(host).join(format!(".s.PGSQL.{port}")))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::split_host_port;
+    use super::{split_host_port, unix_socket_path};
+
+    #[test]
+    fn a_directory_host_is_a_unix_socket() {
+        assert_eq!(
+            unix_socket_path("/var/run/postgresql:5432"),
+            Some(std::path::PathBuf::from(
+                "/var/run/postgresql/.s.PGSQL.5432"
+            ))
+        );
+        assert_eq!(unix_socket_path("db:5432"), None);
+        assert_eq!(unix_socket_path("/tmp"), None, "a port is needed");
+    }
 
     #[test]
     fn host_port() {

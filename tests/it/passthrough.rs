@@ -378,3 +378,33 @@ async fn psql_and_pgbench_work_through_pgward() {
         );
     }
 }
+
+/// `upstream.address = "SOCKET_DIRECTORY:PORT"`: pgward reaches PostgreSQL over its Unix socket
+/// (PostgreSQL sees a local connection: no client address), and a budget's CancelRequest goes
+/// the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_can_be_a_unix_socket() {
+    let cluster = shared();
+    let mut config = config_for(cluster);
+    config.upstream.address = format!("{}:{}", cluster.dir.display(), cluster.port);
+    config.rules = Some(crate::rules::rules_file(
+        "[[rule]]\nname = \"short\"\nmatch.pattern = 'pg_sleep'\nbudget = \"50ms\"\n",
+    ));
+    let proxy = start_proxy(config).await;
+    let client = connect(proxy.proxy_addr, TRUST_USER, None).await.unwrap();
+    let pid = backend_pid(&client).await;
+    let local = cluster.psql(&format!(
+        "SELECT client_addr IS NULL FROM pg_stat_activity WHERE pid = {pid}"
+    ));
+    assert_eq!(
+        local, "t",
+        "the session's backend was not reached over the Unix socket"
+    );
+    let e = client
+        .simple_query("SELECT pg_sleep(10)")
+        .await
+        .expect_err("the budget cancels it over the socket");
+    assert_eq!(code(&e), "57014", "{e:?}");
+    let rows = client.query_one("SELECT 41 + 1", &[]).await.unwrap();
+    assert_eq!(rows.get::<_, i32>(0), 42);
+}
