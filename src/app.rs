@@ -156,6 +156,29 @@ impl Running {
 /// client a second or more later. PostgreSQL asks for twice `max_connections`, up to 10,000.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// The Unix-domain socket `<dir>/.s.PGSQL.<port>` (PostgreSQL's name, so `psql -h <dir> -p
+/// <port>` finds it). A socket file left by an earlier pgward that nobody listens on any more is
+/// replaced; one something still answers on, or any other file, is an error.
+#[cfg(unix)]
+fn bind_unix(dir: &std::path::Path, port: u16) -> Result<tokio::net::UnixListener, Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = dir.join(format!(".s.PGSQL.{port}"));
+    let shown = path.display().to_string();
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        let stale =
+            meta.file_type().is_socket() && std::os::unix::net::UnixStream::connect(&path).is_err();
+        if !stale {
+            let busy = std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "exists and is not a stale socket",
+            );
+            return Err(Error::bind(&shown, busy));
+        }
+        std::fs::remove_file(&path).map_err(|e| Error::bind(&shown, e))?;
+    }
+    tokio::net::UnixListener::bind(&path).map_err(|e| Error::bind(&shown, e))
+}
+
 /// A listening socket as `TcpListener::bind` makes one (SO_REUSEADDR on Unix), with a deeper
 /// backlog.
 fn listen_with_backlog(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -176,11 +199,19 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let listen = &app.config.server.listen;
     let listener = listen_with_backlog(listen_addr(listen)?).map_err(|e| Error::bind(listen, e))?;
     let proxy_addr = listener.local_addr()?;
+    let listeners = crate::server::Listeners {
+        tcp: listener,
+        #[cfg(unix)]
+        unix: match &app.config.server.unix_socket_dir {
+            Some(dir) => Some(bind_unix(dir, proxy_addr.port())?),
+            None => None,
+        },
+    };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = vec![
         tokio::spawn(crate::server::serve(
             app.server.clone(),
-            listener,
+            listeners,
             shutdown_rx.clone(),
         )),
         tokio::spawn(app.rules.clone().watch(shutdown_rx.clone())),

@@ -176,6 +176,24 @@ impl Config {
                 ),
             );
         }
+        if let Some(dir) = &self.server.unix_socket_dir {
+            // sun_path holds 108 bytes; the file name adds ".s.PGSQL.NNNNN".
+            if dir.as_os_str().len() > 90 {
+                return invalid(
+                    "server.unix_socket_dir",
+                    format!(
+                        "{} is too long for a Unix socket path (at most 90 bytes)",
+                        dir.display()
+                    ),
+                );
+            }
+            if !dir.is_dir() {
+                return invalid(
+                    "server.unix_socket_dir",
+                    format!("{} is not a directory", dir.display()),
+                );
+            }
+        }
         if crate::upstream::unix_socket_path(&self.upstream.address).is_some()
             && matches!(
                 self.upstream.tls,

@@ -50,10 +50,27 @@ impl State {
     }
 }
 
+/// Where a client connected from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    /// pgward's Unix-domain socket (`server.unix_socket_dir`): a process on this host.
+    Unix,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(addr) => addr.fmt(f),
+            Peer::Unix => f.write_str("unix socket"),
+        }
+    }
+}
+
 /// Who a session is; fixed at its start.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub peer: SocketAddr,
+    pub peer: Peer,
     pub user: String,
     pub database: String,
     pub application_name: String,
@@ -228,7 +245,7 @@ mod tests {
 
     fn identity() -> Identity {
         Identity {
-            peer: "127.0.0.1:5000".parse().unwrap(),
+            peer: Peer::Tcp("127.0.0.1:5000".parse().unwrap()),
             user: "app".into(),
             database: "shop".into(),
             application_name: "web".into(),

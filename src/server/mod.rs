@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 pub use cancel_keys::CancelKeys;
 pub use handles::{ConnectionSlot, Handles};
-pub use listener::serve;
+pub use listener::{Listeners, serve};
 pub use tls::client_tls_acceptor;
 
 use crate::units::{ByteSize, HumanDuration};
@@ -29,6 +29,9 @@ use crate::units::{ByteSize, HumanDuration};
 pub struct ServerSettings {
     /// Address clients connect to.
     pub listen: String,
+    /// A directory for a Unix-domain socket clients on this host may connect to as well,
+    /// named as PostgreSQL names its own: `<dir>/.s.PGSQL.<port of listen>`.
+    pub unix_socket_dir: Option<std::path::PathBuf>,
     /// Sessions beyond this get SQLSTATE 53300. Connections are counted from accept: at most
     /// this many plus [`HANDSHAKE_RESERVE`] sockets are held at once (the reserve lets cancel
     /// requests through when every session slot is taken); beyond that a connection is
@@ -54,6 +57,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             listen: "127.0.0.1:6432".into(),
+            unix_socket_dir: None,
             max_client_connections: 1000,
             auth_timeout: HumanDuration(Duration::from_secs(15)),
             max_message_size: ByteSize(64 << 20),

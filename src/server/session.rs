@@ -4,12 +4,10 @@
 //! mid-query). Every session is bounded in time before it is authenticated (`auth_timeout`),
 //! and a panic in its relay ends it with XX000 while every other session carries on.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
@@ -22,7 +20,7 @@ use crate::pipeline::{Identity, Pipeline};
 use crate::protocol::build;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{CancelKey, StartupMessage};
-use crate::sessions::{self, Session};
+use crate::sessions::{self, Peer, Session};
 use crate::upstream::CancelTarget;
 
 /// How long pgward keeps writing final messages to a peer that does not read them.
@@ -32,15 +30,17 @@ const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
 /// connection cap until then.
 pub async fn serve_connection(
     app: Arc<Handles>,
-    tcp: TcpStream,
-    peer: SocketAddr,
+    client: Stream,
+    peer: Peer,
     id: u64,
     shutdown: watch::Receiver<bool>,
     _slot: ConnectionSlot,
 ) {
-    let _ = tcp.set_nodelay(true);
+    if let Stream::Plain(tcp) = &client {
+        let _ = tcp.set_nodelay(true);
+    }
     let auth_deadline = tokio::time::Instant::now() + app.settings.auth_timeout.0;
-    let opening = startup::open(tcp, app.client_tls.as_ref(), auth_deadline).await;
+    let opening = startup::open(client, app.client_tls.as_ref(), auth_deadline).await;
     match opening {
         Opening::Closed => {}
         Opening::Cancel { client, key } => {
@@ -53,7 +53,12 @@ pub async fn serve_connection(
             startup,
         } => {
             let span = tracing::info_span!("session", id, peer = %peer, user = startup.user(), db = startup.database());
-            if app.settings.tls.mode == ClientTlsMode::Require && !client.is_tls() {
+            // A local Unix-socket client is not asked for TLS (PostgreSQL's hostssl applies to
+            // TCP only); everyone else under tls.mode = require is.
+            if app.settings.tls.mode == ClientTlsMode::Require
+                && !client.is_tls()
+                && peer != Peer::Unix
+            {
                 let _enter = span.enter();
                 tracing::info!("plaintext client refused (tls.mode = require)");
                 let message = "pgward accepts only TLS connections: connect with sslmode=require";
@@ -146,7 +151,7 @@ async fn run_session(
     mut client: Stream,
     startup: StartupMessage,
     id: u64,
-    peer: SocketAddr,
+    peer: Peer,
     mut shutdown: watch::Receiver<bool>,
     auth_deadline: tokio::time::Instant,
 ) {
@@ -275,7 +280,7 @@ fn ending_name(ending: &Ending) -> &'static str {
 fn register(
     app: &Handles,
     id: u64,
-    peer: SocketAddr,
+    peer: Peer,
     startup: &StartupMessage,
 ) -> Option<sessions::Registration> {
     let identity = sessions::Identity {

@@ -3,7 +3,6 @@
 //! StartupMessage that opens a session.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
@@ -28,15 +27,16 @@ pub enum Opening {
 
 /// Reads startup packets until a StartupMessage or CancelRequest arrives, by `deadline` (the
 /// session's `auth_timeout` after accept); a client that takes longer is closed.
-pub async fn open(tcp: TcpStream, tls: Option<&TlsAcceptor>, deadline: Instant) -> Opening {
-    match tokio::time::timeout_at(deadline, negotiate(tcp, tls)).await {
+pub async fn open(client: Stream, tls: Option<&TlsAcceptor>, deadline: Instant) -> Opening {
+    match tokio::time::timeout_at(deadline, negotiate(client, tls)).await {
         Ok(opening) => opening,
         Err(_) => Opening::Closed,
     }
 }
 
-async fn negotiate(tcp: TcpStream, tls: Option<&TlsAcceptor>) -> Opening {
-    let mut client = Stream::Plain(tcp);
+/// `client` is a fresh TCP or Unix socket; only TCP is offered TLS (over a Unix socket the
+/// answer to SSLRequest is 'N', as PostgreSQL's).
+async fn negotiate(mut client: Stream, tls: Option<&TlsAcceptor>) -> Opening {
     // PostgreSQL answers each encryption request once; a repeat is a protocol violation.
     let mut asked = Asked::default();
     loop {

@@ -408,3 +408,51 @@ async fn the_upstream_can_be_a_unix_socket() {
     let rows = client.query_one("SELECT 41 + 1", &[]).await.unwrap();
     assert_eq!(rows.get::<_, i32>(0), 42);
 }
+
+/// `server.unix_socket_dir`: clients on this host connect over pgward's Unix socket, named as
+/// PostgreSQL names its own (psql -h DIR -p PORT finds it), and ops see where they came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_can_connect_over_a_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("pgward-sock-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = config_for(shared());
+    config.server.unix_socket_dir = Some(dir.clone());
+    let proxy = start_proxy(config).await;
+    let port = proxy.proxy_addr.port();
+    assert!(dir.join(format!(".s.PGSQL.{port}")).exists());
+    let url = format!(
+        "host={} port={port} user={TRUST_USER} dbname=postgres",
+        dir.display()
+    );
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one("SELECT $1::int + 1", &[&41i32])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+    let out = std::process::Command::new("psql")
+        .args(["-XAt", "-h"])
+        .arg(&dir)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            TRUST_USER,
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT 'via socket'",
+        ])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "via socket");
+    let (_, body) =
+        crate::stats_http::http(proxy.admin_addr.unwrap(), "GET", "/sessions", None).await;
+    assert!(body.contains("\"peer\":\"unix socket\""), "{body}");
+    drop(client);
+    let _ = std::fs::remove_dir_all(&dir);
+}
