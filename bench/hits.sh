@@ -6,7 +6,8 @@
 #
 # Usage: bench/hits.sh [--smoke] [--label NAME]
 #
-#   --smoke        -T 1 per cell, one round, one client (quick sanity run)
+#   --smoke        -T 1 per cell, one round, one client, targets direct and hit (quick
+#                  sanity run of every part: about 25 s)
 #   --label NAME   tag stored in the CSV and printed with the table
 #
 # Targets (TARGETS, in this order by default: "direct hit hit100"):
@@ -25,7 +26,8 @@
 #                  the table shows medians (default 3; 1 with --smoke)
 #   CLIENTS        pgbench client counts (default "1 16"; "1" with --smoke)
 #   MODES          pgbench -M modes (default "simple extended prepared")
-#   TARGETS        subset/order of "direct hit hit100 read" (default "direct hit hit100")
+#   TARGETS        subset/order of "direct hit hit100 read" (default "direct hit hit100";
+#                  "direct hit" with --smoke)
 #   JOBS           pgbench -j (default 2; capped at the client count)
 #   SAMPLING       share of transactions pgbench logs (-l --sampling-rate) for the client-side
 #                  latency percentiles (default 0.1)
@@ -86,6 +88,7 @@ if ((SMOKE)); then
     DURATION="${DURATION:-1}"
     ROUNDS="${ROUNDS:-1}"
     CLIENTS="${CLIENTS:-1}"
+    TARGETS="${TARGETS:-direct hit}"
 fi
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-3}"
