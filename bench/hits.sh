@@ -39,7 +39,9 @@
 #
 # Per cell: pgbench TPS, average latency and client-side p50/p99 latency (from a sample of
 # pgbench's per-transaction log: robust against the scheduling stalls of a busy machine, which
-# dominate the average); pgward CPU per transaction (Δ utime+stime of
+# dominate the average; only where every pgbench thread runs one client — a thread running
+# several reads its clock once per round of their results, so their latencies come out
+# quantized, down to 0); pgward CPU per transaction (Δ utime+stime of
 # the pgward process ÷ transactions); PostgreSQL CPU per transaction (Δ of the postmaster's
 # own and reaped children's CPU — every backend of the cell has exited when it is read —
 # ÷ transactions; it includes the cell's connection start-ups and this script's few psql
@@ -181,7 +183,9 @@ csv_field() { # quote when needed
 DB=bench
 PG_PORT="$(free_port)"
 log "postgres: starting throwaway cluster on 127.0.0.1:$PG_PORT"
-pg_start "$WORK/pg" "$PG_PORT"
+# autovacuum off: its worker visits every database once a minute and its transactions would
+# count in the benchmark database's xact_commit (the tables are vacuumed and analyzed below)
+pg_start "$WORK/pg" "$PG_PORT" -c autovacuum=off
 PG_MAIN_PID="$(head -n 1 "$WORK/pg/data/postmaster.pid")"
 # probes run in database postgres, so they leave the benchmark database's counters alone
 admin_psql() { psql -X -q -At -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres "$@"; }
@@ -401,9 +405,10 @@ for mode in "${modes[@]}"; do
                 ) &
                 sampler=$!
                 register_pid "$sampler"
+                txlog=()
+                ((c == j)) && txlog=(-l --sampling-rate "$SAMPLING" --log-prefix "$out.tx")
                 run_killable pgbench -n -M "$mode" -f "$WORK/$t.sql" -c "$c" -j "$j" -T "$DURATION" \
-                    -l --sampling-rate "$SAMPLING" --log-prefix "$out.tx" \
-                    -h 127.0.0.1 -p "${PORT[$t]}" -U postgres "$DB" >"$out" 2>&1 || rc=$?
+                    "${txlog[@]}" -h 127.0.0.1 -p "${PORT[$t]}" -U postgres "$DB" >"$out" 2>&1 || rc=$?
                 read -r cp50 cp99 <<<"$(client_pct "$out.tx")"
                 rm -f "$out".tx.*
                 cpu1=""
@@ -522,7 +527,8 @@ for t in "${targets[@]}"; do [[ "$t" != direct ]] && others+=("$t"); done
     done
     echo
     echo "Per target: mean latency (pgbench's average), client-side p50 / p99 latency (pgbench's log,"
-    echo "sampling $SAMPLING of the transactions), pgward CPU per transaction, PostgreSQL CPU per"
+    echo "sampling $SAMPLING of the transactions; only with one client per pgbench thread, whose clock"
+    echo "is read per result), pgward CPU per transaction, PostgreSQL CPU per"
     echo "transaction (postmaster + exited backends; includes the cell's connection start-ups), and the"
     echo "latency pgward's statistics record for the hits (p50 / p99 of the items fingerprint)."
     echo
