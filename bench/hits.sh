@@ -317,7 +317,8 @@ pgb_lat() { sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$1" | head -n 1
 pgb_tx() { sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$1" | head -n 1; }
 # client_pct PREFIX — "p50 p99" in µs of the latencies in pgbench's logs PREFIX.* (column 3)
 client_pct() {
-    cat "$1".* 2>/dev/null | awk '{ print $3 }' | sort -n |
+    compgen -G "$1.*" >/dev/null || { echo "- -"; return 0; }
+    cat "$1".* | awk '{ print $3 }' | sort -n |
         awk '{ v[NR] = $1 } END { if (NR == 0) { print "- -"; exit } i = int(NR * 0.5 + 0.5); j = int(NR * 0.99 + 0.5); if (i < 1) i = 1; if (j < 1) j = 1; print v[i], v[j] }'
 }
 pgb_failed() { sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$1" | head -n 1; }
