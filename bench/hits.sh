@@ -34,7 +34,9 @@
 #   WARMUP_TX      transactions per client of each target's warm-up, per mode (default 1000)
 #   ITEMS          rows in the items table (default 1000; at least 100)
 #   RESULTS_DIR    where the CSV and tables go (default bench/results)
-#   PGWARD_BIN     use this binary instead of target/release/pgward (no build)
+#   PGWARD_BIN     use this binary instead of target/release/pgward (no build; without it,
+#                  $CARGO_TARGET_DIR/release/pgward when that is set, built when missing or
+#                  older than the sources)
 #   KEEP_WORKDIR=1 keep the temp dir (cluster, logs, pgbench output, stats snapshots)
 #
 # Per cell: pgbench TPS, average latency and client-side p50/p99 latency (from a sample of
@@ -54,7 +56,8 @@
 #   - pgward's GET /stats/queries (statistics reset before each pgward cell): calls,
 #     cache_hits, cache_misses of the items fingerprint, upstream connections opened, and
 #     the hits' p50/p99 latency as pgward records it.
-# Raw results: $RESULTS_DIR/hits-<timestamp>.csv (+ .md with the tables).
+# Raw results: $RESULTS_DIR/hits-<timestamp>.csv (+ .md with the tables and the `uptime` load
+# before and after, -cache.json with pgward's GET /cache at the end).
 set -Eeuo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
