@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # bench/run.sh — the pgward benchmarks, one entry point.
 #
-# Usage: bench/run.sh [passthrough|cache|incident|all] [--smoke]
+# Usage: bench/run.sh [passthrough|hits|cache|incident|all] [--smoke]
 #
 #   passthrough  pgbench -S through pgward vs direct vs PgBouncer (session mode),
 #                -c 1/16/64/256, three protocols, plus memory per idle client
 #                (bench/passthrough.sh with the durations below)
+#   hits         what a cache hit costs: pgward answering a cached read vs PostgreSQL
+#                answering SELECT 1, three protocols, -c 1/16, and proof that hits send
+#                PostgreSQL nothing (bench/hits.sh with the durations below)
 #   cache        the recommendation query (bench/reco.sql, zipfian product ids)
 #                on the shop data: direct vs pgward without rules vs pgward with
 #                the repo's rules.toml; TPS medians and the ratio to direct
@@ -15,7 +18,7 @@
 #                a flood of recommendation queries (bench/pgload.py); direct vs
 #                pgward without rules vs pgward with rules.toml: checkout
 #                p50/p95/p99 and success per phase, recommendations answered
-#   all          the three in that order (default)
+#   all          the four in that order (default)
 #   --smoke      seconds-long runs of everything (what CI runs)
 #
 # It starts its own throwaway PostgreSQL clusters (bench/lib.sh pg_start), builds
@@ -32,6 +35,8 @@
 #   pass-through:    PT_DURATION 5, PT_ROUNDS 3, PT_CLIENTS "1 16 64 256",
 #                    PT_MODES "simple extended prepared", PT_WARMUP 3, PT_SCALE 10,
 #                    MEM_CLIENTS 250
+#   cache hits:      HITS_DURATION 5, HITS_ROUNDS 3, HITS_CLIENTS "1 16",
+#                    HITS_MODES "simple extended prepared"
 #   shop data:       SHOP_SCALE 1 (order_items ~1M rows; bench/shop.sql)
 #   cache:           CACHE_DURATION 15, CACHE_ROUNDS 3, CACHE_CLIENTS 16, CACHE_JOBS 2,
 #                    CACHE_WARMUP 5
@@ -46,7 +51,7 @@
 #                    subset/order of "direct pgward-norules pgward-rules" (default: all)
 #   KEEP_WORKDIR=1   keep the temporary folder (clusters, logs)
 #
-# A full run (`all`) takes about 15 minutes on 2 cores, plus the release build.
+# A full run (`all`) takes about 20 minutes on 2 cores, plus the release build.
 set -Eeuo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -62,7 +67,7 @@ WHAT=all
 SMOKE=0
 while (($#)); do
     case "$1" in
-        passthrough | cache | incident | all) WHAT="$1" ;;
+        passthrough | hits | cache | incident | all) WHAT="$1" ;;
         --smoke) SMOKE=1 ;;
         -h | --help)
             usage
@@ -76,6 +81,7 @@ done
 if ((SMOKE)); then
     : "${PT_DURATION:=2}" "${PT_ROUNDS:=1}" "${PT_CLIENTS:=16}" "${PT_WARMUP:=1}" "${PT_SCALE:=1}"
     : "${MEM_CLIENTS:=250}" "${MEM_HOLD:=2}"
+    : "${HITS_DURATION:=1}" "${HITS_ROUNDS:=1}" "${HITS_CLIENTS:=1}"
     : "${SHOP_SCALE:=0.1}"
     : "${CACHE_DURATION:=3}" "${CACHE_ROUNDS:=1}" "${CACHE_CLIENTS:=8}" "${CACHE_WARMUP:=1}"
     : "${WARM_SECS:=2}" "${CALM_SECS:=4}" "${INCIDENT_SECS:=6}" "${CHECKOUT_RATE:=20}" "${CHECKOUT_CLIENTS:=4}"
@@ -83,6 +89,7 @@ if ((SMOKE)); then
 fi
 : "${PT_DURATION:=5}" "${PT_ROUNDS:=3}" "${PT_CLIENTS:=1 16 64 256}" "${PT_WARMUP:=3}" "${PT_SCALE:=10}"
 : "${PT_MODES:=simple extended prepared}" "${MEM_CLIENTS:=250}" "${MEM_HOLD:=4}"
+: "${HITS_DURATION:=5}" "${HITS_ROUNDS:=3}" "${HITS_CLIENTS:=1 16}" "${HITS_MODES:=simple extended prepared}"
 : "${SHOP_SCALE:=1}"
 : "${CACHE_DURATION:=15}" "${CACHE_ROUNDS:=3}" "${CACHE_CLIENTS:=16}" "${CACHE_JOBS:=2}" "${CACHE_WARMUP:=5}"
 : "${WARM_SECS:=30}" "${RECO_NORMAL_RATE:=50}"
@@ -96,7 +103,7 @@ for t in $CACHE_TARGETS $INCIDENT_CONFIGS; do
 done
 [[ -n "${CACHE_TARGETS// /}" && -n "${INCIDENT_CONFIGS// /}" ]] || die "CACHE_TARGETS and INCIDENT_CONFIGS must not be empty"
 
-for n in PT_DURATION PT_ROUNDS PT_WARMUP PT_SCALE MEM_HOLD CACHE_DURATION CACHE_ROUNDS CACHE_CLIENTS \
+for n in PT_DURATION PT_ROUNDS PT_WARMUP PT_SCALE MEM_HOLD HITS_DURATION HITS_ROUNDS CACHE_DURATION CACHE_ROUNDS CACHE_CLIENTS \
     CACHE_JOBS CACHE_WARMUP CALM_SECS INCIDENT_SECS INCIDENT_ROUNDS CHECKOUT_CLIENTS CHECKOUT_LIMIT_MS \
     RECO_CLIENTS WARM_SECS; do
     [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, got '${!n}'"
@@ -159,7 +166,8 @@ git -C "$REPO_ROOT" diff --quiet HEAD 2>/dev/null || rev+="+dirty"
     echo "pgbench: $(pgbench --version | head -n 1)"
     command -v pgbouncer >/dev/null && echo "pgbouncer: $(pgbouncer --version | head -n 1)"
     echo "python3: $(python3 --version 2>&1)"
-    for n in PT_DURATION PT_ROUNDS PT_CLIENTS PT_MODES PT_WARMUP PT_SCALE MEM_CLIENTS MEM_HOLD SHOP_SCALE \
+    for n in PT_DURATION PT_ROUNDS PT_CLIENTS PT_MODES PT_WARMUP PT_SCALE MEM_CLIENTS MEM_HOLD \
+        HITS_DURATION HITS_ROUNDS HITS_CLIENTS HITS_MODES SHOP_SCALE \
         CACHE_DURATION CACHE_ROUNDS CACHE_CLIENTS CACHE_JOBS CACHE_WARMUP CALM_SECS INCIDENT_SECS \
         INCIDENT_ROUNDS CHECKOUT_RATE CHECKOUT_CLIENTS CHECKOUT_LIMIT_MS RECO_RATE RECO_CLIENTS RECO_TIMEOUT WARM_SECS RECO_NORMAL_RATE \
         CACHE_TARGETS INCIDENT_CONFIGS; do
@@ -224,6 +232,24 @@ if want passthrough; then
         FAILED=1
     fi
     for f in "$OUT"/passthrough-*.md; do
+        [[ -f "$f" ]] && { cat "$f"; echo; } >>"$SUMMARY"
+    done
+fi
+
+# ---------------------------------------------------------------- cache hits
+if want hits; then
+    log "== cache hits vs direct SELECT 1 (bench/hits.sh)"
+    hits_args=()
+    ((SMOKE)) && hits_args+=(--smoke)
+    rc=0
+    RESULTS_DIR="$OUT" PGWARD_BIN="$PGWARD" DURATION="$HITS_DURATION" ROUNDS="$HITS_ROUNDS" \
+        CLIENTS="$HITS_CLIENTS" MODES="$HITS_MODES" \
+        run_killable bash "$SCRIPT_DIR/hits.sh" "${hits_args[@]}" || rc=$?
+    if ((rc != 0)); then
+        log "cache-hit benchmark failed (exit $rc)"
+        FAILED=1
+    fi
+    for f in "$OUT"/hits-*.md; do
         [[ -f "$f" ]] && { cat "$f"; echo; } >>"$SUMMARY"
     done
 fi
