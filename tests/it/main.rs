@@ -13,6 +13,7 @@ mod logs;
 mod metrics;
 mod packaging;
 mod passthrough;
+mod pgload;
 mod reliability;
 mod rules;
 mod slow_log;
