@@ -49,10 +49,10 @@ impl Work {
         SmallRng::seed_from_u64(self.seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
-    /// A connection, retrying until arrivals end; `None` then.
+    /// A connection, retrying until the hard stop; `None` then.
     async fn session(&self) -> Option<Session> {
-        while Instant::now() < self.end {
-            match timeout_at(self.end.into(), exec::connect(&self.config)).await {
+        while Instant::now() < self.hard_stop {
+            match timeout_at(self.hard_stop.into(), exec::connect(&self.config)).await {
                 Ok(Ok(s)) => return Some(s),
                 Ok(Err(e)) => {
                     let n = {
@@ -170,24 +170,11 @@ async fn open(
             }
         }));
     }
-    // Arrivals: exponential gaps from the run's seed, so a run can be repeated exactly.
-    let mut rng = work.rng(u64::MAX);
-    let mut t = work.begin;
-    loop {
-        let gap = -(1.0 - rng.random::<f64>()).ln() / rate;
-        t += Duration::from_secs_f64(gap.min(crate::spec::MAX_SECS));
-        if t >= work.end {
-            break;
-        }
-        sleep_until(t.into()).await;
-        if queue.idle.load(Ordering::Relaxed) == 0 || tx.capacity() < tx.max_capacity() {
-            work.stats().queued(t);
-        }
-        if let Err(TrySendError::Full(at) | TrySendError::Closed(at)) = tx.try_send(t) {
-            work.stats().record(at, Outcome::Dropped, 0);
-        }
-    }
-    drop(tx);
+    // Arrivals come from a thread of their own: its sleep wakes within tens of microseconds of
+    // each arrival, where the runtime's millisecond timer would add up to a millisecond of the
+    // generator's own lag to every latency.
+    let (w, q) = (Arc::clone(&work), Arc::clone(&queue));
+    let _ = tokio::task::spawn_blocking(move || schedule(&w, &q, tx, rate)).await;
     for t in tasks {
         let _ = t.await;
     }
@@ -195,6 +182,32 @@ async fn open(
     let mut rx = queue.rx.lock().await;
     while let Ok(arrival) = rx.try_recv() {
         work.stats().record(arrival, Outcome::Unanswered, 0);
+    }
+}
+
+/// Poisson arrivals at `rate` into the queue until the workload's end: exponential gaps from
+/// the run's seed, so a run can be repeated exactly.
+fn schedule(w: &Work, q: &Queue, tx: mpsc::Sender<Instant>, rate: f64) {
+    let mut rng = w.rng(u64::MAX);
+    let mut t = w.begin;
+    loop {
+        let gap = -(1.0 - rng.random::<f64>()).ln() / rate;
+        t += Duration::from_secs_f64(gap.min(crate::spec::MAX_SECS));
+        if t >= w.end {
+            break;
+        }
+        let wait = t.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+        let late = q.idle.load(Ordering::Relaxed) == 0 || tx.capacity() < tx.max_capacity();
+        match tx.try_send(t) {
+            Ok(()) if late => w.stats().queued(t),
+            Ok(()) => {}
+            Err(TrySendError::Full(at) | TrySendError::Closed(at)) => {
+                w.stats().record(at, Outcome::Dropped, 0);
+            }
+        }
     }
 }
 
