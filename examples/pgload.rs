@@ -88,7 +88,8 @@ struct Args {
     /// CSV, one line per measured request: workload,arrival,latency_us,status,rows
     #[arg(long)]
     log: Option<PathBuf>,
-    /// Runtime threads, 1..64 (1: everything on one core)
+    /// Runtime threads, 1..64 (1: the connections on one core; each open-loop workload
+    /// also has a thread timing its arrivals)
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Instead of workloads: open N connections (1..100000), run SELECT 1 on each, write
