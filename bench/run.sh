@@ -401,7 +401,9 @@ if want incident; then
                 -w "name=reco-flood,script=$SCRIPT_DIR/reco.sql,clients=$RECO_CLIENTS,rate=$RECO_RATE,timeout=$RECO_TIMEOUT,start=$((WARM_SECS + CALM_SECS)),duration=$INCIDENT_SECS" \
                 >"$OUT/$tag-load.json" 2>"$WORK/$tag-load.err" || rc=$?
             times=""
-            ((rc == 0)) && times="$(python3 "$SCRIPT_DIR/report.py" times "$OUT/$tag-load.json")" || true
+            if ((rc == 0)); then
+                times="$(python3 "$SCRIPT_DIR/report.py" times "$OUT/$tag-load.json")" || times=""
+            fi
             if [[ -z "$times" ]]; then
                 log "$tag: pgload failed (exit $rc):"
                 tail -n 5 "$WORK/$tag-load.err" >&2 || true
