@@ -24,6 +24,12 @@
 #   make_workdir PREFIX             a temp folder in $WORK (mode 755), removed at exit once the
 #                                   script set _bench_ok=1; kept (and named) on failure or
 #                                   with KEEP_WORKDIR=1
+#   cargo_target_dir                cargo's target folder for this repository
+#                                   ($CARGO_TARGET_DIR, else target/)
+#   build_pgload                    set PGLOAD to the load generator (examples/pgload.rs):
+#                                   $PGLOAD_BIN when set, else built with
+#                                   `cargo build --release --example pgload`; exports
+#                                   PGLOAD_BIN so scripts it starts reuse that binary
 #
 # On EXIT, INT, TERM and HUP every registered process is killed (TERM, then
 # KILL after a grace period) and every cluster started by pg_start is stopped.
@@ -63,6 +69,28 @@ _bench_workdir_cleanup() {
         rm -rf "$WORK"
     fi
 }
+_BENCH_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cargo_target_dir() {
+    local d="${CARGO_TARGET_DIR:-target}"
+    [[ "$d" == /* ]] || d="$_BENCH_REPO/$d"
+    printf '%s\n' "$d"
+}
+PGLOAD=""
+build_pgload() {
+    if [[ -n "${PGLOAD_BIN:-}" ]]; then
+        [[ -x "$PGLOAD_BIN" ]] || die "PGLOAD_BIN=$PGLOAD_BIN is not executable"
+        PGLOAD="$PGLOAD_BIN"
+        return 0
+    fi
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: it builds the load generator (examples/pgload.rs)"
+    log "cargo build --release --example pgload"
+    (cd "$_BENCH_REPO" && cargo build --release --example pgload >&2) \
+        || die "cargo build --release --example pgload failed"
+    PGLOAD="$(cargo_target_dir)/release/examples/pgload"
+    [[ -x "$PGLOAD" ]] || die "$PGLOAD missing after cargo build --release --example pgload"
+    export PGLOAD_BIN="$PGLOAD"
+}
+
 _BENCH_FG_PID=""
 on_exit() { _BENCH_HOOKS+=("$1"); }
 

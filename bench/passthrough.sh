@@ -16,7 +16,7 @@
 #   TARGETS        subset/order of "direct pgward pgbouncer" (default: all three)
 #   MODES          pgbench -M modes (default "simple extended prepared")
 #   CLIENTS        client counts (default "1 16 64 256"; "1 16" with --smoke)
-#   MEM_CLIENTS    idle clients held open (bench/pgload.py hold) to measure the
+#   MEM_CLIENTS    idle clients held open (examples/pgload.rs --hold) to measure the
 #                  proxies' memory per client: (RSS with them - RSS before) /
 #                  MEM_CLIENTS, on freshly started proxies (default 250; 0 = skip)
 #   MEM_HOLD       seconds those clients stay connected (default 4)
@@ -27,6 +27,8 @@
 #   PGWARD_ARGS    extra words appended to the pgward command line
 #                  (e.g. "--config bench/stats-off.toml")
 #   PGWARD_BIN     use this binary instead of target/release/pgward (no build)
+#   PGLOAD_BIN     the load generator holding the idle clients (default: built with
+#                  cargo build --release --example pgload; bench/run.sh passes its own)
 #   BASELINE_BIN   a second pgward binary (e.g. a build of an earlier commit); add
 #                  "baseline" to TARGETS for a same-run A/B: it runs with the same
 #                  arguments, interleaved, and the table gains pgward/baseline columns
@@ -128,7 +130,7 @@ export PATH="$PGBIN:$PATH"
 command -v pgbench >/dev/null || die "pgbench not found (expected in $PGBIN)"
 command -v psql >/dev/null || die "psql not found (expected in $PGBIN)"
 if ((MEM_CLIENTS > 0)); then
-    ensure_pkg python3 python3
+    build_pgload
 fi
 if has_target pgbouncer; then
     ensure_pkg pgbouncer pgbouncer
@@ -270,7 +272,7 @@ has_target baseline && start_pgward baseline "$BASELINE_BIN"
 
 # ---------------------------------------------------------------- memory per client
 # On the freshly started proxies: RSS before, then with MEM_CLIENTS clients that
-# connected, ran one SELECT 1 and stay idle (bench/pgload.py hold).
+# connected, ran one SELECT 1 and stay idle (pgload --hold).
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
 declare -A MEMPC=() RSS0=() RSS1=()
 if ((MEM_CLIENTS > 0)); then
@@ -281,8 +283,8 @@ if ((MEM_CLIENTS > 0)); then
         ready="$WORK/hold-$t.ready"
         rm -f "$ready"
         r0="$(rss_kib "$pid")"
-        python3 "$SCRIPT_DIR/pgload.py" hold --host 127.0.0.1 --port "${PORT[$t]}" \
-            --clients "$MEM_CLIENTS" --duration "$MEM_HOLD" --ready-file "$ready" \
+        "$PGLOAD" --conn "host=127.0.0.1 port=${PORT[$t]} user=postgres dbname=postgres" \
+            --hold "$MEM_CLIENTS" --duration "$MEM_HOLD" --ready-file "$ready" \
             >"$WORK/hold-$t.log" 2>&1 &
         hold_pid=$!
         register_pid "$hold_pid"

@@ -7,12 +7,14 @@
       checkout latency and success per phase, recommendation success and latency, per
       configuration; writes OUT_DIR/incident-checkout.csv, incident-p99.csv (p99 per second),
       incident-reco.csv and incident.svg.
+  report.py times PGLOAD_JSON
+      one line for bench/run.sh: the checkout's measured start, the flood's start and end (unix
+      seconds) and a short summary of the run.
 
 Tables go to stdout (and are appended to MD_OUT when given). Standard library only.
 """
 
 import csv
-import glob
 import json
 import math
 import os
@@ -115,33 +117,42 @@ def cache(csv_path, md_path=None):
 
 
 # ---------------------------------------------------------------------------------- incident
-def read_checkout(prefix):
-    """Transactions from pgbench per-transaction logs (the file PREFIX, or PREFIX.*):
-    (arrival, latency_ms or None, status)."""
+def read_checkout(log_csv):
+    """Checkouts from pgload's per-request log (bench/run.sh --log): (arrival, latency_ms or
+    None, status). Given up in the queue (timeout, dropped) is "skipped"; an SQL error, a lost
+    connection or no answer by the end is "failed"."""
     txs = []
-    paths = [prefix] if os.path.isfile(prefix) else sorted(glob.glob(glob.escape(prefix) + ".*"))
-    for path in paths:
-        with open(path) as fh:
-            for line in fh:
-                p = line.split()
-                if len(p) < 6 or not (p[0].isdigit() and p[4].isdigit() and p[5].isdigit()):
-                    continue
-                end = int(p[4]) + int(p[5]) / 1e6
-                lag = int(p[6]) / 1e6 if len(p) > 6 and p[6].isdigit() else 0.0
-                if p[2].isdigit():
-                    lat = int(p[2]) / 1000.0
-                    txs.append((end - lat / 1000.0, lat, "committed"))
-                else:  # skipped | failed | serialization | deadlock
-                    txs.append((end - lag, None, "skipped" if p[2] == "skipped" else "failed"))
+    with open(log_csv, newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["workload"] != "checkout":
+                continue
+            arrival = float(r["arrival"])
+            if r["status"] == "ok":
+                txs.append((arrival, int(r["latency_us"]) / 1000.0, "committed"))
+            elif r["status"] in ("timeout", "dropped"):
+                txs.append((arrival, None, "skipped"))
+            else:
+                txs.append((arrival, None, "failed"))
     return txs
 
 
-def aborted_clients(stderr_path):
+def load_json(path):
     try:
-        with open(stderr_path, errors="replace") as fh:
-            return sum(1 for line in fh if "aborted in command" in line)
-    except OSError:
-        return 0
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def times(path):
+    """bench/run.sh's line: checkout start, flood start, flood end, summary."""
+    w = load_json(path)["workloads"]
+    ck, fl = w["checkout"], w["reco-flood"]
+    print(
+        f"{ck['measure_start_unix']} {fl['measure_start_unix']} {fl['measure_end_unix']} "
+        f"checkout ok {ck['ok']}/{ck['requests']}, p99 {ck['latency_us'].get('p99')} µs; "
+        f"recommendations ok {fl['ok']}/{fl['requests']}, statuses {json.dumps(fl['by_status'])}"
+    )
 
 
 def incident(runs_csv, out_dir, md_path=None):
@@ -152,8 +163,8 @@ def incident(runs_csv, out_dir, md_path=None):
         cfg, rnd = run["config"], run["round"]
         start, fs, fe = float(run["start"]), float(run["flood_start"]), float(run["flood_end"])
         limit = float(run["latency_limit_ms"])
-        txs = read_checkout(run["checkout_log_prefix"])
-        aborted = aborted_clients(run["checkout_stderr"])
+        txs = read_checkout(run["load_log"])
+        load = load_json(run["load_json"])
         phases = {"calm": [], "incident": []}
         for t in txs:
             if start <= t[0] < fs:
@@ -180,7 +191,6 @@ def incident(runs_csv, out_dir, md_path=None):
                     "p95_ms": pct(lats, 95),
                     "p99_ms": pct(lats, 99),
                     "max_ms": lats[-1] if lats else None,
-                    "aborted_clients": aborted,
                 }
             )
         buckets = {}
@@ -200,30 +210,30 @@ def incident(runs_csv, out_dir, md_path=None):
                     "flood_start_s": round(fs - start, 3),
                 }
             )
-        reco = {}
-        if run.get("reco_json") and os.path.exists(run["reco_json"]):
-            try:
-                reco = json.loads(open(run["reco_json"]).read().strip().splitlines()[-1])
-            except (ValueError, IndexError):
-                reco = {}
+        reco = load.get("workloads", {}).get("reco-flood", {})
         by = reco.get("by_status", {})
-        n = reco.get("requests") or 0
-        lat = reco.get("latency_ms", {})
+        lat = reco.get("latency_us", {})
+        late = reco.get("late", {})
+
+        def ms(k):
+            return lat[k] / 1000.0 if k in lat else None
+
         reco_rows.append(
             {
                 "config": cfg,
                 "round": rnd,
-                "requests": n,
-                "answered": by.get("ok", 0),
+                "requests": reco.get("requests") or 0,
+                "answered": reco.get("ok", 0),
                 "answered_pct": reco.get("answered_pct"),
-                "errors": sum(v for k, v in by.items() if k not in ("ok", "timeout", "unanswered")),
-                "timeouts": by.get("timeout", 0),
-                "unanswered": by.get("unanswered", 0),
+                "errors": reco.get("sql_errors", 0) + reco.get("lost", 0) + reco.get("client_errors", 0),
+                "timeouts": late.get("timeout", 0) + late.get("dropped", 0),
+                "unanswered": reco.get("unanswered", 0),
                 "errors_by_status": " ".join(f"{k}:{v}" for k, v in sorted(by.items()) if k != "ok"),
-                "p50_ms": lat.get("p50"),
-                "p95_ms": lat.get("p95"),
-                "p99_ms": lat.get("p99"),
-                "answered_per_s": reco.get("throughput_per_s"),
+                "p50_ms": ms("p50"),
+                "p95_ms": ms("p95"),
+                "p99_ms": ms("p99"),
+                "answered_per_s": reco.get("ok_per_s"),
+                "pgload_cpu_s": load.get("cpu", {}).get("total_s"),
             }
         )
 
@@ -250,30 +260,32 @@ def incident(runs_csv, out_dir, md_path=None):
     out(f"### Incident replay ({first.get('run_ts', '')})")
     out()
     out(
-        f"Checkout (bench/checkout.sql) at {first.get('checkout_rate', '?')}/s with pgbench -R, "
-        f"{first.get('checkout_clients', '?')} clients; calm {first.get('calm_s', '?')} s, then the "
+        f"Checkout (bench/checkout.sql) at {first.get('checkout_rate', '?')}/s (Poisson arrivals), "
+        f"{first.get('checkout_clients', '?')} connections; calm {first.get('calm_s', '?')} s, then the "
         f"incident {first.get('incident_s', '?')} s: a flood of the recommendation query at "
         f"{first.get('reco_rate', '?')}/s over {first.get('reco_clients', '?')} connections "
-        f"(bench/pgload.py, zipfian ids). Latency from the scheduled start (includes waiting); "
-        f"success = committed within {first.get('latency_limit_ms', '?')} ms. "
-        f"Medians over {nrounds} round(s)."
+        f"(zipfian ids); both from one examples/pgload run. Latency from the scheduled arrival "
+        f"(includes waiting for a connection); success = committed within "
+        f"{first.get('latency_limit_ms', '?')} ms. Medians over {nrounds} round(s)."
     )
     out()
-    out("| configuration | phase | checkouts | success % | p50 ms | p95 ms | p99 ms | p99 ÷ calm p99 | aborted clients |")
-    out("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    out("| configuration | phase | checkouts | success % | p50 ms | p95 ms | p99 ms | p99 ÷ calm p99 | failed | given up |")
+    out("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     summary = {}
     for cfg in configs:
         for ph in ("calm", "incident"):
             rs = [r for r in ck_rows if r["config"] == cfg and r["phase"] == ph]
-            summary[cfg, ph] = {k: med([r[k] for r in rs]) for k in ("scheduled", "success_pct", "p50_ms", "p95_ms", "p99_ms")}
-            summary[cfg, ph]["aborted"] = max([r["aborted_clients"] for r in rs] or [0])
+            summary[cfg, ph] = {
+                k: med([r[k] for r in rs]) for k in ("scheduled", "success_pct", "p50_ms", "p95_ms", "p99_ms", "failed", "skipped")
+            }
         calm99 = summary[cfg, "calm"]["p99_ms"]
         for ph in ("calm", "incident"):
             s = summary[cfg, ph]
             ratio = f"{s['p99_ms'] / calm99:.1f}×" if calm99 and s["p99_ms"] is not None else "-"
             out(
                 f"| {LABEL.get(cfg, cfg)} | {ph} | {f(s['scheduled'], 0)} | {f(s['success_pct'], 2)} | "
-                f"{f(s['p50_ms'], 2)} | {f(s['p95_ms'], 2)} | {f(s['p99_ms'], 2)} | {ratio} | {s['aborted']} |"
+                f"{f(s['p50_ms'], 2)} | {f(s['p95_ms'], 2)} | {f(s['p99_ms'], 2)} | {ratio} | "
+                f"{f(s['failed'], 0)} | {f(s['skipped'], 0)} |"
             )
     out()
     out("| configuration | recommendations | answered % | errors | gave up (queued > timeout) | unanswered at end | p50 ms | p95 ms | p99 ms | answered/s | statuses |")
@@ -315,6 +327,8 @@ def incident(runs_csv, out_dir, md_path=None):
 def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "cache":
         cache(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    elif len(sys.argv) == 3 and sys.argv[1] == "times":
+        times(sys.argv[2])
     elif len(sys.argv) >= 4 and sys.argv[1] == "incident":
         incident(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)
     else:

@@ -12,18 +12,20 @@
 #   cache        the recommendation query (bench/reco.sql, zipfian product ids)
 #                on the shop data: direct vs pgward without rules vs pgward with
 #                the repo's rules.toml; TPS medians and the ratio to direct
-#   incident     normal product-page traffic first (recommendations at a normal rate,
-#                not measured: the shop ran before the campaign), then checkouts
-#                (bench/checkout.sql) at a fixed rate; calm phase (checkout only), then
-#                a flood of recommendation queries (bench/pgload.py); direct vs
+#   incident     one run of the load generator (examples/pgload.rs) with three
+#                workloads: normal product-page traffic first (recommendations at a
+#                normal rate, not measured: the shop ran before the campaign), then
+#                checkouts (bench/checkout.sql) at a fixed rate; calm phase (checkout
+#                only), then a flood of recommendation queries beside them; direct vs
 #                pgward without rules vs pgward with rules.toml: checkout
 #                p50/p95/p99 and success per phase, recommendations answered
 #   all          the four in that order (default)
 #   --smoke      seconds-long runs of everything (what CI runs)
 #
 # It starts its own throwaway PostgreSQL clusters (bench/lib.sh pg_start), builds
-# pgward (cargo build --release in this repository), installs pgbench, PgBouncer
-# and python3 from Debian when they are missing, runs the configurations
+# pgward and the load generator (cargo build --release --bin pgward, --example pgload
+# in this repository), installs pgbench, PgBouncer and python3 from Debian when they
+# are missing, runs the configurations
 # interleaved and prints tables. Everything lands in bench/results/<timestamp>/:
 # summary.md (all tables), environment.txt, raw CSVs, SVG charts, pgward's
 # /stats/queries and /rules snapshots.
@@ -31,6 +33,7 @@
 # Environment (defaults for a full run; --smoke shortens them):
 #   RESULTS_DIR      output folder (default bench/results/<UTC timestamp>)
 #   PGWARD_BIN       use this pgward binary instead of building one
+#   PGLOAD_BIN       use this load generator instead of building examples/pgload.rs
 #   RULES            rules file for the "pgward + rules" configuration (default rules.toml)
 #   pass-through:    PT_DURATION 5, PT_ROUNDS 3, PT_CLIENTS "1 16 64 256",
 #                    PT_MODES "simple extended prepared", PT_WARMUP 3, PT_SCALE 10,
@@ -44,7 +47,7 @@
 #                    CALM_SECS 20, INCIDENT_SECS 40, INCIDENT_ROUNDS 1,
 #                    CHECKOUT_RATE 50 (/s), CHECKOUT_CLIENTS 16,
 #                    CHECKOUT_LIMIT_MS 5000 (a checkout later than this is not a
-#                    success; pgbench --latency-limit), RECO_RATE 400 (/s),
+#                    success; one queued this long is given up), RECO_RATE 400 (/s),
 #                    RECO_CLIENTS 128, RECO_TIMEOUT 5 (s a queued recommendation
 #                    waits before the caller gives up)
 #   CACHE_TARGETS, INCIDENT_CONFIGS
@@ -132,10 +135,11 @@ if [[ -n "${PGWARD_BIN:-}" ]]; then
     PGWARD="$PGWARD_BIN"
     [[ -x "$PGWARD" ]] || die "PGWARD_BIN=$PGWARD is not executable"
 else
-    log "cargo build --release"
-    cargo build --release >&2 || die "cargo build --release failed"
-    PGWARD="$REPO_ROOT/target/release/pgward"
+    log "cargo build --release --bin pgward"
+    cargo build --release --bin pgward >&2 || die "cargo build --release failed"
+    PGWARD="$(cargo_target_dir)/release/pgward"
 fi
+build_pgload
 if (want cache || want incident) && ! "$PGWARD" check "$RULES" >/dev/null 2>&1; then
     "$PGWARD" check "$RULES" >&2 || true
     die "this pgward does not accept $RULES (see above)"
@@ -166,6 +170,7 @@ git -C "$REPO_ROOT" diff --quiet HEAD 2>/dev/null || rev+="+dirty"
     echo "pgbench: $(pgbench --version | head -n 1)"
     command -v pgbouncer >/dev/null && echo "pgbouncer: $(pgbouncer --version | head -n 1)"
     echo "python3: $(python3 --version 2>&1)"
+    echo "pgload: $PGLOAD"
     for n in PT_DURATION PT_ROUNDS PT_CLIENTS PT_MODES PT_WARMUP PT_SCALE MEM_CLIENTS MEM_HOLD \
         HITS_DURATION HITS_ROUNDS HITS_CLIENTS HITS_MODES SHOP_SCALE \
         CACHE_DURATION CACHE_ROUNDS CACHE_CLIENTS CACHE_JOBS CACHE_WARMUP CALM_SECS INCIDENT_SECS \
@@ -187,12 +192,6 @@ git -C "$REPO_ROOT" diff --quiet HEAD 2>/dev/null || rev+="+dirty"
     fi
 } >"$SUMMARY"
 
-now() { date +%s.%N; }
-sleep_until() { # sleep_until EPOCH
-    local d
-    d="$(awk -v t="$1" -v n="$(now)" 'BEGIN { d = t - n; if (d < 0) d = 0; printf "%.3f", d }')"
-    run_killable sleep "$d"
-}
 http_get() { # http_get URL FILE — best effort
     python3 - "$1" "$2" <<'EOF' || true
 import sys, urllib.request
@@ -402,7 +401,9 @@ if want incident; then
     total=$((CALM_SECS + INCIDENT_SECS))
     log "== incident replay: ${INCIDENT_ROUNDS} round(s) x ($INCIDENT_CONFIGS) x ${total}s (calm ${CALM_SECS}s, incident ${INCIDENT_SECS}s)"
     RUNS="$OUT/incident-runs.csv"
-    echo "run_ts,config,round,start,flood_start,flood_end,checkout_log_prefix,checkout_stderr,reco_json,reco_log,checkout_rate,checkout_clients,calm_s,incident_s,reco_rate,reco_clients,latency_limit_ms" >"$RUNS"
+    echo "run_ts,config,round,start,flood_start,flood_end,load_json,load_log,checkout_rate,checkout_clients,calm_s,incident_s,reco_rate,reco_clients,latency_limit_ms" >"$RUNS"
+    limit_s="$(awk -v m="$CHECKOUT_LIMIT_MS" 'BEGIN { printf "%.3f", m / 1000 }')"
+    drain="$(awk -v a="$limit_s" -v b="$RECO_TIMEOUT" 'BEGIN { print (a > b ? a : b) }')"
     read -r -a configs <<<"$INCIDENT_CONFIGS"
     nc=${#configs[@]}
     for ((round = 1; round <= INCIDENT_ROUNDS; round++)); do
@@ -415,45 +416,34 @@ if want incident; then
                 pgward-rules) start_pgward "$cfg" "$RULES" ;;
             esac
             port="$(target_port "$cfg")"
-            prefix="$WORK/$tag-txlog"
-            log "$tag: normal traffic first: ${RECO_NORMAL_RATE}/s recommendations for ${WARM_SECS}s (not measured)"
-            run_killable python3 "$SCRIPT_DIR/pgload.py" flood --host 127.0.0.1 --port "$port" --dbname shop \
-                --application-name reco-normal --script "$SCRIPT_DIR/reco.sql" --clients 8 \
-                --rate "$RECO_NORMAL_RATE" --duration "$WARM_SECS" --timeout "$RECO_TIMEOUT" --drain "$RECO_TIMEOUT" \
-                --log "$WORK/$tag-warm.csv" >"$WORK/$tag-warm.json" 2>"$WORK/$tag-warm.err" \
-                || { log "$tag: normal traffic failed:"; tail -n 5 "$WORK/$tag-warm.err" >&2; FAILED=1; }
-            log "$tag: checkout at ${CHECKOUT_RATE}/s; flood of ${RECO_RATE}/s recommendations from ${CALM_SECS}s to ${total}s"
-            start="$(now)"
-            pgbench -n -f "$SCRIPT_DIR/checkout.sql" -c "$CHECKOUT_CLIENTS" -j 1 -R "$CHECKOUT_RATE" -T "$total" \
-                --latency-limit "$CHECKOUT_LIMIT_MS" -l --log-prefix "$prefix" \
-                -h 127.0.0.1 -p "$port" -U postgres shop >"$WORK/$tag-checkout.out" 2>"$WORK/$tag-checkout.err" &
-            ck_pid=$!
-            register_pid "$ck_pid"
-            sleep_until "$(awk -v s="$start" -v c="$CALM_SECS" 'BEGIN { printf "%.6f", s + c }')"
-            flood_start="$(now)"
-            run_killable python3 "$SCRIPT_DIR/pgload.py" flood --host 127.0.0.1 --port "$port" --dbname shop \
-                --application-name reco-flood --script "$SCRIPT_DIR/reco.sql" --clients "$RECO_CLIENTS" \
-                --rate "$RECO_RATE" --duration "$INCIDENT_SECS" --timeout "$RECO_TIMEOUT" --drain "$RECO_TIMEOUT" \
-                --log "$OUT/$tag-reco.csv" >"$OUT/$tag-reco.json" 2>"$WORK/$tag-reco.err" \
-                || { log "$tag: pgload failed:"; tail -n 5 "$WORK/$tag-reco.err" >&2; FAILED=1; }
-            flood_end="$(now)"
+            log "$tag: ${WARM_SECS}s of normal traffic (${RECO_NORMAL_RATE}/s recommendations, not measured), then checkout at ${CHECKOUT_RATE}/s; flood of ${RECO_RATE}/s recommendations from ${CALM_SECS}s to ${total}s"
+            # One load generator, three workloads on one clock. The seed is the round's: every
+            # configuration of a round gets the same arrival times and drawn ids.
             rc=0
-            wait "$ck_pid" || rc=$?
-            if ! grep -q '^tps = ' "$WORK/$tag-checkout.out"; then
-                log "$tag: checkout pgbench printed no result (rc=$rc):"
-                tail -n 5 "$WORK/$tag-checkout.err" >&2 || true
-                FAILED=1
+            run_killable "$PGLOAD" --conn "host=127.0.0.1 port=$port user=postgres dbname=shop" \
+                --seed "$round" --drain "$drain" --log "$OUT/$tag-load.csv" \
+                -w "name=reco-normal,script=$SCRIPT_DIR/reco.sql,clients=8,rate=$RECO_NORMAL_RATE,timeout=$RECO_TIMEOUT,duration=$WARM_SECS" \
+                -w "name=checkout,script=$SCRIPT_DIR/checkout.sql,clients=$CHECKOUT_CLIENTS,rate=$CHECKOUT_RATE,timeout=$limit_s,start=$WARM_SECS,duration=$total" \
+                -w "name=reco-flood,script=$SCRIPT_DIR/reco.sql,clients=$RECO_CLIENTS,rate=$RECO_RATE,timeout=$RECO_TIMEOUT,start=$((WARM_SECS + CALM_SECS)),duration=$INCIDENT_SECS" \
+                >"$OUT/$tag-load.json" 2>"$WORK/$tag-load.err" || rc=$?
+            times=""
+            if ((rc == 0)); then
+                times="$(python3 "$SCRIPT_DIR/report.py" times "$OUT/$tag-load.json")" || times=""
             fi
-            ab="$(pgb_aborted "$WORK/$tag-checkout.err")"
-            ((ab > 0)) && log "$tag: $ab checkout clients aborted, e.g.: $(grep -m 1 'aborted in command' "$WORK/$tag-checkout.err" | cut -c 1-200)"
-            cat "$WORK/$tag-checkout.out" "$WORK/$tag-checkout.err" >"$OUT/$tag-checkout-pgbench.txt"
-            cat "$prefix".* >"$OUT/$tag-checkout-transactions.log" 2>/dev/null || true
-            log "$tag: checkout $(sed -n 's/^latency average = /latency avg /p' "$WORK/$tag-checkout.out"); recommendations $(cut -c 1-160 "$OUT/$tag-reco.json" 2>/dev/null)"
+            if [[ -z "$times" ]]; then
+                log "$tag: pgload failed (exit $rc):"
+                tail -n 5 "$WORK/$tag-load.err" >&2 || true
+                FAILED=1
+                [[ "$cfg" != direct ]] && stop_pgward "$cfg"
+                continue
+            fi
+            read -r start flood_start flood_end line <<<"$times"
+            log "$tag: $line"
             if [[ "$cfg" != direct ]]; then
                 snapshot_pgward "$cfg" "$tag"
                 stop_pgward "$cfg"
             fi
-            printf '%s\n' "$RUN_TS,$cfg,$round,$start,$flood_start,$flood_end,$OUT/$tag-checkout-transactions.log,$OUT/$tag-checkout-pgbench.txt,$OUT/$tag-reco.json,$OUT/$tag-reco.csv,$CHECKOUT_RATE,$CHECKOUT_CLIENTS,$CALM_SECS,$INCIDENT_SECS,$RECO_RATE,$RECO_CLIENTS,$CHECKOUT_LIMIT_MS" >>"$RUNS"
+            printf '%s\n' "$RUN_TS,$cfg,$round,$start,$flood_start,$flood_end,$OUT/$tag-load.json,$OUT/$tag-load.csv,$CHECKOUT_RATE,$CHECKOUT_CLIENTS,$CALM_SECS,$INCIDENT_SECS,$RECO_RATE,$RECO_CLIENTS,$CHECKOUT_LIMIT_MS" >>"$RUNS"
         done
     done
     python3 "$SCRIPT_DIR/report.py" incident "$RUNS" "$OUT" "$SUMMARY" || { log "report.py incident failed"; FAILED=1; }

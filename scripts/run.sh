@@ -15,8 +15,9 @@
 # rules come from a config file naming them: --config pgward.toml with rules = "...".
 #
 # Needs Rust (cargo; https://rustup.rs) and, for the demo, the PostgreSQL server and
-# client packages and python3. The first build compiles pgward and every dependency
-# (release mode); later runs rebuild only what changed.
+# client packages. The first build compiles pgward and every dependency (release
+# mode), the demo's load generator (examples/pgload.rs) too; later runs rebuild only
+# what changed.
 #
 # Environment (demo):
 #   DEMO_SCALE       shop data size, 1 = ~1M order items (default 1; loads in seconds)
@@ -92,7 +93,10 @@ export PATH="$PGBIN:$PATH"
 for tool in psql pgbench; do
     command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found: install the Debian package 'postgresql-client'"
 done
-command -v python3 >/dev/null 2>&1 || die "python3 not found (the demo load uses it): install the Debian package 'python3'"
+# the demo load's generator (examples/pgload.rs), built before anything starts
+if ((DEMO_LOAD_SECS > 0)); then
+    build_pgload
+fi
 
 for addr in "$LISTEN" "$ADMIN"; do
     if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
@@ -144,9 +148,8 @@ done
 
 if ((DEMO_LOAD_SECS > 0)); then
     log "background load for ${DEMO_LOAD_SECS}s: ${DEMO_RECO_RATE} recommendation queries/s, ${DEMO_CHECKOUT_RATE} checkouts/s"
-    bg_start "$demo_dir/load-reco.log" python3 bench/pgload.py flood --host 127.0.0.1 --port "${LISTEN##*:}" \
-        --dbname shop --application-name demo-reco --script bench/reco.sql --clients 8 \
-        --rate "$DEMO_RECO_RATE" --duration "$DEMO_LOAD_SECS"
+    bg_start "$demo_dir/load-reco.log" "$PGLOAD" --conn "host=127.0.0.1 port=${LISTEN##*:} user=postgres dbname=shop" \
+        -w "name=demo-reco,script=bench/reco.sql,clients=8,rate=$DEMO_RECO_RATE" --duration "$DEMO_LOAD_SECS"
     bg_start "$demo_dir/load-checkout.log" pgbench -n -f bench/checkout.sql -c 2 -j 1 -R "$DEMO_CHECKOUT_RATE" \
         -T "$DEMO_LOAD_SECS" -h 127.0.0.1 -p "${LISTEN##*:}" -U postgres shop
 fi

@@ -15,6 +15,7 @@ mod logs;
 mod metrics;
 mod packaging;
 mod passthrough;
+mod pgload;
 mod pool;
 mod protect;
 mod reliability;
