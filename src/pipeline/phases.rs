@@ -113,10 +113,9 @@ impl Pipeline {
         }
         let rules = self.shared.rules.snapshot();
         let fingerprinted = self.shared.fingerprints.query(sql, self.strings);
-        if !self.prepared.is_empty() || !self.portals.is_empty() {
-            for statement in fingerprinted.iter() {
-                self.follow_sql_prepared(&statement.text);
-            }
+        // Always: an SQL PREPARE before any protocol Parse must be seen too (one word compared).
+        for statement in fingerprinted.iter() {
+            self.follow_sql_prepared(&statement.text);
         }
         let statements = fingerprinted
             .iter()

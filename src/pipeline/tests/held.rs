@@ -332,3 +332,21 @@ fn discard_all_forgets_every_statement_and_a_pipelined_deallocate_all_keeps_the_
         "s1 from after the DEALLOCATE ALL hits again"
     );
 }
+
+#[test]
+fn after_an_sql_prepare_a_named_parse_is_never_answered_by_pgward() {
+    let shared = shared(ITEMS_CACHED);
+    let mut s = Session::new(&shared);
+    let t0 = Instant::now();
+    // The name may now exist upstream without pgward knowing it.
+    s.send(&[query("PREPARE s9 AS SELECT 1")], t0);
+    assert_wire!(s.take_upstream(), query("PREPARE s9 AS SELECT 1"));
+    s.backend(&[complete("PREPARE"), ready()], t0 + ms(1));
+    s.take_client();
+    s.send(&[parse("s9", ITEMS)], t0 + ms(2));
+    assert_wire!(
+        s.take_upstream(),
+        parse("s9", ITEMS),
+        "sent at once: a duplicate name is PostgreSQL's 42P05 to give"
+    );
+}
