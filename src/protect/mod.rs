@@ -16,6 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::limits::{FULL, Limit};
 use crate::rules::{ProtectSpec, Protected, RuleSet};
+use crate::stats::LogScale;
 
 /// Protected statements a window needs before its p99 counts (fewer say too little).
 pub const MIN_SAMPLES: u64 = 20;
@@ -23,10 +24,10 @@ pub const MIN_SAMPLES: u64 = 20;
 const ZERO_BELOW: u32 = 50;
 /// What the factor regains per step while every objective holds (per mille).
 const INCREASE: u32 = 100;
-/// Histogram buckets per natural-log unit of microseconds: about 10 % wide.
-const PER_LN: f64 = 10.0;
-/// Buckets: up to e^(BUCKETS / PER_LN) µs, about 100 s.
+/// Histogram buckets: 10 per natural-log unit of microseconds (about 10 % wide), up to
+/// e^18.5 µs, about 100 s.
 const BUCKETS: usize = 185;
+const SCALE: LogScale = LogScale::new(10.0, BUCKETS);
 
 /// One protected traffic's objective and its latencies over the last `window`.
 pub struct Objective {
@@ -86,7 +87,7 @@ impl Objective {
     /// A protected statement took `latency`, ending at `now`.
     pub fn record(&self, latency: Duration, now: Instant) {
         let second = self.second(now);
-        let bucket = bucket_of(latency);
+        let bucket = SCALE.bucket(latency);
         let mut ring = self.ring();
         let len = ring.slots.len() as u64;
         let Some(slot) = ring.slots.get_mut((second % len.max(1)) as usize) else {
@@ -114,39 +115,11 @@ impl Objective {
                 }
             }
         }
-        let samples: u64 = merged.iter().sum();
-        if samples == 0 {
-            return Observed { p99: None, samples };
-        }
-        // The smallest bucket with at least 99 % of the samples at or below it.
-        let rank = samples - samples / 100;
-        let mut seen = 0;
-        let index = merged
-            .iter()
-            .position(|c| {
-                seen += c;
-                seen >= rank
-            })
-            .unwrap_or(BUCKETS - 1);
         Observed {
-            p99: Some(upper_bound(index)),
-            samples,
+            p99: SCALE.quantile(&merged, 0.99),
+            samples: merged.iter().sum(),
         }
     }
-}
-
-fn bucket_of(latency: Duration) -> usize {
-    let us = latency.as_secs_f64() * 1_000_000.0;
-    if us <= 1.0 {
-        return 0;
-    }
-    ((us.ln() * PER_LN) as usize).min(BUCKETS - 1)
-}
-
-/// The latency at the top of bucket `index`: a p99 is reported at its bucket's upper end, so an
-/// objective is never thought kept when it is not.
-fn upper_bound(index: usize) -> Duration {
-    Duration::from_secs_f64(((index + 1) as f64 / PER_LN).exp() / 1_000_000.0)
 }
 
 /// A change of the factor, for the one log line per change and for `/rules`.

@@ -10,6 +10,7 @@
 
 mod clock;
 mod families;
+mod log_scale;
 mod process;
 mod prometheus;
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub use clock::rfc3339;
 pub use families::{
     CONTENT_TYPE as METRICS_CONTENT_TYPE, Families, Latency, NO_LABELS, one, render,
 };
+pub use log_scale::LogScale;
 pub use process::ProcessMetrics;
 pub use prometheus::QueryMetrics;
 pub use proxy::{Gauge, ProxySnapshot, ProxyStats};

@@ -7,14 +7,16 @@
 
 use std::time::Duration;
 
+use super::log_scale::LogScale;
+
 /// Seconds one slot covers.
 pub const SLOT_SECONDS: u64 = 15;
 /// Slots in the ring: five minutes.
 pub const SLOTS: usize = 20;
-/// Buckets per natural-log unit of microseconds.
-const PER_LN: f64 = 4.0;
-/// Buckets: up to e^(74/4) µs, about 108 s; slower statements land in the last one.
+/// Buckets: 4 per natural-log unit of microseconds, up to e^(74/4) µs, about 108 s; slower
+/// statements land in the last one.
 const BUCKETS: usize = 74;
+const SCALE: LogScale = LogScale::new(4.0, BUCKETS);
 
 /// The windows `/stats/queries` offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +103,7 @@ impl Windows {
         slot.calls += 1;
         slot.errors += u64::from(error);
         slot.total_us = slot.total_us.saturating_add(us);
-        if let Some(count) = slot.counts.get_mut(bucket_of(us)) {
+        if let Some(count) = slot.counts.get_mut(SCALE.bucket(elapsed)) {
             *count = count.saturating_add(1);
         }
     }
@@ -123,7 +125,7 @@ impl Windows {
                 }
             }
         }
-        let quantile = |q: f64| percentile(&merged, calls, q);
+        let quantile = |q: f64| SCALE.quantile(&merged, q).map(|d| d.as_secs_f64() * 1000.0);
         WindowStats {
             seconds: window.seconds(),
             calls,
@@ -135,30 +137,6 @@ impl Windows {
             p99_exec_time: quantile(0.99),
         }
     }
-}
-
-fn bucket_of(us: u64) -> usize {
-    if us <= 1 {
-        return 0;
-    }
-    (((us as f64).ln() * PER_LN) as usize).min(BUCKETS - 1)
-}
-
-/// The `q` quantile in milliseconds: the upper end of the bucket that holds it.
-fn percentile(counts: &[u64; BUCKETS], total: u64, q: f64) -> Option<f64> {
-    if total == 0 {
-        return None;
-    }
-    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-    let mut seen = 0;
-    let index = counts
-        .iter()
-        .position(|c| {
-            seen += c;
-            seen >= rank
-        })
-        .unwrap_or(BUCKETS - 1);
-    Some(((index + 1) as f64 / PER_LN).exp() / 1000.0)
 }
 
 #[cfg(test)]
