@@ -32,8 +32,12 @@ impl Pipeline {
         span: Span,
     ) {
         let body = entry.answer(shape).len();
+        // The relay reads the clock once per batch of frames, so `span.now` is often when this
+        // statement arrived too: read again, a hit's latency is pgward's own time to answer it
+        // (from its frame's arrival to the answer queued for the client), not zero.
+        let answered = span.now.max(Instant::now());
         let outcome = Outcome {
-            elapsed: span.now.saturating_duration_since(span.received),
+            elapsed: answered.saturating_duration_since(span.received),
             rows: entry.rows,
             bytes_sent: (head.len() + body) as u64,
             error: None,

@@ -73,6 +73,10 @@ async fn cache_hits_in_every_protocol_send_postgres_nothing() {
     // The named statement's first run hit the unnamed one's entry: same text, types, values.
     assert_eq!(stats["cache_hits"], 41, "{stats}");
     assert_eq!(stats["cache_fills"], 1, "{stats}");
+    // A hit's latency is pgward's own time to answer it: small, but not zero (the fastest
+    // call is a hit).
+    let fastest = stats["min_exec_time"].as_f64().unwrap_or(0.0);
+    assert!(fastest > 0.0 && fastest < 50.0, "{stats}");
 
     // tokio-postgres: prepare (Parse/Describe/Sync goes upstream once), then hits.
     let client = connect(proxy.proxy_addr, TRUST_USER, None).await.unwrap();
