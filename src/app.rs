@@ -72,6 +72,16 @@ impl App {
                 })?,
             )),
         };
+        // Transaction mode logs clients in itself; session mode relays their login.
+        let authenticator = match config.pool.pool_mode {
+            PoolMode::Session => None,
+            PoolMode::Transaction => auth::Authenticator::from_settings(
+                &config.auth,
+                upstream.clone(),
+                Some(events.clone()),
+            )?
+            .map(Arc::new),
+        };
         let parts = console::Parts {
             pools: pools.clone(),
             stats: stats.clone(),
@@ -102,7 +112,7 @@ impl App {
                 pipeline,
                 Arc::new(console),
             )
-            .with_pools(pools.clone()),
+            .with_pools(pools.clone(), authenticator),
         );
         let admin = Arc::new(admin::Handles {
             settings: config.admin.clone(),

@@ -167,6 +167,14 @@ impl Config {
             key: e.key,
             message: e.message,
         })?;
+        if self.pool.pool_mode == crate::pool::PoolMode::Transaction && !self.auth.is_configured() {
+            return invalid(
+                "pool.pool_mode",
+                "\"transaction\" needs [auth] (auth_file and/or auth_query): pgward then logs \
+                 clients in itself, since they share PostgreSQL's connections"
+                    .into(),
+            );
+        }
         if crate::upstream::split_host_port(&self.upstream.address).is_none() {
             return invalid(
                 "upstream.address",

@@ -24,6 +24,8 @@ pub enum Error {
     Rules(#[from] crate::rules::RulesError),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error("client authentication: {0}")]
+    Auth(#[from] crate::auth::SetupError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::connector::{Connection, Connector};
 use super::login::{LoginError, LoginSpec, login, set_parameter};
+use super::prepared::PreparedSet;
 use crate::net::Stream;
 use crate::protocol::backend::{self, TransactionStatus};
 use crate::protocol::build;
@@ -86,6 +87,8 @@ pub struct PgConnection {
     stream: Stream,
     key: CancelKey,
     parameters: Vec<(String, String)>,
+    /// The statements pgward prepared on it (transaction mode).
+    pub prepared: PreparedSet,
 }
 
 impl PgConnection {
@@ -94,6 +97,7 @@ impl PgConnection {
             stream,
             key,
             parameters,
+            prepared: PreparedSet::default(),
         }
     }
 
@@ -162,7 +166,21 @@ impl Connection for PgConnection {
 
     async fn reset(&mut self, sql: &str) -> Result<(), ResetError> {
         let mut out = Vec::new();
-        build::query(&mut out, sql).ok_or(ResetError::Protocol("reset query too long".into()))?;
+        // pgward's statement names must be gone after a reset, or the next Parse of one would
+        // fail with 42P05: DISCARD ALL drops them, any other reset query gets DEALLOCATE ALL
+        // in front (not in front of DISCARD ALL, which refuses to run in a multi-statement
+        // query).
+        let discards = sql
+            .trim()
+            .trim_end_matches(';')
+            .eq_ignore_ascii_case("DISCARD ALL");
+        let built = if discards || self.prepared.is_empty() {
+            build::query(&mut out, sql)
+        } else {
+            build::query(&mut out, &format!("DEALLOCATE ALL; {sql}"))
+        };
+        built.ok_or(ResetError::Protocol("reset query too long".into()))?;
+        self.prepared.clear();
         send(&mut self.stream, &out).await.map_err(ResetError::Io)?;
         let mut frames = Frames::new(RESET_MAX_MESSAGE);
         let mut failed = None;

@@ -157,6 +157,48 @@ pub fn parse(out: &mut Vec<u8>, statement: &[u8], sql: &str, oids: &[u32]) -> Op
     Some(())
 }
 
+/// Appends a Parse ('P') of `parse` under another statement name (transaction mode prepares a
+/// client's statement under pgward's own name); the text and types are the client's bytes.
+pub fn parse_renamed(out: &mut Vec<u8>, parse: &super::frontend::Parse<'_>, statement: &[u8]) {
+    let start = begin(out, super::tag::frontend::PARSE);
+    out.extend_from_slice(statement);
+    out.push(0);
+    out.extend_from_slice(parse.sql);
+    out.push(0);
+    out.extend_from_slice(&parse.param_type_count.to_be_bytes());
+    out.extend_from_slice(parse.param_types);
+    finish(out, start);
+}
+
+/// Appends a Bind ('B') of `bind` naming another statement; parameters as the client sent them.
+pub fn bind_renamed(out: &mut Vec<u8>, bind: &super::frontend::Bind<'_>, statement: &[u8]) {
+    let start = begin(out, super::tag::frontend::BIND);
+    out.extend_from_slice(bind.portal);
+    out.push(0);
+    out.extend_from_slice(statement);
+    out.push(0);
+    out.extend_from_slice(bind.rest);
+    finish(out, start);
+}
+
+/// Appends a Describe ('D') or Close ('C') (`tag`) of `target`.
+pub fn describe_or_close(out: &mut Vec<u8>, tag: u8, target: super::frontend::Target<'_>) {
+    let start = begin(out, tag);
+    let name = match target {
+        super::frontend::Target::Statement(name) => {
+            out.push(super::frontend::TARGET_STATEMENT);
+            name
+        }
+        super::frontend::Target::Portal(name) => {
+            out.push(super::frontend::TARGET_PORTAL);
+            name
+        }
+    };
+    out.extend_from_slice(name);
+    out.push(0);
+    finish(out, start);
+}
+
 /// Appends a simple Query ('Q') with `sql`; `None` (and nothing appended) when the frame would
 /// not fit the protocol's 32-bit length.
 pub fn query(out: &mut Vec<u8>, sql: &str) -> Option<()> {

@@ -153,6 +153,11 @@ pub enum Target<'a> {
     Portal(&'a [u8]),
 }
 
+/// The kind byte of a Describe / Close of a prepared statement.
+pub const TARGET_STATEMENT: u8 = b'S';
+/// The kind byte of a Describe / Close of a portal.
+pub const TARGET_PORTAL: u8 = b'P';
+
 pub fn describe_or_close(body: &[u8]) -> Option<Target<'_>> {
     let (&kind, rest) = body.split_first()?;
     let (name, rest) = take_cstr(rest)?;
@@ -160,8 +165,8 @@ pub fn describe_or_close(body: &[u8]) -> Option<Target<'_>> {
         return None;
     }
     match kind {
-        b'S' => Some(Target::Statement(name)),
-        b'P' => Some(Target::Portal(name)),
+        TARGET_STATEMENT => Some(Target::Statement(name)),
+        TARGET_PORTAL => Some(Target::Portal(name)),
         _ => None,
     }
 }

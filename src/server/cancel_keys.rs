@@ -4,9 +4,15 @@
 //! was told) and a secret pgward made, never the upstream's secret. A CancelRequest is honoured
 //! only when both the process id and the secret match a live session. Secrets are as long as
 //! the session's protocol allows: 4 bytes in protocol 3.0 (the protocol's own limit), 32 bytes
-//! when the upstream speaks 3.2 and sent a longer key.
+//! when the upstream speaks 3.2 and sent a longer key. In transaction mode a client is given
+//! a process id of pgward's own (it has no backend of its own) and its cancel goes to whichever
+//! server connection it holds when the request arrives ([`Route::Pooled`]).
+
+use std::sync::Arc;
 
 use dashmap::DashMap;
+
+use super::pooled::CancelSlot;
 
 use crate::protocol::startup::CancelKey;
 use crate::secret::constant_time_eq;
@@ -18,7 +24,16 @@ const LONG_SECRET: usize = 32;
 struct Registered {
     session: u64,
     secret: Vec<u8>,
-    target: CancelTarget,
+    route: Route,
+}
+
+/// Where a client's cancel goes.
+#[derive(Clone)]
+pub enum Route {
+    /// Session mode: the session's own backend.
+    Backend(CancelTarget),
+    /// Transaction mode: the server connection the session holds at that moment, if any.
+    Pooled(Arc<CancelSlot>),
 }
 
 /// Live sessions' client-facing keys, by process id. Two live sessions share a pid only when
@@ -32,30 +47,36 @@ impl CancelKeys {
     /// Registers a session; returns the key to send the client in BackendKeyData.
     pub fn register(&self, session: u64, target: CancelTarget) -> CancelKey {
         let pid = target.key.pid;
-        let len = if target.key.secret.len() > 4 {
-            LONG_SECRET
-        } else {
-            4
-        };
+        let long = target.key.secret.len() > 4;
+        self.register_route(session, pid, long, Route::Backend(target))
+    }
+
+    /// Registers a transaction-mode session under a process id of pgward's own.
+    pub fn register_pooled(&self, session: u64, slot: Arc<CancelSlot>) -> CancelKey {
+        self.register_route(session, pooled_pid(session), false, Route::Pooled(slot))
+    }
+
+    fn register_route(&self, session: u64, pid: u32, long: bool, route: Route) -> CancelKey {
+        let len = if long { LONG_SECRET } else { 4 };
         let secret = fresh_secret(session, len);
         let mut entry = self.by_pid.entry(pid).or_default();
         entry.retain(|r| r.session != session);
         entry.push(Registered {
             session,
             secret: secret.clone(),
-            target,
+            route,
         });
         CancelKey { pid, secret }
     }
 
-    /// The upstream to cancel for a client's key, when pid and secret both match.
-    pub fn resolve(&self, key: &CancelKey) -> Option<CancelTarget> {
+    /// Where to send a client's cancel, when pid and secret both match.
+    pub fn resolve(&self, key: &CancelKey) -> Option<Route> {
         let entry = self.by_pid.get(&key.pid)?;
         let mut found = None;
         // Every candidate is compared, so timing tells nothing about which one matched.
         for registered in entry.value() {
             if constant_time_eq(&registered.secret, &key.secret) {
-                found = Some(registered.target.clone());
+                found = Some(registered.route.clone());
             }
         }
         found
@@ -73,6 +94,13 @@ impl CancelKeys {
     fn is_empty(&self) -> bool {
         self.by_pid.is_empty()
     }
+}
+
+/// A transaction-mode session's process id: positive as PostgreSQL's are, never 0, and the
+/// same for the session's life (31 bits of its id; ids wrap only after 2^31 sessions).
+pub fn pooled_pid(session: u64) -> u32 {
+    let low = u32::try_from(session & 0x7fff_ffff).unwrap_or(1);
+    low.max(1)
 }
 
 fn fresh_secret(session: u64, len: usize) -> Vec<u8> {
@@ -109,7 +137,11 @@ mod tests {
         let key = keys.register(7, target(1234, 4));
         assert_eq!(key.pid, 1234, "the client sees the backend's real pid");
         assert_ne!(key.secret, vec![9; 4], "but never the backend's secret");
-        assert_eq!(keys.resolve(&key).map(|t| t.key.secret), Some(vec![9; 4]));
+        let secret = |route: Route| match route {
+            Route::Backend(t) => Some(t.key.secret),
+            Route::Pooled(_) => None,
+        };
+        assert_eq!(keys.resolve(&key).and_then(secret), Some(vec![9; 4]));
         let mut wrong = key.clone();
         wrong.secret[0] ^= 1;
         assert!(keys.resolve(&wrong).is_none());

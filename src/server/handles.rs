@@ -11,6 +11,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::CancelKeys;
 use super::{HANDSHAKE_RESERVE, ServerSettings};
+use crate::auth::Authenticator;
 use crate::console::Console;
 use crate::pipeline;
 use crate::pool::Pools;
@@ -32,6 +33,8 @@ pub struct Handles {
     pub console: Arc<Console>,
     /// The server connection pools of `pool_mode = "transaction"`; `None` in session mode.
     pub pools: Option<Arc<Pools>>,
+    /// How transaction-mode clients are authenticated (pgward logs them in itself).
+    pub authenticator: Option<Arc<Authenticator>>,
     clients: AtomicUsize,
     /// Accepted sockets, sessions or not (bounded at accept).
     connections: AtomicUsize,
@@ -55,14 +58,20 @@ impl Handles {
             sessions: console.sessions.clone(),
             console,
             pools: None,
+            authenticator: None,
             clients: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
         }
     }
 
     /// The same handles with the pools of transaction mode.
-    pub fn with_pools(mut self, pools: Option<Arc<Pools>>) -> Self {
+    pub fn with_pools(
+        mut self,
+        pools: Option<Arc<Pools>>,
+        authenticator: Option<Arc<Authenticator>>,
+    ) -> Self {
         self.pools = pools;
+        self.authenticator = authenticator;
         self
     }
 

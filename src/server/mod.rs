@@ -5,7 +5,10 @@
 mod buffer;
 mod cancel_keys;
 mod handles;
+mod leg;
 mod listener;
+mod pooled;
+mod pooled_login;
 mod relay;
 mod session;
 mod startup;

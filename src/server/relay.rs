@@ -10,7 +10,8 @@
 //! a side while too much waits for the other, including the replies pgward makes itself
 //! (cache hits, rejects), and stops reading a client that has more statements in flight than
 //! [`MAX_QUEUED`]. A panic while relaying ends this session with an error to its client, never
-//! the process.
+//! the process. In transaction mode ([`super::pooled`]) the upstream leg holds a pooled server
+//! connection only from a transaction's first message to its end.
 
 use std::future::poll_fn;
 use std::io;
@@ -19,14 +20,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::buffer::{RecvBuf, SendBuf};
+use super::leg::{Io, KEEP_CAPACITY, Leg};
+use super::pooled::{Pooling, Verdict};
 use crate::fingerprint::FingerprintId;
 use crate::net::Stream;
 use crate::pipeline::{ClientAction, Expiry, Gate, Pipeline};
+use crate::pool::{PoolError, Release};
 use crate::protocol::backend::TransactionStatus;
 use crate::protocol::build::Report;
 use crate::protocol::frame::{self, FrameHeader};
@@ -35,18 +38,8 @@ use crate::protocol::tag::{backend as server_tag, frontend as client_tag};
 use crate::protocol::{backend, build};
 use crate::sessions::State;
 
-/// Largest read when no frame asks for more.
-const READ_CHUNK: usize = 16 * 1024;
-/// First read size of a leg: an idle session holds this much per leg. Reads that fill it
-/// double it, up to [`READ_CHUNK`], so streaming a large result still reads in big chunks.
-const FIRST_READ: usize = 2 * 1024;
 /// Stop reading from one side while this much is still queued for the other.
 const HIGH_WATER: usize = 256 * 1024;
-/// Buffers that grew past this for one big frame are shrunk back once empty.
-const KEEP_CAPACITY: usize = 64 * 1024;
-/// A frame that must be inspected whole grows the receive buffer by at most this per read, so
-/// a header declaring 1 GiB costs nothing until the bytes arrive.
-const GROW_STEP: usize = 64 * 1024;
 /// Largest client message before authentication: a password or SASL message (PostgreSQL's
 /// own limit for authentication tokens is 65,535 bytes).
 const PRE_AUTH_MAX_MESSAGE: usize = 65_535 + frame::HEADER_LEN;
@@ -84,6 +77,8 @@ pub enum Ending {
     AuthTimeout,
     /// Ops ended the session (`KILL`, `POST /sessions/{id}/terminate`).
     Killed,
+    /// Transaction mode: no server connection could be had for the client's statement.
+    NoServer(PoolError),
 }
 
 /// Where the session is in its life.
@@ -127,83 +122,6 @@ pub struct Activity {
     pub running: Option<(FingerprintId, Instant)>,
 }
 
-/// One side of the relay.
-struct Leg {
-    stream: Stream,
-    recv: RecvBuf,
-    /// Bytes still owed for a frame whose start was already forwarded.
-    streaming_left: usize,
-    /// How many more bytes the frame at the front needs.
-    want: usize,
-    /// Current read size (grows from FIRST_READ while reads fill it).
-    read_size: usize,
-    /// The frame being streamed is dropped instead of forwarded.
-    streaming_suppressed: bool,
-    needs_flush: bool,
-}
-
-impl Leg {
-    fn new(stream: Stream) -> Self {
-        Leg {
-            stream,
-            recv: RecvBuf::new(FIRST_READ),
-            streaming_left: 0,
-            want: 0,
-            read_size: FIRST_READ,
-            streaming_suppressed: false,
-            needs_flush: false,
-        }
-    }
-
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let spare = self
-            .recv
-            .spare(self.want.min(GROW_STEP).max(self.read_size));
-        let room = spare.len();
-        let mut buf = ReadBuf::new(spare);
-        match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) => {
-                let n = buf.filled().len();
-                self.recv.commit(n);
-                if n == room && self.read_size < READ_CHUNK {
-                    self.read_size = (self.read_size * 2).min(READ_CHUNK);
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// Writes as much of `out` as the socket takes; true when anything moved.
-    fn poll_send(&mut self, out: &mut SendBuf, cx: &mut Context<'_>) -> io::Result<bool> {
-        let mut progressed = false;
-        while !out.is_empty() {
-            match Pin::new(&mut self.stream).poll_write(cx, out.pending()) {
-                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => {
-                    out.advance(n);
-                    self.needs_flush = true;
-                    progressed = true;
-                }
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => break,
-            }
-        }
-        if out.is_empty() {
-            out.shrink_to(KEEP_CAPACITY);
-        }
-        if self.needs_flush {
-            match Pin::new(&mut self.stream).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.needs_flush = false,
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => {}
-            }
-        }
-        Ok(progressed)
-    }
-}
-
 /// Carries messages between a client and its upstream connection.
 pub struct Relay {
     client: Leg,
@@ -229,12 +147,32 @@ pub struct Relay {
     timer_at: Option<Instant>,
     /// What was last published through [`SessionHooks::activity`].
     published: Activity,
+    /// Transaction mode: the server connection is held per transaction.
+    pooled: Option<Box<Pooling>>,
 }
 
 impl Relay {
     pub fn new(client: Stream, upstream: Stream, pipeline: Pipeline, max_message: usize) -> Self {
+        Self::build(client, Io::Stream(upstream), pipeline, max_message)
+    }
+
+    /// A transaction-mode relay for a client pgward logged in itself: statements flow at once,
+    /// each transaction on a server connection of `pooling`'s pool.
+    pub fn pooled(
+        client: Stream,
+        pooling: Pooling,
+        pipeline: Pipeline,
+        max_message: usize,
+    ) -> Self {
+        let mut relay = Self::build(client, Io::Detached, pipeline, max_message);
+        relay.phase = Phase::Ready;
+        relay.pooled = Some(Box::new(pooling));
+        relay
+    }
+
+    fn build(client: Stream, upstream: Io, pipeline: Pipeline, max_message: usize) -> Self {
         Relay {
-            client: Leg::new(client),
+            client: Leg::new(Io::Stream(client)),
             upstream: Leg::new(upstream),
             to_client: SendBuf::default(),
             to_upstream: SendBuf::default(),
@@ -251,7 +189,99 @@ impl Relay {
                 state: State::Starting,
                 running: None,
             },
+            pooled: None,
         }
+    }
+
+    /// Frames for the upstream: as they are, or (transaction mode) translated for the held
+    /// server, or kept until one is held.
+    fn push_upstream(
+        pooled: &mut Option<Box<Pooling>>,
+        upstream: &mut Leg,
+        to_upstream: &mut SendBuf,
+        bytes: &[u8],
+    ) {
+        match pooled {
+            None => to_upstream.push(bytes),
+            Some(pooling) => pooling.feed(bytes, upstream.io.server(), to_upstream),
+        }
+    }
+
+    /// Bytes bound upstream not yet written, including those waiting for a server.
+    fn upstream_backlog(&self) -> usize {
+        let pending = self.pooled.as_ref().map_or(0, |p| p.pending_len());
+        self.to_upstream.len() + pending
+    }
+
+    /// At the session's end: a held server goes back when it is between transactions and
+    /// nothing is owed, else it is closed (PostgreSQL rolls back what it was doing).
+    pub fn give_back_server(&mut self) {
+        let Some(pooling) = &mut self.pooled else {
+            return;
+        };
+        let Io::Server(server) = std::mem::replace(&mut self.upstream.io, Io::Detached) else {
+            return;
+        };
+        let clean = pooling.settled()
+            && !self.pipeline.busy()
+            && self.pipeline.transaction() == TransactionStatus::Idle
+            && self.to_upstream.is_empty()
+            && self.upstream.recv.is_empty()
+            && self.upstream.streaming_left == 0
+            && self.cancel_in_flight.is_none();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match pooling.poll_detach(&mut cx) {
+            Poll::Ready(how) if clean => server.release(how),
+            _ => {
+                pooling.lost();
+                server.release(Release::Broken);
+            }
+        }
+    }
+
+    /// Transaction mode: attaches a server once a checkout for waiting frames is done.
+    fn poll_checkout(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Ending>> {
+        let Some(pooling) = &mut self.pooled else {
+            return Poll::Pending;
+        };
+        if !matches!(self.upstream.io, Io::Detached) {
+            return Poll::Pending;
+        }
+        match std::task::ready!(pooling.poll_checkout(cx)) {
+            Ok(mut server) => {
+                pooling.attach(&mut server, &mut self.to_upstream);
+                self.upstream.io = Io::Server(server);
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => Poll::Ready(Err(Ending::NoServer(e))),
+        }
+    }
+
+    /// Transaction mode: gives the server back once the transaction is over and nothing of
+    /// it is still on the way in either direction.
+    fn poll_release(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(pooling) = &mut self.pooled else {
+            return false;
+        };
+        let between_transactions = matches!(self.upstream.io, Io::Server(_))
+            && pooling.settled()
+            && !self.pipeline.busy()
+            && self.pipeline.transaction() == TransactionStatus::Idle
+            && self.to_upstream.is_empty()
+            && self.upstream.recv.is_empty()
+            && self.upstream.streaming_left == 0
+            && self.client.streaming_left == 0
+            && self.cancel_in_flight.is_none();
+        if !between_transactions {
+            return false;
+        }
+        let Poll::Ready(how) = pooling.poll_detach(cx) else {
+            return false;
+        };
+        if let Io::Server(server) = std::mem::replace(&mut self.upstream.io, Io::Detached) {
+            server.release(how);
+        }
+        true
     }
 
     /// The session's activity now.
@@ -323,7 +353,7 @@ impl Relay {
     fn reads_client(&self) -> bool {
         self.phase != Phase::Terminating
             && self.gate.is_none()
-            && self.to_upstream.len() < HIGH_WATER
+            && self.upstream_backlog() < HIGH_WATER
             && !self.client_held()
     }
 
@@ -337,8 +367,9 @@ impl Relay {
         let _ = poll_fn(|cx| {
             let client = self.client.poll_send(&mut self.to_client, cx);
             let upstream = self.upstream.poll_send(&mut self.to_upstream, cx);
+            // A leg without a socket (no server held) has nothing to flush to.
             let done = |r: &io::Result<bool>, buf: &SendBuf, leg: &Leg| {
-                r.is_err() || (buf.is_empty() && !leg.needs_flush)
+                r.is_err() || (buf.is_empty() && !leg.needs_flush) || matches!(leg.io, Io::Detached)
             };
             if done(&client, &self.to_client, &self.client)
                 && done(&upstream, &self.to_upstream, &self.upstream)
@@ -353,8 +384,13 @@ impl Relay {
 
     /// Closes both sockets' write sides.
     pub async fn shutdown(&mut self) {
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.client.stream).await;
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.upstream.stream).await;
+        if let Some(client) = self.client.io.stream() {
+            let _ = tokio::io::AsyncWriteExt::shutdown(client).await;
+        }
+        // A pooled server is given back, never shut down.
+        if let Io::Stream(upstream) = &mut self.upstream.io {
+            let _ = tokio::io::AsyncWriteExt::shutdown(upstream).await;
+        }
     }
 
     /// Whether statements the client already sent still owe it answers (at its EOF).
@@ -366,7 +402,7 @@ impl Relay {
     fn idle(&self) -> bool {
         !self.pipeline.busy()
             && self.client.recv.is_empty()
-            && self.to_upstream.is_empty()
+            && self.upstream_backlog() == 0
             && self.to_client.is_empty()
             && self.client.streaming_left == 0
             && self.upstream.streaming_left == 0
@@ -383,7 +419,12 @@ impl Relay {
             {
                 self.cancel_in_flight = None;
             }
-            let mut progressed = match self.cancel_in_flight {
+            let mut progressed = match self.poll_checkout(cx) {
+                Poll::Ready(Ok(())) => true,
+                Poll::Ready(Err(ending)) => return Poll::Ready(ending),
+                Poll::Pending => false,
+            };
+            progressed |= match self.cancel_in_flight {
                 Some(_) => false,
                 None => match self.upstream.poll_send(&mut self.to_upstream, cx) {
                     Ok(p) => p,
@@ -461,6 +502,9 @@ impl Relay {
                     }
                     Poll::Pending => {}
                 }
+            }
+            if self.poll_release(cx) {
+                progressed = true;
             }
             if !progressed {
                 let activity = self.activity();
@@ -549,7 +593,9 @@ impl Relay {
             }
             if self.client.streaming_left > 0 {
                 let n = self.client.streaming_left.min(avail.len());
-                self.to_upstream.push(&avail[..n]);
+                let (pooled, upstream, out) =
+                    (&mut self.pooled, &mut self.upstream, &mut self.to_upstream);
+                Self::push_upstream(pooled, upstream, out, &avail[..n]);
                 self.client.recv.consume(n);
                 self.client.streaming_left -= n;
                 continue;
@@ -571,7 +617,9 @@ impl Relay {
             if avail.len() < frame_len {
                 if header.tag == client_tag::COPY_DATA {
                     // CopyData is never inspected: pass on what has arrived.
-                    self.to_upstream.push(avail);
+                    let (pooled, upstream, out) =
+                        (&mut self.pooled, &mut self.upstream, &mut self.to_upstream);
+                    Self::push_upstream(pooled, upstream, out, avail);
                     self.client.streaming_left = frame_len - avail.len();
                     let n = avail.len();
                     self.client.recv.consume(n);
@@ -582,6 +630,10 @@ impl Relay {
             }
             let frame = &avail[..frame_len];
             let action = match header.tag {
+                // A shared server connection is not the client's to end.
+                client_tag::TERMINATE if self.pooled.is_some() => {
+                    return Err(Ending::ClientTerminated);
+                }
                 client_tag::TERMINATE => {
                     self.phase = Phase::Terminating;
                     ClientAction::Forward
@@ -601,10 +653,19 @@ impl Relay {
                 _ => ClientAction::Forward,
             };
             // What the pipeline held back or must re-send goes first, whatever this frame does.
-            self.pipeline.drain_outbound(self.to_upstream.writer());
+            let (pooled, upstream, out) =
+                (&mut self.pooled, &mut self.upstream, &mut self.to_upstream);
+            match pooled {
+                None => self.pipeline.drain_outbound(out.writer()),
+                Some(pooling) => {
+                    let mut outbound = Vec::new();
+                    self.pipeline.drain_outbound(&mut outbound);
+                    pooling.feed(&outbound, upstream.io.server(), out);
+                }
+            }
             match action {
-                ClientAction::Forward => self.to_upstream.push(frame),
-                ClientAction::Replace(bytes) => self.to_upstream.push(&bytes),
+                ClientAction::Forward => Self::push_upstream(pooled, upstream, out, frame),
+                ClientAction::Replace(bytes) => Self::push_upstream(pooled, upstream, out, &bytes),
                 ClientAction::Drop => {}
                 ClientAction::Wait(gate) => {
                     // The frame stays buffered and is offered again once the gate resolves.
@@ -666,7 +727,8 @@ impl Relay {
                 server_tag::AUTHENTICATION
                     | server_tag::BACKEND_KEY_DATA
                     | server_tag::PARAMETER_STATUS
-            ) || self.pipeline.inspects(header.tag);
+            ) || self.pipeline.inspects(header.tag)
+                || self.pooled.as_ref().is_some_and(|p| p.inspects(header.tag));
             // A statement answered with a stale cached result: Postgres's rows are dropped.
             let suppressed = self.pipeline.suppresses(header.tag);
             if avail.len() < frame_len {
@@ -686,6 +748,13 @@ impl Relay {
             }
             let frame = &avail[..frame_len];
             let body = &frame[frame::HEADER_LEN..];
+            // Transaction mode: answers to pgward's own messages never reach the pipeline.
+            if let (Some(pooling), Io::Server(server)) = (&mut self.pooled, &mut self.upstream.io)
+                && pooling.on_backend(header.tag, body, server) == Verdict::Swallow
+            {
+                recv.consume(frame_len);
+                continue;
+            }
             self.pipeline.on_backend_bytes(frame, Some(header.tag));
             let replacement = if inspected {
                 self.inspect_backend(header, body, now, hooks)

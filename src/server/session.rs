@@ -12,6 +12,8 @@ use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
 use super::ClientTlsMode;
+use super::cancel_keys::Route;
+use super::pooled::{CancelSlot, InFlight};
 use super::relay::{Activity, Ending, Phase, Relay, SessionHooks};
 use super::startup::{self, Opening};
 use super::{ConnectionSlot, Handles};
@@ -96,13 +98,23 @@ async fn run_console(
 }
 
 async fn forward_cancel(app: &Handles, key: &CancelKey) {
-    match app.cancel_keys.resolve(key) {
-        Some(target) => {
-            if let Err(e) = target.cancel(&app.upstream).await {
-                tracing::warn!(error = %e, "could not forward cancel request");
+    let (target, _in_flight) = match app.cancel_keys.resolve(key) {
+        Some(Route::Backend(target)) => (target, None),
+        Some(Route::Pooled(slot)) => match slot.begin() {
+            Some((target, in_flight)) => (target, Some(in_flight)),
+            None => {
+                tracing::debug!("cancel request between transactions: nothing runs");
+                return;
             }
+        },
+        None => {
+            tracing::debug!(pid = key.pid, "cancel request with unknown key ignored");
+            return;
         }
-        None => tracing::debug!(pid = key.pid, "cancel request with unknown key ignored"),
+    };
+    // In transaction mode `_in_flight` keeps the server with its session until here.
+    if let Err(e) = target.cancel(&app.upstream).await {
+        tracing::warn!(error = %e, "could not forward cancel request");
     }
 }
 
@@ -114,6 +126,19 @@ struct SessionKeys {
     session: Arc<Session>,
     client_key: Option<CancelKey>,
     upstream_key: Option<CancelTarget>,
+    /// Transaction mode: the server held at the moment.
+    pooled: Option<Arc<CancelSlot>>,
+}
+
+impl SessionKeys {
+    /// What to cancel now: the session's backend, or the server it holds (with the guard that
+    /// keeps that server with the session until the cancel is done).
+    fn current(&self) -> Option<(CancelTarget, Option<InFlight>)> {
+        match &self.pooled {
+            None => self.upstream_key.clone().map(|target| (target, None)),
+            Some(slot) => slot.begin().map(|(target, guard)| (target, Some(guard))),
+        }
+    }
 }
 
 impl SessionHooks for SessionKeys {
@@ -127,10 +152,11 @@ impl SessionHooks for SessionKeys {
     }
 
     fn cancel_upstream(&mut self) -> Option<oneshot::Receiver<()>> {
-        let target = self.upstream_key.clone()?;
+        let (target, in_flight) = self.current()?;
         let app = self.app.clone();
         let (done, handled) = oneshot::channel();
         tokio::spawn(async move {
+            let _in_flight = in_flight;
             if let Err(e) = target.cancel(&app.upstream).await {
                 tracing::warn!(error = %e, "could not send budget cancel upstream");
             }
@@ -152,7 +178,7 @@ async fn run_session(
     startup: StartupMessage,
     id: u64,
     peer: Peer,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     auth_deadline: tokio::time::Instant,
 ) {
     let proxy = app.stats.proxy();
@@ -176,6 +202,67 @@ async fn run_session(
     };
     proxy.client_connections_total.fetch_add(1, Relaxed);
     let _client_gauge = proxy.client_connections.track();
+    let session = registration.session.clone();
+    let opened = tokio::time::Instant::now();
+    let identity = Identity {
+        user: startup.user().to_owned(),
+        database: startup.database().to_owned(),
+        application_name: startup.param("application_name").unwrap_or("").to_owned(),
+        params: startup.params.clone(),
+    };
+    let pipeline = Pipeline::new(app.pipeline.clone(), identity);
+    let mut keys = SessionKeys {
+        app: app.clone(),
+        id,
+        session: session.clone(),
+        client_key: None,
+        upstream_key: None,
+        pooled: None,
+    };
+    let relay = match &app.pools {
+        Some(pools) => {
+            let login = super::pooled_login::login(&app, pools, client, &startup, auth_deadline);
+            let Some((pooling, client)) = login.await else {
+                return;
+            };
+            let slot = pooling.cancel_slot().clone();
+            let reported = pooling.reported().to_vec();
+            let key = app.cancel_keys.register_pooled(id, slot.clone());
+            keys.pooled = Some(slot);
+            keys.client_key = Some(key.clone());
+            let max_message = app.settings.max_message_size.0 as usize;
+            let mut relay = Relay::pooled(client, pooling, pipeline, max_message);
+            super::pooled_login::greet(&mut relay, &key, &reported);
+            tracing::info!(
+                application_name = startup.param("application_name").unwrap_or(""),
+                pool_mode = "transaction",
+                "session opened"
+            );
+            relay
+        }
+        None => match open_upstream(&app, client, &startup, pipeline).await {
+            Some(relay) => relay,
+            None => return,
+        },
+    };
+    let (why, duration_ms) =
+        relay_until_end(&app, relay, keys, session, shutdown, auth_deadline, opened).await;
+    tracing::info!(
+        application_name = startup.param("application_name").unwrap_or(""),
+        duration_ms,
+        ending = why,
+        "session closed"
+    );
+}
+
+/// Session mode: connects the session's own upstream and sends it the client's startup.
+async fn open_upstream(
+    app: &Arc<Handles>,
+    mut client: Stream,
+    startup: &StartupMessage,
+    pipeline: Pipeline,
+) -> Option<Relay> {
+    let proxy = app.stats.proxy();
     let upstream = match app.upstream.connect().await {
         Ok(upstream) => upstream,
         Err(e) => {
@@ -187,27 +274,17 @@ async fn run_session(
                 &format!("pgward: {e}"),
             )
             .await;
-            return;
+            return None;
         }
     };
     proxy.upstream_connections_total.fetch_add(1, Relaxed);
-    let _upstream_gauge = proxy.upstream_connections.track();
     // With the span's id, peer, user and db: who connected, for the incident timeline.
-    let opened = tokio::time::Instant::now();
     tracing::info!(
         application_name = startup.param("application_name").unwrap_or(""),
         tls = client.is_tls(),
         upstream_tls = upstream.is_tls(),
         "session opened"
     );
-
-    let identity = Identity {
-        user: startup.user().to_owned(),
-        database: startup.database().to_owned(),
-        application_name: startup.param("application_name").unwrap_or("").to_owned(),
-        params: startup.params.clone(),
-    };
-    let pipeline = Pipeline::new(app.pipeline.clone(), identity);
     let mut relay = Relay::new(
         client,
         upstream,
@@ -215,15 +292,26 @@ async fn run_session(
         app.settings.max_message_size.0 as usize,
     );
     relay.send_upstream(&startup.encode());
-    let session = registration.session.clone();
-    let mut keys = SessionKeys {
-        app: app.clone(),
-        id,
-        session: session.clone(),
-        client_key: None,
-        upstream_key: None,
-    };
+    Some(relay)
+}
 
+/// Relays until the session ends, then reports the ending; returns its name and the
+/// session's duration in milliseconds.
+async fn relay_until_end(
+    app: &Arc<Handles>,
+    mut relay: Relay,
+    mut keys: SessionKeys,
+    session: Arc<Session>,
+    mut shutdown: watch::Receiver<bool>,
+    auth_deadline: tokio::time::Instant,
+    opened: tokio::time::Instant,
+) -> (&'static str, u64) {
+    // Session mode: the upstream connection's gauge lasts as long as the relay.
+    let proxy = app.stats.proxy();
+    let _upstream_gauge = keys
+        .pooled
+        .is_none()
+        .then(|| proxy.upstream_connections.track());
     let ending = loop {
         if *shutdown.borrow()
             && let Some(ending) = relay.drain()
@@ -246,17 +334,12 @@ async fn run_session(
         }
     };
     if let Some(key) = &keys.client_key {
-        app.cancel_keys.remove(key.pid, id);
+        app.cancel_keys.remove(key.pid, keys.id);
     }
     let why = ending_name(&ending);
-    finish(&app, relay, ending, keys.upstream_key).await;
+    finish(app, relay, ending, &keys).await;
     let duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-    tracing::info!(
-        application_name = startup.param("application_name").unwrap_or(""),
-        duration_ms,
-        ending = why,
-        "session closed"
-    );
+    (why, duration_ms)
 }
 
 /// A stable name for how a session ended, for its closing log line.
@@ -273,6 +356,7 @@ fn ending_name(ending: &Ending) -> &'static str {
         Ending::AuthTimeout => "auth_timeout",
         Ending::Shutdown => "shutdown",
         Ending::Killed => "killed_by_admin",
+        Ending::NoServer(_) => "no_server_connection",
     }
 }
 
@@ -293,17 +377,14 @@ fn register(
 }
 
 /// Reports how the session ended to whichever side is still there, then closes both.
-async fn finish(
-    app: &Handles,
-    mut relay: Relay,
-    ending: Ending,
-    upstream_key: Option<CancelTarget>,
-) {
+async fn finish(app: &Handles, mut relay: Relay, ending: Ending, keys: &SessionKeys) {
     let busy = relay.pipeline.busy();
-    // After the client's own Terminate went upstream, the upstream has already closed.
-    let terminate_upstream = !matches!(ending, Ending::ClientTerminated);
+    // After the client's own Terminate went upstream, the upstream has already closed; a
+    // pooled server is given back instead.
+    let pooled = keys.pooled.is_some();
+    let terminate_upstream = !matches!(ending, Ending::ClientTerminated) && !pooled;
     let cancel_upstream = |why: &'static str| async move {
-        if busy && let Some(target) = &upstream_key {
+        if busy && let Some((target, _in_flight)) = keys.current() {
             tracing::info!(why, "cancelling the running upstream query");
             if let Err(e) = target.cancel(&app.upstream).await {
                 tracing::warn!(error = %e, "could not cancel upstream query");
@@ -367,6 +448,10 @@ async fn finish(
                 "terminating connection due to administrator command (pgward)",
             );
         }
+        Ending::NoServer(error) => {
+            tracing::warn!(%error, "no server connection for the client");
+            relay.send_fatal(error.sqlstate(), &error.to_string());
+        }
         Ending::Shutdown => {
             tracing::debug!("closing idle session for shutdown");
             relay.send_fatal(
@@ -378,6 +463,7 @@ async fn finish(
     if terminate_upstream {
         build::terminate(relay.upstream_writer());
     }
+    relay.give_back_server();
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, relay.flush()).await;
     let _ = tokio::time::timeout(FAREWELL_TIMEOUT, relay.shutdown()).await;
 }

@@ -23,4 +23,5 @@ mod rules;
 mod slow_log;
 mod statements;
 mod stats_http;
+mod transaction_mode;
 mod transparency;

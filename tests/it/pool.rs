@@ -291,6 +291,10 @@ async fn pools_are_shown_on_the_admin_endpoint_metrics_and_console() {
     }];
     config.console.users = vec!["ops".into()];
     config.console.password = Some("console-secret".into());
+    // Transaction mode logs clients in itself: it needs [auth].
+    let users = dir.with_extension("users");
+    std::fs::write(&users, format!("\"{SCRAM_USER}\" \"{SCRAM_PASSWORD}\"\n")).unwrap();
+    config.auth.auth_file = Some(users);
     let proxy = start_proxy(config).await;
     let admin = proxy.admin_addr.unwrap();
     let pools = proxy
