@@ -30,6 +30,7 @@ mod phases;
 mod queue;
 mod replies;
 mod rewrite;
+mod shared_server;
 mod state;
 mod statements;
 #[cfg(test)]
@@ -103,6 +104,9 @@ pub struct Identity {
     pub application_name: String,
     /// Every startup parameter, as the client sent them (part of cache keys).
     pub params: Vec<(String, String)>,
+    /// Transaction mode: session features that cannot survive a shared server are refused
+    /// (`shared_server.rs`) and every batch is tracked so a refusal keeps its place.
+    pub pooled: bool,
 }
 
 /// The rule a statement matched, in the snapshot it was matched under.
@@ -226,7 +230,7 @@ impl Pipeline {
     /// answer must wait behind the ones PostgreSQL owes for the messages before it.
     fn batch_tracked(&mut self) -> bool {
         if self.batch == state::Batch::Idle {
-            let tracked = self.shared.rules.any();
+            let tracked = self.shared.rules.any() || self.identity.pooled;
             self.batch = state::Batch::open(tracked);
         }
         self.batch.tracked()

@@ -13,6 +13,13 @@ use crate::rules::{Action, Mode};
 
 impl Pipeline {
     pub(super) fn on_parse(&mut self, parse: &Parse<'_>, body: &[u8]) -> ClientAction {
+        if let Some(refused) = self.refuse_parse(parse.sql) {
+            // The batch is tracked in transaction mode: the error keeps its place, and the
+            // rest of the batch is skipped until its Sync, as PostgreSQL would.
+            self.expected.push_reply(refused, false);
+            self.batch.fail();
+            return ClientAction::Drop;
+        }
         if !self.recording() {
             return ClientAction::Forward;
         }

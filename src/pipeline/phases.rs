@@ -105,6 +105,11 @@ impl Pipeline {
     }
 
     pub(super) fn on_query(&mut self, sql: &[u8], now: Instant) -> ClientAction {
+        if let Some(refused) = self.refuse_query(sql) {
+            self.count_queries(1);
+            self.expected.push_reply(refused, true);
+            return ClientAction::Drop;
+        }
         if !self.recording() {
             self.count_queries(1);
             self.expected.push_running(Running::untracked(now));

@@ -209,6 +209,7 @@ async fn run_session(
         database: startup.database().to_owned(),
         application_name: startup.param("application_name").unwrap_or("").to_owned(),
         params: startup.params.clone(),
+        pooled: app.pools.is_some(),
     };
     let pipeline = Pipeline::new(app.pipeline.clone(), identity);
     let mut keys = SessionKeys {

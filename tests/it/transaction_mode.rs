@@ -1,7 +1,7 @@
 //! Transaction mode end to end, tokio-postgres against pgward against a throwaway PostgreSQL:
 //! pgward logs clients in itself (users file), sessions share server connections per
 //! transaction, a named statement prepared on one server connection runs on another, session
-//! settings follow the client, DEALLOCATE ALL is followed, a cancel reaches only the right
+//! settings follow the client, DEALLOCATE ALL is followed, session features are refused (0A000), a cancel reaches only the right
 //! backend, and a pool with no free connection within query_wait_timeout answers 53300.
 
 use std::time::Duration;
@@ -13,6 +13,8 @@ use pgward::units::HumanDuration;
 use crate::harness::*;
 
 const PASSWORD: &str = "pooled-secret";
+/// The application_name of the pools' own logins (by pool size: each test has its own).
+const APP: &str = "pgward-txmode";
 
 fn config(cluster: &Cluster, pool_size: usize) -> Config {
     let dir = std::env::temp_dir().join(format!("pgward-it-txmode-{}", std::process::id()));
@@ -26,27 +28,38 @@ fn config(cluster: &Cluster, pool_size: usize) -> Config {
     config.auth.auth_file = Some(users);
     config.auth.failed_login_delay = HumanDuration(Duration::ZERO);
     config
-}
-
-async fn pid(client: &tokio_postgres::Client) -> i32 {
-    client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0)
+        .pool
+        .startup_parameters
+        .insert("application_name".into(), format!("{APP}-{pool_size}"));
+    config
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_share_servers_and_keep_statements_and_settings() {
     let proxy = start_proxy(config(shared(), 2)).await;
-    let a = connect(proxy.proxy_addr, TRUST_USER, Some(PASSWORD))
-        .await
-        .unwrap();
-    let b = connect(proxy.proxy_addr, TRUST_USER, Some(PASSWORD))
-        .await
-        .unwrap();
-    // One after the other, both sessions run on the same, most recently released server.
-    assert_eq!(pid(&a).await, pid(&b).await, "servers are shared");
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let client = connect(proxy.proxy_addr, TRUST_USER, Some(PASSWORD))
+            .await
+            .unwrap();
+        assert_eq!(
+            client
+                .query_one("SELECT 1", &[])
+                .await
+                .unwrap()
+                .get::<_, i32>(0),
+            1
+        );
+        clients.push(client);
+    }
+    // Five sessions, at most pool_size = 2 PostgreSQL backends for them.
+    let backends = shared().psql(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{APP}-2'"
+    ));
+    let backends: i64 = backends.trim().parse().unwrap();
+    assert!((1..=2).contains(&backends), "{backends} backends");
+    let b = clients.pop().unwrap();
+    let a = clients.pop().unwrap();
 
     let statement = a
         .prepare("SELECT pg_backend_pid(), $1::int + 1")
@@ -55,10 +68,16 @@ async fn sessions_share_servers_and_keep_statements_and_settings() {
     let row = a.query_one(&statement, &[&41i32]).await.unwrap();
     let first: i32 = row.get(0);
     assert_eq!(row.get::<_, i32>(1), 42);
-    // b holds that server in a transaction: a's next execution lands on the other one, where
+    // The server it was prepared on goes away: the next execution lands on a new one, where
     // pgward prepares the statement before the Bind.
-    b.batch_execute("BEGIN").await.unwrap();
-    assert_eq!(pid(&b).await, first);
+    shared().psql(&format!("SELECT pg_terminate_backend({first})"));
+    let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {first}");
+    eventually(
+        "the backend to end",
+        async || shared().psql(&sql),
+        |n| n == "0",
+    )
+    .await;
     let row = a.query_one(&statement, &[&1i32]).await.unwrap();
     assert_ne!(
         row.get::<_, i32>(0),
@@ -66,7 +85,6 @@ async fn sessions_share_servers_and_keep_statements_and_settings() {
         "ran on another server connection"
     );
     assert_eq!(row.get::<_, i32>(1), 2);
-    b.batch_execute("COMMIT").await.unwrap();
 
     // The same text prepared by b, on a server that already has it under pgward's name.
     let again = b
