@@ -120,22 +120,48 @@ pub struct LimitState {
     /// Per mille of its configured limit in force (below 1000 while protected traffic is
     /// over its objective).
     pub factor: u32,
+    /// `max_concurrency` scaled by `factor`: the slots protection leaves it (`in_use` also
+    /// counts the free slots protection holds back).
+    pub effective_max_concurrency: Option<usize>,
+    /// `max_db_time` scaled by `factor`: the refill rate in force, ms per second.
+    pub effective_db_time_ms_per_s: Option<f64>,
+}
+
+/// The slots of `max` a limit at `factor` per mille admits: rounded up, so a lowered limit
+/// keeps one slot until its factor reaches 0.
+pub fn scaled_slots(max: usize, factor: u32) -> usize {
+    let factor = u64::from(factor.min(FULL));
+    let allowed = (max as u64)
+        .saturating_mul(factor)
+        .div_ceil(u64::from(FULL));
+    usize::try_from(allowed).unwrap_or(max)
+}
+
+/// The shared limits as they stand at `now`: the one snapshot `GET /rules`, `/metrics` and the
+/// console's `SHOW LIMITS` read.
+pub fn states(limits: &[Arc<Limit>], now: Instant) -> Vec<LimitState> {
+    limits.iter().map(|l| l.state(now)).collect()
 }
 
 impl Limit {
     pub fn state(&self, now: Instant) -> LimitState {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let db = self.db_time.as_ref();
+        let factor = self.factor();
+        let max_concurrency = self.slots.as_ref().map(|(n, _)| *n);
         LimitState {
             name: self.name.to_string(),
-            max_concurrency: self.slots.as_ref().map(|(n, _)| *n),
+            max_concurrency,
             in_use: self.in_use(),
             queue_timeout_ms: ms(self.queue_timeout),
             max_db_time_ms_per_s: db.map(|d| ms(d.spec.per_second)),
             db_time_burst_ms: db.map(|d| ms(d.spec.burst)),
             db_time_available_ms: db.map(|d| d.available(now) * 1000.0),
             db_time_spent_ms: db.map(|d| d.spent() * 1000.0),
-            factor: self.factor(),
+            factor,
+            effective_max_concurrency: max_concurrency.map(|n| scaled_slots(n, factor)),
+            effective_db_time_ms_per_s: db
+                .map(|d| ms(d.spec.per_second) * f64::from(factor) / f64::from(FULL)),
         }
     }
 }

@@ -46,7 +46,7 @@ pub(super) async fn metrics(State(app): State<Arc<Handles>>) -> Response {
         budgets,
         reload_failures: status.reload_failures,
         reload_failing: status.last_error.is_some(),
-        limits: active.shared_limits.iter().map(|l| l.state(now)).collect(),
+        limits: crate::limits::states(&active.shared_limits, now),
         objectives: active
             .protection
             .objectives

@@ -201,7 +201,7 @@ async fn rules(State(app): State<Arc<Handles>>) -> Response {
         })
         .collect();
     let now = std::time::Instant::now();
-    let limits: Vec<_> = active.shared_limits.iter().map(|l| l.state(now)).collect();
+    let limits = crate::limits::states(&active.shared_limits, now);
     Json(json!({
         "status": app.rules.status(),
         "default_budget": active.set.default_budget.map(|d| d.as_secs_f64() * 1000.0),

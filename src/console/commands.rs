@@ -28,6 +28,10 @@ const HELP: &[(&str, &str)] = &[
         "SHOW POOLS",
         "server connection pools of transaction mode (GET /pools)",
     ),
+    (
+        "SHOW LIMITS",
+        "shared limits: configured, in use, in force under protection (GET /rules)",
+    ),
     ("SHOW CONFIG", "the settings in force, secrets masked"),
     ("SHOW VERSION", "pgward's version"),
     ("SHOW HELP", "this list"),
@@ -115,6 +119,11 @@ fn show(console: &Console, what: &str) -> Result<Table, Refusal> {
             ],
         ),
         "POOLS" => pools(console),
+        "LIMITS" => {
+            let active = console.rules.snapshot();
+            let limits = crate::limits::states(&active.shared_limits, std::time::Instant::now());
+            Table::from_json(&to_values(limits), &LIMIT_COLUMNS)
+        }
         "CONFIG" => {
             let mut table = Table::new(&["key", "value"]);
             for (key, value) in &console.config {
@@ -143,6 +152,22 @@ fn show(console: &Console, what: &str) -> Result<Table, Refusal> {
         }
     })
 }
+
+/// The columns of `SHOW LIMITS` when there is no limit (otherwise `LimitState`'s fields,
+/// which they repeat).
+const LIMIT_COLUMNS: [&str; 11] = [
+    "name",
+    "max_concurrency",
+    "in_use",
+    "queue_timeout_ms",
+    "max_db_time_ms_per_s",
+    "db_time_burst_ms",
+    "db_time_available_ms",
+    "db_time_spent_ms",
+    "factor",
+    "effective_max_concurrency",
+    "effective_db_time_ms_per_s",
+];
 
 /// The columns of `SHOW POOLS`, in PgBouncer's spirit; `GET /pools` has every counter.
 const POOL_COLUMNS: [&str; 11] = [
@@ -231,4 +256,35 @@ fn kill(console: &Console, id: &str) -> Result<(), Refusal> {
     }
     tracing::info!(session = number, "console: session terminated");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LIMIT_COLUMNS;
+    use crate::limits::LimitState;
+
+    #[test]
+    fn show_limits_without_a_limit_has_the_columns_it_has_with_one() {
+        let state = LimitState {
+            name: "x".into(),
+            max_concurrency: None,
+            in_use: 0,
+            queue_timeout_ms: 0.0,
+            max_db_time_ms_per_s: None,
+            db_time_burst_ms: None,
+            db_time_available_ms: None,
+            db_time_spent_ms: None,
+            factor: 0,
+            effective_max_concurrency: None,
+            effective_db_time_ms_per_s: None,
+        };
+        let value = serde_json::to_value(state).unwrap();
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, LIMIT_COLUMNS);
+    }
 }

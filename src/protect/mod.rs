@@ -298,8 +298,7 @@ impl Protection {
             let Some((max, slots)) = &limit.slots else {
                 continue;
             };
-            let allowed = (*max as u64 * u64::from(factor)).div_ceil(u64::from(FULL));
-            let keep_back = max.saturating_sub(usize::try_from(allowed).unwrap_or(*max));
+            let keep_back = max.saturating_sub(crate::limits::scaled_slots(*max, factor));
             held.truncate(keep_back);
             while held.len() < keep_back {
                 match slots.clone().try_acquire_owned() {

@@ -1,8 +1,8 @@
 //! The admin console end to end: every command through tokio-postgres' simple query protocol,
-//! a bad command and the extended protocol refused while the session goes on, logins refused
-//! (console off, wrong password, not an admin), `KILL` and `POST /sessions/{id}/terminate`
-//! ending a session whose statement runs, `GET /sessions`, and psql's own view of
-//! `SHOW VERSION`.
+//! `SHOW LIMITS` beside `GET /rules`, a bad command and the extended protocol refused while
+//! the session goes on, logins refused (console off, wrong password, not an admin), `KILL`
+//! and `POST /sessions/{id}/terminate` ending a session whose statement runs,
+//! `GET /sessions`, and psql's own view of `SHOW VERSION`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -104,7 +104,7 @@ async fn every_command_answers_and_the_session_survives_bad_ones() {
     assert_eq!(setting("console.password"), "(set)");
     assert_eq!(setting("upstream.address"), shared().addr());
     assert!(!config.iter().any(|r| cell(r, "value").contains(PASSWORD)));
-    assert_eq!(rows(&admin, "SHOW HELP").await.len(), 11);
+    assert_eq!(rows(&admin, "SHOW HELP").await.len(), 12);
     assert!(
         rows(&admin, "SHOW POOLS").await.is_empty(),
         "no pools in session mode"
@@ -143,6 +143,51 @@ async fn every_command_answers_and_the_session_survives_bad_ones() {
         .simple_query(";")
         .await
         .expect("an empty query is answered");
+}
+
+const SHARED_LIMIT: &str = r#"
+[limits.reports]
+max_concurrency = 3
+max_db_time = "250ms/s"
+
+[[rule]]
+name = "reports"
+match.query = "SELECT 7"
+limit = "reports"
+"#;
+
+/// `SHOW LIMITS` lists each `[limits.<name>]` with what `GET /rules` says of it.
+#[tokio::test]
+async fn show_limits_lists_the_shared_limits_as_get_rules_does() {
+    let mut config = console_config();
+    config.rules = Some(rules_file(SHARED_LIMIT));
+    let proxy = start_proxy(config).await;
+    let admin = console(proxy.proxy_addr, ADMIN, PASSWORD).await.unwrap();
+
+    let limits = rows(&admin, "SHOW LIMITS").await;
+    assert_eq!(limits.len(), 1, "{limits:?}");
+    let limit = &limits[0];
+    for (column, expected) in [
+        ("name", "reports"),
+        ("max_concurrency", "3"),
+        ("in_use", "0"),
+        ("max_db_time_ms_per_s", "250.0"),
+        ("factor", "1000"),
+        ("effective_max_concurrency", "3"),
+        ("effective_db_time_ms_per_s", "250.0"),
+    ] {
+        assert_eq!(cell(limit, column), expected, "{column}");
+    }
+
+    let (status, body) = http(proxy.admin_addr.unwrap(), "GET", "/rules", None).await;
+    assert_eq!(status, 200, "{body}");
+    let rules: Value = serde_json::from_str(&body).unwrap();
+    let listed = rules["limits"][0].as_object().unwrap();
+    let mut listed: Vec<&String> = listed.keys().collect();
+    let mut shown: Vec<&String> = limit.keys().collect();
+    listed.sort();
+    shown.sort();
+    assert_eq!(shown, listed, "SHOW LIMITS has the columns of GET /rules");
 }
 
 #[tokio::test]
