@@ -13,7 +13,13 @@ use crate::rules::{Action, Mode};
 
 impl Pipeline {
     pub(super) fn on_parse(&mut self, parse: &Parse<'_>, body: &[u8]) -> ClientAction {
-        if let Some(refused) = self.refuse_parse(parse.sql) {
+        if !self.recording() && !self.identity.pooled {
+            return ClientAction::Forward;
+        }
+        let Some(statement) = self.shared.fingerprints.statement(parse.sql, self.strings) else {
+            return ClientAction::Forward;
+        };
+        if let Some(refused) = self.refuse_parse(&statement) {
             // The batch is tracked in transaction mode: the error keeps its place, and the
             // rest of the batch is skipped until its Sync, as PostgreSQL would.
             self.expected.push_reply(refused, false);
@@ -23,9 +29,6 @@ impl Pipeline {
         if !self.recording() {
             return ClientAction::Forward;
         }
-        let Some(statement) = self.shared.fingerprints.statement(parse.sql, self.strings) else {
-            return ClientAction::Forward;
-        };
         let rules = self.shared.rules.snapshot();
         let matched = self.matched(&rules, &statement);
         let keeps = self.keeps_text(&statement, rules.set.caches());

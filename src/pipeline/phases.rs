@@ -105,19 +105,21 @@ impl Pipeline {
     }
 
     pub(super) fn on_query(&mut self, sql: &[u8], now: Instant) -> ClientAction {
-        if let Some(refused) = self.refuse_query(sql) {
+        // Fingerprinted once, for the stats and (transaction mode) the refusals alike.
+        let fingerprinted = (self.recording() || self.identity.pooled)
+            .then(|| self.shared.fingerprints.query(sql, self.strings));
+        if let Some(refused) = fingerprinted.as_deref().and_then(|f| self.refuse_query(f)) {
             self.count_queries(1);
             self.expected.push_reply(refused, true);
             return ClientAction::Drop;
         }
-        if !self.recording() {
+        let (Some(fingerprinted), true) = (fingerprinted, self.recording()) else {
             self.count_queries(1);
             self.expected.push_running(Running::untracked(now));
             self.expected.push_ready();
             return ClientAction::Forward;
-        }
+        };
         let rules = self.shared.rules.snapshot();
-        let fingerprinted = self.shared.fingerprints.query(sql, self.strings);
         // Always: an SQL PREPARE before any protocol Parse must be seen too (one word compared).
         for statement in fingerprinted.iter() {
             self.follow_sql_prepared(&statement.text);

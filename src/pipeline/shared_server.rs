@@ -5,8 +5,8 @@
 //! silently wrong. What pgward carries instead (SET alone, DEALLOCATE ALL, DISCARD ALL) is in
 //! `server::pooled`; docs/pooling.md lists each.
 
-use super::Pipeline;
 use super::replies::Raised;
+use super::{Fingerprinted, Pipeline};
 use crate::protocol::build::Severity;
 use crate::protocol::sqlstate;
 
@@ -65,24 +65,22 @@ pub(super) fn refused(feature: &str) -> Vec<u8> {
 
 impl Pipeline {
     /// Transaction mode: the refusal of a simple Query, if one of its statements needs one.
-    pub(super) fn refuse_query(&self, sql: &[u8]) -> Option<Vec<u8>> {
+    pub(super) fn refuse_query(&self, statements: &[Fingerprinted]) -> Option<Vec<u8>> {
         if !self.identity.pooled {
             return None;
         }
-        let fingerprinted = self.shared.fingerprints.query(sql, self.strings);
-        let alone = fingerprinted.len() <= 1;
-        fingerprinted
+        let alone = statements.len() <= 1;
+        statements
             .iter()
             .find_map(|statement| refusal(&statement.text, alone))
             .map(refused)
     }
 
     /// Transaction mode: the refusal of a Parse's statement, if it needs one.
-    pub(super) fn refuse_parse(&self, sql: &[u8]) -> Option<Vec<u8>> {
+    pub(super) fn refuse_parse(&self, statement: &Fingerprinted) -> Option<Vec<u8>> {
         if !self.identity.pooled {
             return None;
         }
-        let statement = self.shared.fingerprints.statement(sql, self.strings)?;
         refusal(&statement.text, true).map(refused)
     }
 }

@@ -196,6 +196,12 @@ fn quote_literal(value: &str) -> String {
 /// mode before it gets here). Reported parameters are followed through ParameterStatus and
 /// transaction-scoped forms (`SET LOCAL`, `SET TRANSACTION`, `SET CONSTRAINTS`) need nothing.
 pub fn capture(sql: &[u8]) -> Option<SetCapture> {
+    // Runs on every simple Query in transaction mode: most are not SET / RESET, and that is
+    // seen from the first byte, before the text is validated.
+    let first = sql.iter().find(|b| !b.is_ascii_whitespace())?;
+    if !matches!(first, b's' | b'S' | b'r' | b'R' | b'-' | b'/') {
+        return None;
+    }
     let text = std::str::from_utf8(sql).ok()?;
     let body = skip_space_and_comments(text);
     let statement = single_statement(body)?;

@@ -118,8 +118,8 @@ impl Statements {
             },
             tag::DESCRIBE => match frontend::describe_or_close(body) {
                 Some(Target::Statement(name)) => match self.ensure(name, server, owed, out) {
-                    Some(renamed) => {
-                        let target = Target::Statement(&renamed);
+                    Some(def) => {
+                        let target = Target::Statement(&def.server_name);
                         build::describe_or_close(out, tag::DESCRIBE, target);
                     }
                     None => out.extend_from_slice(frame),
@@ -240,25 +240,27 @@ impl Statements {
             Some(capture) if self.portals.len() < MAX_NAMES => {
                 self.portals.insert(bind.portal.into(), capture);
             }
+            // No lookup per Bind while no portal of this transaction sets anything.
+            _ if self.portals.is_empty() => {}
             _ => {
                 self.portals.remove(bind.portal);
             }
         }
         match self.ensure(bind.statement, server, owed, out) {
-            Some(renamed) => build::bind_renamed(out, bind, &renamed),
+            Some(def) => build::bind_renamed(out, bind, &def.server_name),
             None => out.extend_from_slice(frame),
         }
     }
 
-    /// Makes sure the server has the client's statement `name`; returns the name to use
-    /// there when it is not the client's.
+    /// Makes sure the server has the client's statement `name`; returns its definition (the
+    /// name to use there) when it is not the client's own name.
     fn ensure(
         &mut self,
         name: &[u8],
         server: &mut PreparedSet,
         owed: &mut Owed,
         out: &mut Vec<u8>,
-    ) -> Option<Box<[u8]>> {
+    ) -> Option<Arc<Def>> {
         if name.is_empty() {
             if !self.unnamed_on_server
                 && let Some(def) = &self.unnamed
@@ -271,7 +273,7 @@ impl Statements {
         }
         let def = self.named.get(name)?.clone();
         self.prepare(&def, server, owed, out);
-        Some(def.server_name.clone())
+        Some(def)
     }
 
     /// Sends `def`'s Parse to a server that lacks it (its answer swallowed).
