@@ -189,3 +189,38 @@ async fn login_cancel_and_the_pool_queue() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_lost_mid_transaction_fails_only_its_client() {
+    let proxy = start_proxy(config(shared(), 3)).await;
+    let a = connect(proxy.proxy_addr, TRUST_USER, Some(PASSWORD))
+        .await
+        .unwrap();
+    let b = connect(proxy.proxy_addr, TRUST_USER, Some(PASSWORD))
+        .await
+        .unwrap();
+    a.batch_execute("BEGIN").await.unwrap();
+    let held: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    shared().psql(&format!("SELECT pg_terminate_backend({held})"));
+    let err = a.query_one("SELECT 1", &[]).await.unwrap_err();
+    assert!(
+        err.is_closed() || code(&err) == "57P01" || code(&err) == "08006",
+        "{err}"
+    );
+    // The other session, and a new one, are untouched.
+    assert_eq!(
+        b.query_one("SELECT 2", &[]).await.unwrap().get::<_, i32>(0),
+        2
+    );
+    let c = connect(proxy.proxy_addr, TRUST_USER, Some(PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query_one("SELECT 3", &[]).await.unwrap().get::<_, i32>(0),
+        3
+    );
+}
